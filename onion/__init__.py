@@ -1,0 +1,1 @@
+"""Tor onion services for Amanat. The only package that imports stem."""

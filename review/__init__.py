@@ -1,0 +1,1 @@
+"""The air-gapped review tool. Never imports aiohttp, stem or SQL libraries."""
