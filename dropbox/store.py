@@ -1,0 +1,377 @@
+"""The ciphertext store: durable files with random names, every write kept inside one root.
+
+Layout under the root (directories 0700, files 0600):
+
+    tmp/<random>.partial          a write in progress; deleted on abort, swept at startup
+    objects/<ab>/<random>.age     committed ciphertext; `ab` is the first two hex digits
+
+A write goes to a temporary name on the same filesystem, is fsync'd, renamed into `objects/`, and
+the directories are fsync'd before `commit()` returns. Only then may the caller record the file in
+the database and acknowledge it, so nothing acknowledged is ever lost (issue 3, "Durability").
+
+Disk work runs in the store's worker threads so the event loop never blocks on the disk. A writer
+buffers at most `FLUSH_BYTES` while one earlier buffer is being written, so memory per upload stays
+around two buffers whatever the upload size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import hashlib
+import os
+import re
+import secrets
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from keys.errors import InputError, StorageError
+
+__all__ = [
+    "FLUSH_BYTES",
+    "CiphertextStore",
+    "CiphertextWriter",
+    "DiskReserveError",
+    "StoreIOError",
+    "StoredFile",
+    "UnsafeNameError",
+]
+
+FLUSH_BYTES = 1024 * 1024
+"""A writer hands its buffer to a worker thread once it holds this many bytes."""
+
+_TMP_DIR = "tmp"
+_OBJECTS_DIR = "objects"
+_PARTIAL_SUFFIX = ".partial"
+_OBJECT_NAME = re.compile(r"objects/([0-9a-f]{2})/\1[0-9a-f]{30}\.age")
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+_WORKERS = 4
+
+
+class DiskReserveError(StorageError):
+    """Storing this would take the store's free space under its configured reserve."""
+
+
+class StoreIOError(StorageError):
+    """The disk refused an operation on the ciphertext store."""
+
+
+class UnsafeNameError(StorageError, InputError):
+    """A stored-file name would resolve outside the store, or is not a name the store makes."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A committed ciphertext: `name` is random and relative to the store root."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+class CiphertextStore:
+    """Ciphertext files under `root`, refusing writes that would eat into `reserve_bytes`."""
+
+    def __init__(self, root: Path, reserve_bytes: int) -> None:
+        if reserve_bytes < 0:
+            raise ValueError("reserve_bytes must not be negative")
+        self.reserve_bytes = reserve_bytes
+        # The root itself may be a symlink (a data disk mounted elsewhere); its parts may not.
+        root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        self.root = root.resolve(strict=True)
+        for directory in (self.root, self.root / _TMP_DIR, self.root / _OBJECTS_DIR):
+            _make_private_dir(directory)
+        self._tmp = self.root / _TMP_DIR
+        self._objects = self.root / _OBJECTS_DIR
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    def sweep(self) -> int:
+        """Delete temporary files left by a crash; call once at startup. Returns how many."""
+        removed = 0
+        for entry in os.scandir(self._tmp):
+            if entry.is_symlink() or entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed += 1
+        if removed:
+            _fsync_dir(self._tmp)
+        return removed
+
+    def free_bytes(self) -> int:
+        """Bytes available to this process on the store's filesystem."""
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def ensure_room(self, expected: int) -> None:
+        """Raise DiskReserveError unless `expected` more bytes leave the reserve untouched."""
+        free = self.free_bytes()
+        if free - expected < self.reserve_bytes:
+            raise DiskReserveError(
+                f"the ciphertext store has {free} bytes free; storing {expected} more would go "
+                f"under its reserve of {self.reserve_bytes} bytes"
+            )
+
+    def writer(self) -> CiphertextWriter:
+        """A new writer; use it as `async with store.writer() as w:` so failures clean up."""
+        return CiphertextWriter(self)
+
+    def open(self, name: str) -> BinaryIO:
+        """Open a committed ciphertext for reading (export)."""
+        return self.path(name).open("rb")
+
+    def delete(self, name: str) -> None:
+        """Delete a committed ciphertext; a file already gone is not an error."""
+        target = self.path(name)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(target.parent)
+
+    def path(self, name: str) -> Path:
+        """The absolute path of a committed ciphertext, refusing anything outside the store."""
+        if not _OBJECT_NAME.fullmatch(name):
+            raise UnsafeNameError(f"not a ciphertext name made by this store: {name!r}")
+        candidate = (self.root / name).resolve(strict=False)
+        if not candidate.is_relative_to(self._objects):
+            raise UnsafeNameError(f"ciphertext name resolves outside the store: {name!r}")
+        return candidate
+
+    def names(self) -> list[str]:
+        """Every committed ciphertext name (to find files the database no longer knows)."""
+        found = []
+        for fan in sorted(os.listdir(self._objects)):
+            for file in sorted(os.listdir(self._objects / fan)):
+                name = f"{_OBJECTS_DIR}/{fan}/{file}"
+                if _OBJECT_NAME.fullmatch(name):
+                    found.append(name)
+        return found
+
+    def close(self) -> None:
+        """Wait for the worker threads to finish (at shutdown)."""
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    # --- used by CiphertextWriter -------------------------------------------------------------
+
+    def _submit(self, fn: Callable[[], object]) -> concurrent.futures.Future[object]:
+        """Run `fn` on the store's own threads, apart from the loop's default executor."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=_WORKERS, thread_name_prefix="amanat-store"
+                )
+            return self._executor.submit(fn)
+
+    def _create_partial(self) -> tuple[int, Path]:
+        partial = self._tmp / f"{secrets.token_hex(16)}{_PARTIAL_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.open(partial, flags, _FILE_MODE), partial
+
+    def _publish(self, partial: _Partial) -> str:
+        """Rename a fsync'd, closed partial into `objects/` and make the rename durable."""
+        token = secrets.token_hex(16)
+        fan = self._objects / token[:2]
+        if not fan.exists():
+            fan.mkdir(mode=_DIR_MODE, exist_ok=True)
+            _fsync_dir(self._objects)
+        target = fan / f"{token}.age"
+        os.rename(partial.path, target)
+        partial.published = target
+        _fsync_dir(fan)
+        _fsync_dir(self._tmp)
+        return f"{_OBJECTS_DIR}/{token[:2]}/{token}.age"
+
+
+class _Partial:
+    """The temporary file of a writer, and where it went once published."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+        self.open = True
+        self.published: Path | None = None
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            os.close(self.fd)
+
+    def discard(self) -> None:
+        """Close and delete, including a published file whose commit nobody saw."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+        if self.published is not None:
+            self.published.unlink(missing_ok=True)
+
+
+class CiphertextWriter:
+    """One ciphertext on its way into the store: `write()` chunks, then `commit()` or `abort()`.
+
+    Leaving `async with` without a commit, or with an exception (including the cancellation of a
+    handler whose client disconnected), deletes the temporary file. At most one disk operation of
+    a writer runs at a time, and `_pending` stays set until it has finished, so `abort()` never
+    closes the file under a thread that is still writing to it.
+    """
+
+    def __init__(self, store: CiphertextStore) -> None:
+        self._store = store
+        self._buffer = bytearray()
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._partial: _Partial | None = None
+        self._pending: concurrent.futures.Future[object] | None = None
+        self._finished = False
+        self._finalizer: weakref.finalize[[], CiphertextWriter] | None = None
+
+    async def __aenter__(self) -> CiphertextWriter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._finished:
+            await self.abort()
+
+    @property
+    def size(self) -> int:
+        """Ciphertext bytes accepted so far."""
+        return self._size + len(self._buffer)
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ciphertext; raises DiskReserveError (deleting the partial) when space runs out."""
+        self._check_open()
+        self._buffer += chunk
+        if len(self._buffer) >= FLUSH_BYTES:
+            await self._wait_pending()
+            data, self._buffer = bytes(self._buffer), bytearray()
+            self._pending = self._store._submit(lambda: self._flush(data))
+
+    async def commit(self) -> StoredFile:
+        """Write what is left, fsync, rename into place, fsync the directory; then it is durable."""
+        self._check_open()
+        await self._wait_pending()
+        data, self._buffer = bytes(self._buffer), bytearray()
+        self._pending = self._store._submit(lambda: self._finish(data))
+        name = await self._wait_pending()
+        assert isinstance(name, str)
+        self._finished = True
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        return StoredFile(name=name, size=self._size, sha256=self._hash.hexdigest())
+
+    async def abort(self) -> None:
+        """Delete the temporary file; safe to call more than once, and after a failure."""
+        if self._finished:
+            return
+        self._finished = True
+        self._buffer = bytearray()
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.cancel():
+            pending = None
+        # The cleanup waits for an operation still running in its thread, so the descriptor is
+        # never closed under it; shielded, it completes even if this task is cancelled meanwhile.
+        cleanup = self._store._submit(lambda: self._discard_after(pending))
+        await asyncio.shield(asyncio.wrap_future(cleanup))
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise StoreIOError("this ciphertext writer was already committed or aborted")
+
+    async def _wait_pending(self) -> object:
+        """Wait for the operation in flight; on its failure, delete everything and re-raise."""
+        pending = self._pending
+        if pending is None:
+            return None
+        try:
+            result = await asyncio.wrap_future(pending)
+        except Exception:
+            await self.abort()
+            raise
+        self._pending = None
+        return result
+
+    def _flush(self, data: bytes) -> None:
+        """Runs in a worker thread: check the reserve, hash and write one buffer."""
+        partial = self._partial or self._create()
+        if not data:
+            return
+        free = self._store.free_bytes()
+        if free - len(data) < self._store.reserve_bytes:
+            raise DiskReserveError(
+                f"the ciphertext store is full: {free} bytes free while writing, with a reserve "
+                f"of {self._store.reserve_bytes} bytes"
+            )
+        self._hash.update(data)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(partial.fd, view) :]
+        except OSError as error:
+            raise _translate(error, "writing a ciphertext") from error
+        self._size += len(data)
+
+    def _create(self) -> _Partial:
+        try:
+            fd, path = self._store._create_partial()
+        except OSError as error:
+            raise _translate(error, "creating a ciphertext") from error
+        self._partial = _Partial(fd, path)
+        # A writer dropped without commit or abort still deletes its partial when collected.
+        self._finalizer = weakref.finalize(self, self._partial.discard)
+        return self._partial
+
+    def _finish(self, data: bytes) -> str:
+        """Runs in a worker thread: last buffer, fsync, close, rename, directory fsyncs."""
+        self._flush(data)
+        partial = self._partial
+        assert partial is not None
+        try:
+            os.fsync(partial.fd)
+            partial.close()
+            return self._store._publish(partial)
+        except OSError as error:
+            raise _translate(error, "committing a ciphertext") from error
+
+    def _discard_after(self, pending: concurrent.futures.Future[object] | None) -> None:
+        if pending is not None:
+            concurrent.futures.wait([pending])
+        if self._partial is not None:
+            self._partial.discard()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+
+
+def _translate(error: OSError, doing: str) -> StorageError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskReserveError(f"the ciphertext store is full ({doing})")
+    return StoreIOError(f"{doing} failed: {error.strerror}")
+
+
+def _make_private_dir(directory: Path) -> None:
+    directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    if directory.is_symlink() or not directory.is_dir():
+        raise StoreIOError(f"{directory} is not a plain directory")
+    os.chmod(directory, _DIR_MODE)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
