@@ -225,7 +225,7 @@ def test_ensure_room_refuses_what_would_cross_the_reserve(tmp_path: Path) -> Non
     assert free > 0
     probe.ensure_room(0)
     with pytest.raises(DiskReserveError, match="reserve"):
-        probe.ensure_room(free + 1)
+        probe.ensure_room(2 * free + 1)
     greedy = CiphertextStore(tmp_path / "s", reserve_bytes=free + 10**12)
     with pytest.raises(DiskReserveError):
         greedy.ensure_room(0)
