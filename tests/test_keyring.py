@@ -1,0 +1,397 @@
+"""The signed keyring and the passphrase-protected investigator identity files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from keys.age import X25519Identity, encrypt
+from keys.errors import InputError, KeyringError, WrongPassphraseError
+from keys.identity_file import (
+    IdentityFileError,
+    InvestigatorSecrets,
+    format_identity,
+    open_identity,
+    parse_identity,
+    protect_identity,
+)
+from keys.keyring import (
+    Investigator,
+    Keyring,
+    canonical_json,
+    check_label,
+    empty_keyring,
+    format_org_public_key,
+    format_org_signing_key,
+    load_keyring,
+    parse_org_public_key,
+    parse_org_signing_key,
+    parse_unsigned_keyring,
+    sign_keyring,
+)
+
+DAY = date(2026, 11, 26)
+LOW_WORK_FACTOR = 10  # scrypt N = 2**10: fast, and still the real code path
+
+
+def investigator(label: str, revoked: bool = False) -> Investigator:
+    return Investigator(
+        label=label,
+        recipient=X25519Identity.generate().recipient(),
+        verify_key=SigningKey.generate().verify_key,
+        added=DAY,
+        revoked=revoked,
+    )
+
+
+@pytest.fixture
+def org() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def keyring(org: SigningKey) -> Keyring:
+    return (
+        empty_keyring(org.verify_key)
+        .with_investigator(investigator("alice"))
+        .with_investigator(investigator("بصیر"))
+        .with_transfer_key(SigningKey.generate().verify_key)
+    )
+
+
+def sign_raw(payload: dict[str, Any], org: SigningKey) -> bytes:
+    """A document signed over an arbitrary payload, to reach the checks behind the signature."""
+    signature = org.sign(canonical_json(payload)).signature
+    return json.dumps(
+        {"keyring": payload, "signature": base64.b64encode(signature).decode()}
+    ).encode()
+
+
+# --- round trip and signature ----------------------------------------------------------------
+
+
+def test_round_trip(org: SigningKey, keyring: Keyring) -> None:
+    document = sign_keyring(keyring, org)
+    loaded = load_keyring(document, org.verify_key)
+    assert loaded.payload() == keyring.payload()
+    assert loaded.version == 4
+    assert [i.label for i in loaded.investigators] == ["alice", "بصیر"]
+    assert loaded.fingerprint() == keyring.fingerprint()
+    assert "بصیر" in document.decode("utf-8")  # readable, not \u-escaped
+    assert set(json.loads(document)) == {"keyring", "signature"}
+
+
+def test_whitespace_and_key_order_are_not_signed(org: SigningKey, keyring: Keyring) -> None:
+    parsed = json.loads(sign_keyring(keyring, org))
+    reordered = {
+        "signature": parsed["signature"],
+        "keyring": dict(reversed(parsed["keyring"].items())),
+    }
+    compact = json.dumps(reordered, separators=(",", ":")).encode()  # \u-escapes non-ASCII too
+    assert load_keyring(compact, org.verify_key).payload() == keyring.payload()
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: d["keyring"]["investigators"][0].update(label="mallory"),
+        lambda d: d["keyring"]["investigators"][0].update(revoked=True),
+        lambda d: d["keyring"]["investigators"].pop(),
+        lambda d: d["keyring"].update(version=d["keyring"]["version"] + 1),
+        lambda d: d["keyring"].update(transfer_verify_key=None),
+        lambda d: d.update(signature=base64.b64encode(bytes(64)).decode()),
+    ],
+)
+def test_any_change_breaks_the_signature(org: SigningKey, keyring: Keyring, tamper: Any) -> None:
+    document = json.loads(sign_keyring(keyring, org))
+    tamper(document)
+    with pytest.raises(KeyringError, match="signature does not verify"):
+        load_keyring(json.dumps(document).encode(), org.verify_key)
+
+
+def test_another_organization_is_refused(org: SigningKey, keyring: Keyring) -> None:
+    with pytest.raises(KeyringError, match="pinned organization key"):
+        load_keyring(sign_keyring(keyring, org), SigningKey.generate().verify_key)
+    with pytest.raises(KeyringError, match="not this keyring's organization key"):
+        sign_keyring(keyring, SigningKey.generate())
+
+
+def test_rollback_is_refused(org: SigningKey, keyring: Keyring) -> None:
+    old = sign_keyring(keyring, org)
+    assert load_keyring(old, org.verify_key, min_version=keyring.version).version == 4
+    with pytest.raises(KeyringError, match=r"older than version 5 .*rollback") as info:
+        load_keyring(old, org.verify_key, min_version=5)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, InputError)
+
+
+def test_unknown_format_is_named(org: SigningKey, keyring: Keyring) -> None:
+    payload = keyring.payload() | {"format": "amanat-keyring/v2"}
+    with pytest.raises(KeyringError, match="unknown keyring format 'amanat-keyring/v2'"):
+        load_keyring(sign_raw(payload, org), org.verify_key)
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{not json", "not valid JSON"),
+        (b"[]", "not an Amanat keyring document"),
+        (b'{"keyring": {}, "signature": "", "extra": 1}', "not an Amanat keyring document"),
+        (b'{"keyring": [], "signature": ""}', "'keyring' must be an object"),
+        (b'{"keyring": {"format": "amanat-keyring/v1"}, "signature": "abc"}', "signature"),
+        (b'{"keyring": {}, "keyring": {}, "signature": ""}', "appears twice"),
+    ],
+)
+def test_garbage_documents(org: SigningKey, document: bytes, reason: str) -> None:
+    with pytest.raises(KeyringError, match=reason):
+        load_keyring(document, org.verify_key)
+
+
+def _break(path: str, value: Any) -> Any:
+    def apply(payload: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = payload
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        if value is _DELETE:
+            del target[last]
+        else:
+            target[last] = value
+
+    return apply
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_break("version", "4"), "'version' must be an integer"),
+        (_break("version", True), "'version' must be an integer"),
+        (_break("version", 0), "version must be an integer in 1"),
+        (_break("version", 2**53), "version must be an integer in 1"),
+        (_break("investigators", {}), "'investigators' must be a list"),
+        (_break("extra", 1), "unknown extra"),
+        (_break("transfer_verify_key", _DELETE), "missing transfer_verify_key"),
+        (_break("transfer_verify_key", "AAAA"), "transfer_verify_key: expected 32 bytes"),
+        (_break("investigators.0.label", ""), "non-empty"),
+        (_break("investigators.0.label", "eve\u202e"), "invisible"),
+        (_break("investigators.0.recipient", "age1notakey"), "bad age recipient"),
+        (_break("investigators.0.recipient", 7), "recipient must be a string"),
+        (_break("investigators.0.verify_key", "not base64!"), "verify_key: expected 32 bytes"),
+        (_break("investigators.0.added", "2026-02-30"), "day YYYY-MM-DD"),
+        (_break("investigators.0.added", "20261126"), "day YYYY-MM-DD"),
+        (_break("investigators.0.revoked", "no"), "true or false"),
+        (_break("investigators.0.colour", "red"), "unknown colour"),
+        (_break("investigators.0.added", _DELETE), "missing added"),
+    ],
+)
+def test_malformed_fields_are_named(
+    org: SigningKey, keyring: Keyring, change: Any, reason: str
+) -> None:
+    payload = json.loads(json.dumps(keyring.payload()))
+    change(payload)
+    with pytest.raises(KeyringError, match=reason):
+        load_keyring(sign_raw(payload, org), org.verify_key)
+
+
+def test_floats_and_duplicates_are_refused(org: SigningKey, keyring: Keyring) -> None:
+    payload = json.loads(json.dumps(keyring.payload()))
+    payload["investigators"][1]["label"] = "ALICE"  # labels are unique regardless of case
+    with pytest.raises(KeyringError, match="share the same label"):
+        load_keyring(sign_raw(payload, org), org.verify_key)
+    text = sign_keyring(keyring.bumped(), org).replace(b'"version": 5', b'"version": 5.0')
+    with pytest.raises(KeyringError, match="integers"):
+        load_keyring(text, org.verify_key)
+    twin = investigator("twin")
+    clone = Investigator("clone", twin.recipient, SigningKey.generate().verify_key, DAY)
+    with pytest.raises(KeyringError, match="same age recipient"):
+        keyring.with_investigator(twin).with_investigator(clone)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+def test_revoked_investigators_are_excluded(org: SigningKey, keyring: Keyring) -> None:
+    alice = keyring.investigators[0]
+    revoked = load_keyring(sign_keyring(keyring.with_revoked("Alice"), org), org.verify_key)
+    assert revoked.version == keyring.version + 1
+    assert [str(r) for r in revoked.active_recipients()] == [
+        str(keyring.investigators[1].recipient)
+    ]
+    assert [i.label for i in revoked.active_investigators()] == ["بصیر"]
+    assert revoked.investigator_by_verify_key(alice.verify_key) is None
+    found = revoked.investigator_by_verify_key(bytes(alice.verify_key), include_revoked=True)
+    assert found is not None
+    assert found.revoked
+    assert keyring.investigator_by_verify_key(alice.verify_key) == alice
+    with pytest.raises(KeyringError, match="already revoked"):
+        revoked.with_revoked("alice")
+    with pytest.raises(KeyringError, match="no investigator labelled 'bob'"):
+        revoked.with_revoked("bob")
+
+
+def test_fingerprint_is_stable_and_changes_with_everything(
+    org: SigningKey, keyring: Keyring
+) -> None:
+    fingerprint = keyring.fingerprint()
+    assert re.fullmatch(r"\d{4}( \d{4}){5}", fingerprint)
+    assert load_keyring(sign_keyring(keyring, org), org.verify_key).fingerprint() == fingerprint
+    variants = [
+        keyring.bumped(),
+        keyring.with_revoked("alice"),
+        keyring.with_investigator(investigator("carol")),
+        keyring.with_transfer_key(SigningKey.generate().verify_key),
+        Keyring(
+            keyring.version,
+            SigningKey.generate().verify_key,
+            keyring.investigators,
+            keyring.transfer_verify_key,
+        ),  # same payload, another organization
+    ]
+    prints = {fingerprint} | {k.fingerprint() for k in variants}
+    assert len(prints) == len(variants) + 1
+
+
+def test_fingerprint_known_answer() -> None:
+    # Pinned: a second implementation of docs/format.md section 3.4 must reproduce it.
+    org = SigningKey(bytes(range(32)))
+    assert empty_keyring(org.verify_key).fingerprint() == "9619 6349 4470 0780 8786 8469"
+
+
+# --- labels, unsigned payloads and key files -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "label", ["", " alice", "alice ", "a" * 65, "al\nice", "al\u200bice", "x\u202ey"]
+)
+def test_bad_labels(label: str) -> None:
+    with pytest.raises(KeyringError, match="label"):
+        check_label(label)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    labels=st.lists(
+        st.text(min_size=1, max_size=64), min_size=1, max_size=4, unique_by=str.casefold
+    )
+)
+def test_any_valid_labels_round_trip(labels: list[str]) -> None:
+    org = SigningKey(bytes(32))
+    keyring = empty_keyring(org.verify_key)
+    for label in labels:
+        try:
+            check_label(label)
+        except KeyringError:
+            continue
+        keyring = keyring.with_investigator(investigator(label))
+    loaded = load_keyring(sign_keyring(keyring, org), org.verify_key)
+    assert loaded.payload() == keyring.payload()
+
+
+def test_unsigned_payload(org: SigningKey, keyring: Keyring) -> None:
+    text = json.dumps(keyring.payload(), indent=1).encode()
+    assert parse_unsigned_keyring(text, org.verify_key).payload() == keyring.payload()
+    with pytest.raises(KeyringError, match="unknown keyring format"):
+        parse_unsigned_keyring(b'{"version": 3}', org.verify_key)
+
+
+def test_org_key_files(org: SigningKey) -> None:
+    secret_text = format_org_signing_key(org)
+    public_text = format_org_public_key(org.verify_key)
+    assert bytes(parse_org_signing_key(secret_text)) == bytes(org)
+    assert bytes(parse_org_public_key(public_text)) == bytes(org.verify_key)
+    bare = base64.b64encode(bytes(org.verify_key))
+    assert bytes(parse_org_public_key(bare + b"\n")) == bytes(org.verify_key)
+    with pytest.raises(KeyringError, match="not an organization key file"):
+        parse_org_signing_key(public_text)  # the public file is never mistaken for the secret
+    with pytest.raises(KeyringError, match="organization public key"):
+        parse_org_public_key(secret_text)
+    assert base64.b64encode(bytes(org)) not in public_text
+
+
+# --- investigator identity files -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alice_keys() -> InvestigatorSecrets:
+    return InvestigatorSecrets.generate("alice")
+
+
+def test_identity_file_round_trip(alice_keys: InvestigatorSecrets) -> None:
+    data = protect_identity(alice_keys, "correct horse battery", LOW_WORK_FACTOR)
+    assert data.startswith(b"age-encryption.org/v1\n-> scrypt ")
+    assert b"AGE-SECRET-KEY" not in data
+    opened = open_identity(data, "correct horse battery")
+    assert opened.label == "alice"
+    assert str(opened.identity) == str(alice_keys.identity)
+    assert bytes(opened.signing_key) == bytes(alice_keys.signing_key)
+    entry = opened.public_entry(DAY)
+    assert str(entry.recipient) == str(alice_keys.identity.recipient())
+    assert bytes(entry.verify_key) == bytes(alice_keys.signing_key.verify_key)
+
+
+def test_identity_file_refuses_a_wrong_passphrase(alice_keys: InvestigatorSecrets) -> None:
+    data = protect_identity(alice_keys, "correct horse battery", LOW_WORK_FACTOR)
+    with pytest.raises(WrongPassphraseError) as info:
+        open_identity(data, "correct horse batterY")
+    assert isinstance(info.value, ValueError)
+
+
+def test_identity_file_refuses_garbage(alice_keys: InvestigatorSecrets) -> None:
+    data = protect_identity(alice_keys, "correct horse battery", LOW_WORK_FACTOR)
+    for garbage in (b"", b"\x00" * 100, b"hello world\n", data[: len(data) // 2]):
+        with pytest.raises(IdentityFileError) as info:
+            open_identity(garbage, "correct horse battery")
+        assert isinstance(info.value, InputError)
+    # An age file that decrypts but does not hold an identity.
+    not_identity = protect_identity_plaintext(b"just a note\n")
+    with pytest.raises(IdentityFileError, match="expected one label"):
+        open_identity(not_identity, "correct horse battery")
+
+
+def protect_identity_plaintext(plaintext: bytes) -> bytes:
+    from keys.age import ScryptRecipient
+
+    return encrypt(plaintext, [ScryptRecipient("correct horse battery", LOW_WORK_FACTOR)])
+
+
+def test_identity_repr_and_text_form(alice_keys: InvestigatorSecrets) -> None:
+    assert "AGE-SECRET-KEY" not in repr(alice_keys)
+    assert base64.b64encode(bytes(alice_keys.signing_key)).decode() not in repr(alice_keys)
+    text = format_identity(alice_keys)
+    crlf = parse_identity(text.replace("\n", "\r\n"))
+    assert (crlf.label, str(crlf.identity)) == ("alice", str(alice_keys.identity))
+    assert crlf.signing_key == alice_keys.signing_key
+    broken = text.replace("# AMANAT-SIGNING-KEY: ", "# ")
+    with pytest.raises(IdentityFileError):
+        parse_identity(broken)
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(shutil.which("age") is None, reason="needs the age binary")
+def test_identity_plaintext_is_an_age_identity_file(
+    alice_keys: InvestigatorSecrets, tmp_path: Path
+) -> None:
+    """`age -d -i` accepts the plaintext, despite the signing-key comment line."""
+    identity_path = tmp_path / "identity.txt"
+    identity_path.write_text(format_identity(alice_keys))
+    identity_path.chmod(0o600)
+    ciphertext = encrypt(b"testimony", [alice_keys.identity.recipient()])
+    out = subprocess.run(
+        ["age", "-d", "-i", str(identity_path)], input=ciphertext, capture_output=True, check=True
+    )
+    assert out.stdout == b"testimony"
