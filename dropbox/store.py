@@ -5,6 +5,9 @@ Layout under the root (directories 0700, files 0600):
     tmp/<random>.partial          a write in progress; deleted on abort, swept at startup
     objects/<ab>/<random>.age     committed ciphertext; `ab` is the first two hex digits
 
+A stored file's name is just `<random>.age` (32 hex digits): flat, so it can also be a transfer
+bundle member name (docs/format.md 5.1), and `path()` maps it into its fan-out directory.
+
 A write goes to a temporary name on the same filesystem, is fsync'd, renamed into `objects/`, and
 the directories are fsync'd before `commit()` returns. Only then may the caller record the file in
 the database and acknowledge it, so nothing acknowledged is ever lost (issue 3, "Durability").
@@ -49,7 +52,7 @@ FLUSH_BYTES = 1024 * 1024
 _TMP_DIR = "tmp"
 _OBJECTS_DIR = "objects"
 _PARTIAL_SUFFIX = ".partial"
-_OBJECT_NAME = re.compile(r"objects/([0-9a-f]{2})/\1[0-9a-f]{30}\.age")
+_OBJECT_NAME = re.compile(r"[0-9a-f]{32}\.age")
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 _WORKERS = 4
@@ -69,7 +72,7 @@ class UnsafeNameError(StorageError, InputError):
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A committed ciphertext: `name` is random and relative to the store root."""
+    """A committed ciphertext: `name` (`<32 hex>.age`) is random; `store.path(name)` finds it."""
 
     name: str
     size: int
@@ -139,7 +142,7 @@ class CiphertextStore:
         """The absolute path of a committed ciphertext, refusing anything outside the store."""
         if not _OBJECT_NAME.fullmatch(name):
             raise UnsafeNameError(f"not a ciphertext name made by this store: {name!r}")
-        candidate = (self.root / name).resolve(strict=False)
+        candidate = (self._objects / name[:2] / name).resolve(strict=False)
         if not candidate.is_relative_to(self._objects):
             raise UnsafeNameError(f"ciphertext name resolves outside the store: {name!r}")
         return candidate
@@ -148,10 +151,11 @@ class CiphertextStore:
         """Every committed ciphertext name (to find files the database no longer knows)."""
         found = []
         for fan in sorted(os.listdir(self._objects)):
-            for file in sorted(os.listdir(self._objects / fan)):
-                name = f"{_OBJECTS_DIR}/{fan}/{file}"
-                if _OBJECT_NAME.fullmatch(name):
-                    found.append(name)
+            found += [
+                name
+                for name in sorted(os.listdir(self._objects / fan))
+                if _OBJECT_NAME.fullmatch(name) and name.startswith(fan)
+            ]
         return found
 
     def close(self) -> None:
@@ -189,7 +193,7 @@ class CiphertextStore:
         partial.published = target
         _fsync_dir(fan)
         _fsync_dir(self._tmp)
-        return f"{_OBJECTS_DIR}/{token[:2]}/{token}.age"
+        return target.name
 
 
 class _Partial:
