@@ -1,10 +1,380 @@
-"""Placeholder until its issue lands: registers no commands yet."""
+"""`amanat keys`: the organization's keyring, kept in an "org dir" on an offline machine.
+
+An org dir holds three files (docs/format.md, section 3.6):
+
+    org.key       the organization signing key (Ed25519), mode 0600; never leaves this machine
+    org.pub       the organization public key; every server pins it
+    keyring.json  the signed keyring; copied to every server
+
+Commands that change the keyring re-sign it one version up. Private files are created with
+O_EXCL and mode 0600, and nothing secret is ever printed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
+from nacl.signing import SigningKey
 
-def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
-    """Add this module's commands to `amanat`."""
+from keys.codename import to_locale_digits
+from keys.errors import ConfigError, InputError, KeyringError
+from keys.identity_file import DEFAULT_WORK_FACTOR, InvestigatorSecrets, protect_identity
+from keys.keyring import (
+    FORMAT,
+    Keyring,
+    empty_keyring,
+    encode_key,
+    format_org_public_key,
+    format_org_signing_key,
+    load_keyring,
+    parse_org_public_key,
+    parse_org_signing_key,
+    parse_unsigned_keyring,
+    parse_verify_key,
+    sign_keyring,
+)
+
+ORG_KEY = "org.key"
+ORG_PUB = "org.pub"
+KEYRING = "keyring.json"
+MIN_PASSPHRASE_CHARS = 10
+
+
+class PassphraseError(InputError):
+    """No usable passphrase: none given, too short, or the two entries differ."""
+
+
+# --- command registration --------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `amanat keys ...` to the `amanat` command."""
+    keys = subparsers.add_parser("keys", help="the organization key and the signed keyring")
+    sub = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], text: str) -> Any:
+        parser = sub.add_parser(name, help=text, description=text)
+        parser.set_defaults(run=run)
+        return parser
+
+    p = command("init-org", run_init_org, "create an org dir: org key, org.pub, empty keyring v1")
+    p.add_argument("--dir", required=True, type=Path)
+
+    p = command(
+        "add-investigator",
+        run_add_investigator,
+        "generate an investigator's keys, write their passphrase-protected identity "
+        "file and add them to the keyring",
+    )
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--label", required=True)
+    p.add_argument(
+        "--identity-out",
+        required=True,
+        type=Path,
+        help="where to write the identity file (must not exist)",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        type=Path,
+        help="read the passphrase from this file instead of prompting",
+    )
+    p.add_argument(
+        "--work-factor",
+        type=int,
+        default=DEFAULT_WORK_FACTOR,
+        choices=range(10, 23),
+        metavar="10..22",
+        help=f"scrypt work factor, log2 N (default {DEFAULT_WORK_FACTOR})",
+    )
+
+    p = command("revoke", run_revoke, "mark an investigator revoked (new files skip their key)")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--label", required=True)
+
+    p = command(
+        "pin-transfer-key",
+        run_pin_transfer_key,
+        "pin the server's transfer verify key (Ed25519, base64) in the keyring",
+    )
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--key", required=True, help="the transfer verify key, standard base64")
+
+    p = command(
+        "sign",
+        run_sign,
+        "re-sign the keyring one version up, or sign a prepared "
+        "unsigned keyring payload given with --from",
+    )
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument(
+        "--from",
+        dest="unsigned",
+        type=Path,
+        help="an unsigned keyring payload (JSON) with a higher version",
+    )
+
+    _add_reading_options(command("show", run_show, "print the keyring after verifying it"))
+    _add_reading_options(
+        command("verify", run_verify, "verify the keyring's signature, format and version")
+    )
+    p = command("fingerprint", run_fingerprint, "print the keyring fingerprint people compare")
+    _add_reading_options(p)
+    p.add_argument(
+        "--digits",
+        choices=("latin", "fa", "ar"),
+        default="latin",
+        help="print the fingerprint in Latin, Persian or Arabic-Indic digits",
+    )
+
+
+def _add_reading_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(),
+        help=f"the org dir holding {KEYRING} and {ORG_PUB} (default: here)",
+    )
+    parser.add_argument("--keyring", type=Path, help=f"the keyring file (default DIR/{KEYRING})")
+    parser.add_argument(
+        "--org-pub",
+        type=Path,
+        help=f"the pinned organization public key file (default DIR/{ORG_PUB})",
+    )
+    parser.add_argument(
+        "--min-version",
+        type=int,
+        default=0,
+        help="refuse a keyring older than this version (the last one seen)",
+    )
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def run_init_org(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in (ORG_KEY, ORG_PUB, KEYRING):
+        if (root / name).exists():
+            raise ConfigError(f"{root / name} already exists: refusing to overwrite an org dir")
+    signing_key = SigningKey.generate()
+    keyring = empty_keyring(signing_key.verify_key)
+    write_private(root / ORG_KEY, format_org_signing_key(signing_key))
+    write_public(root / ORG_PUB, format_org_public_key(signing_key.verify_key))
+    write_public(root / KEYRING, sign_keyring(keyring, signing_key))
+    print(f"created org dir {root}")
+    print(f"  {ORG_KEY}       organization signing key (mode 0600): keep it offline")
+    print(f"  {ORG_PUB}       organization public key: {encode_key(signing_key.verify_key)}")
+    print(f"  {KEYRING}  keyring version 1, no investigators yet")
+    print(f"fingerprint: {keyring.fingerprint()}")
+    return 0
+
+
+def run_add_investigator(args: argparse.Namespace) -> int:
+    signing_key, keyring = _open_org_dir(args.dir)
+    new_keys = InvestigatorSecrets.generate(args.label)
+    updated = keyring.with_investigator(new_keys.public_entry(_today()))
+    passphrase = read_new_passphrase(args.passphrase_file)
+    identity_file = protect_identity(new_keys, passphrase, args.work_factor)
+    write_private(args.identity_out, identity_file)
+    try:
+        replace_public(args.dir / KEYRING, sign_keyring(updated, signing_key))
+    except BaseException:
+        # An identity that is not in the keyring would only confuse: take it back.
+        args.identity_out.unlink(missing_ok=True)
+        raise
+    entry = updated.investigators[-1]
+    print(f"added investigator {entry.label!r}; keyring is now version {updated.version}")
+    print(f"  identity file (passphrase-protected, mode 0600): {args.identity_out}")
+    print(f"  age recipient: {entry.recipient}")
+    print(f"  verify key:    {encode_key(entry.verify_key)}")
+    print(f"fingerprint: {updated.fingerprint()}")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    return _change(args.dir, lambda k: k.with_revoked(args.label), f"revoked {args.label!r}")
+
+
+def run_pin_transfer_key(args: argparse.Namespace) -> int:
+    key = parse_verify_key(args.key.strip(), "transfer verify key")
+    return _change(
+        args.dir,
+        lambda k: k.with_transfer_key(key),
+        f"pinned transfer verify key {encode_key(key)}",
+    )
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    if args.unsigned is None:
+        return _change(args.dir, Keyring.bumped, "re-signed the keyring")
+
+    def from_payload(current: Keyring) -> Keyring:
+        prepared = parse_unsigned_keyring(
+            read_file(args.unsigned, "unsigned keyring"), current.org_verify_key
+        )
+        if prepared.version <= current.version:
+            raise KeyringError(
+                f"the prepared keyring has version {prepared.version}; it must be "
+                f"above the current version {current.version}"
+            )
+        return prepared
+
+    return _change(args.dir, from_payload, f"signed the keyring from {args.unsigned}")
+
+
+def run_show(args: argparse.Namespace) -> int:
+    keyring = _read_keyring(args)
+    print(f"keyring version {keyring.version} ({FORMAT})")
+    print(f"fingerprint:      {keyring.fingerprint()}")
+    print(f"organization key: {encode_key(keyring.org_verify_key)}")
+    transfer = keyring.transfer_verify_key
+    print(f"transfer key:     {'not pinned' if transfer is None else encode_key(transfer)}")
+    print(
+        f"investigators:    {len(keyring.active_investigators())} active, "
+        f"{len(keyring.investigators)} in all"
+    )
+    for inv in keyring.investigators:
+        state = "REVOKED" if inv.revoked else "active"
+        print(f"  - {inv.label} ({state}, added {inv.added.isoformat()})")
+        print(f"      age recipient: {inv.recipient}")
+        print(f"      verify key:    {encode_key(inv.verify_key)}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    keyring = _read_keyring(args)
+    print(
+        f"keyring OK: version {keyring.version}, {len(keyring.active_investigators())} active "
+        f"investigator(s), fingerprint {keyring.fingerprint()}"
+    )
+    return 0
+
+
+def run_fingerprint(args: argparse.Namespace) -> int:
+    fingerprint = _read_keyring(args).fingerprint()
+    print(fingerprint if args.digits == "latin" else to_locale_digits(fingerprint, args.digits))
+    return 0
+
+
+# --- org dir ---------------------------------------------------------------------------------
+
+
+def _open_org_dir(root: Path) -> tuple[SigningKey, Keyring]:
+    """The org signing key and the current keyring, after checking that they belong together."""
+    signing_key = parse_org_signing_key(read_file(root / ORG_KEY, "organization key"))
+    pinned = parse_org_public_key(read_file(root / ORG_PUB, "organization public key"))
+    if bytes(pinned) != bytes(signing_key.verify_key):
+        raise ConfigError(f"{root / ORG_PUB} does not match {root / ORG_KEY}")
+    keyring = load_keyring(read_file(root / KEYRING, "keyring"), pinned)
+    return signing_key, keyring
+
+
+def _change(root: Path, change: Callable[[Keyring], Keyring], done: str) -> int:
+    signing_key, keyring = _open_org_dir(root)
+    updated = change(keyring)
+    replace_public(root / KEYRING, sign_keyring(updated, signing_key))
+    print(f"{done}; keyring is now version {updated.version}")
+    print(f"fingerprint: {updated.fingerprint()}")
+    return 0
+
+
+def _read_keyring(args: argparse.Namespace) -> Keyring:
+    keyring_path = args.keyring or args.dir / KEYRING
+    org_pub_path = args.org_pub or args.dir / ORG_PUB
+    org_key = parse_org_public_key(read_file(org_pub_path, "organization public key"))
+    return load_keyring(read_file(keyring_path, "keyring"), org_key, args.min_version)
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+# --- passphrases -----------------------------------------------------------------------------
+
+
+def read_new_passphrase(path: Path | None) -> str:
+    """A new passphrase from a file (first line) or typed twice at a terminal."""
+    if path is not None:
+        try:
+            text = read_file(path, "passphrase file").decode("utf-8")
+        except UnicodeDecodeError:
+            raise PassphraseError(f"the passphrase file {path} is not UTF-8 text") from None
+        passphrase = text.splitlines()[0] if text else ""
+    elif sys.stdin.isatty():
+        passphrase = getpass.getpass("Passphrase for the new identity file: ")
+        if getpass.getpass("Same passphrase again: ") != passphrase:
+            raise PassphraseError("the two passphrases differ; nothing was written")
+    else:
+        raise PassphraseError("no passphrase: give --passphrase-file FILE or run in a terminal")
+    if len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise PassphraseError(f"the passphrase needs at least {MIN_PASSPHRASE_CHARS} characters")
+    return passphrase
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600; refuse to touch an existing file."""
+    _write_new(path, data, 0o600)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    _write_new(path, data, 0o644)
+
+
+def replace_public(path: Path, data: bytes) -> None:
+    """Atomically replace `path`: write a new file beside it, fsync, rename, fsync the dir."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    _write_new(temp, data, 0o644)
+    try:
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot replace {path}: {exc.strerror}") from None
+    _fsync_dir(path.parent)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists: refusing to overwrite it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
