@@ -272,6 +272,51 @@ def test_fingerprint_known_answer() -> None:
     assert empty_keyring(org.verify_key).fingerprint() == "9619 6349 4470 0780 8786 8469"
 
 
+EXAMPLE_DOCUMENT = """{
+  "keyring": {
+    "format": "amanat-keyring/v1",
+    "investigators": [
+      {
+        "added": "2026-11-26",
+        "label": "alice",
+        "recipient": "age15nsf9y4k28p83wth93tf7hafhvfajp45d2mge80ems45gz0c5gys3me64l",
+        "revoked": false,
+        "verify_key": "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="
+      }
+    ],
+    "transfer_verify_key": "7UkoxijRwsbq6QM4kFmVYSlZJzpcY/k2NsFGFKyHN9E=",
+    "version": 3
+  },
+  "signature": "SIGNATURE"
+}
+""".replace(
+    "SIGNATURE",
+    "5OfDsyaEnlz4HuW2LOmwabIcAp8iC6RI2BjuDzdknoyiy9SaD/jQcmFCplfjErvD0t+hNeySmiLZ6UiI9YKWDg==",
+)
+
+
+def test_example_document_from_the_spec() -> None:
+    """docs/format.md 3.7: Ed25519 is deterministic, so the whole document is a known answer."""
+    org = SigningKey(bytes(range(32)))
+    alice = Investigator(
+        "alice",
+        X25519Identity.from_secret(bytes([1] * 32)).recipient(),
+        SigningKey(bytes([2] * 32)).verify_key,
+        DAY,
+    )
+    keyring = (
+        empty_keyring(org.verify_key)
+        .with_investigator(alice)
+        .with_transfer_key(SigningKey(bytes([3] * 32)).verify_key)
+    )
+    assert sign_keyring(keyring, org).decode() == EXAMPLE_DOCUMENT
+    loaded = load_keyring(
+        EXAMPLE_DOCUMENT.encode(),
+        parse_org_public_key(b"A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="),
+    )
+    assert loaded.fingerprint() == "9493 9728 8048 5349 3639 4736"
+
+
 # --- labels, unsigned payloads and key files -------------------------------------------------
 
 
