@@ -477,6 +477,11 @@ class Decryptor:
         self._payload_offset = 0
         self._stream: StreamDecryptor | None = None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held back: the header while it is incomplete, then at most one sealed chunk."""
+        return len(self._pending) if self._stream is None else self._stream.buffered
+
     def update(self, data: bytes) -> list[bytes]:
         if self._stream is not None:
             return self._stream.update(data)

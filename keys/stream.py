@@ -111,6 +111,11 @@ class StreamDecryptor:
         self._buffer = bytearray()
         self._finished = False
 
+    @property
+    def buffered(self) -> int:
+        """Ciphertext bytes held back: at most one sealed chunk after each update."""
+        return len(self._buffer)
+
     def update(self, data: bytes) -> list[bytes]:
         if self._finished:
             raise PayloadError("cannot decrypt more data: the stream is already finalized")
