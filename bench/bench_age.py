@@ -32,8 +32,8 @@ from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keys.age import Decryptor, Encryptor, X25519Identity  # noqa: E402
-from keys.stream import CHUNK_SIZE  # noqa: E402
+from keys.age import Decryptor, Encryptor, X25519Identity
+from keys.stream import CHUNK_SIZE
 
 MiB = 1024 * 1024
 

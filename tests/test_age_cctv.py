@@ -1,4 +1,4 @@
-"""CCTV age test vectors (tests/vectors/age, see its PROVENANCE.md): each gives exactly its `expect`.
+"""CCTV age test vectors (tests/vectors/age, see PROVENANCE.md): each gives exactly its `expect`.
 
 Armored vectors (we do not implement ASCII armor) and ML-KEM hybrid vectors (no post-quantum
 identity type) are skipped; `test_cctv_summary` prints how many ran, passed and were skipped.
