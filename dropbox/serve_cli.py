@@ -1,10 +1,110 @@
-"""Placeholder until its issue lands: registers no commands yet."""
+"""`amanat serve` and `amanat demo`: run the intake service until SIGTERM or SIGINT.
+
+Publishing onion services is the onion package's job. When `[tor] mode` is not "none", this
+module imports `onion.publish_onions` lazily (so the service runs without stem in "none" mode)
+and uses it as an async context manager:
+
+    async with publish_onions(config, app_address) as onion_urls:   # list[str]
+        ...serve until a signal...
+
+`app_address` is "http://127.0.0.1:PORT" or "unix:/path": where tor should forward to.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
+from dropbox.app import create_app, start_site
+from dropbox.config import Config, load_config
+from keys.errors import ConfigError
 
-def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
-    """Add this module's commands to `amanat`."""
+Ready = Callable[[str, list[str]], None]
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `serve` and `demo` to `amanat`."""
+    serve = subparsers.add_parser("serve", help="run the intake service from a config file")
+    serve.add_argument("--config", required=True, type=Path, help="the TOML config file")
+    serve.set_defaults(run=run_serve)
+
+    demo = subparsers.add_parser(
+        "demo", help="create a throwaway organization in DIR (if absent) and serve it"
+    )
+    demo.add_argument("--data", type=Path, default=Path("demo-data"),
+                      help="the demo folder (default ./demo-data)")
+    demo.add_argument("--port", type=int, default=None,
+                      help="port on 127.0.0.1 (default: the demo config's, 8080; 0 = any free)")
+    demo.add_argument("--no-tor", action="store_true", help="do not publish an onion service")
+    demo.add_argument("--cheap-kdf", action="store_true",
+                      help="tests only: the cheapest Argon2 and scrypt settings (no protection)")
+    demo.set_defaults(run=run_demo)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+
+    def ready(address: str, onions: list[str]) -> None:
+        print(f"amanat: serving on {address}", flush=True)
+        for url in onions:
+            print(f"amanat: onion service {url}", flush=True)
+
+    return asyncio.run(serve(config, ready))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from dropbox import demo  # the demo's key generation is not needed by `serve`
+
+    return demo.run(args.data, port=args.port, tor=not args.no_tor, cheap_kdf=args.cheap_kdf)
+
+
+async def serve(config: Config, ready: Ready) -> int:
+    """Serve until SIGTERM or SIGINT; `ready(address, onion_urls)` is called once listening."""
+    app = create_app(config)  # refuses a keyring that does not verify, before listening
+    runner, address = await start_site(app, config.server.listen)
+    try:
+        async with _onions(config, address) as onions:
+            ready(address, onions)
+            await _until_signal()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def _onions(config: Config, address: str) -> AbstractAsyncContextManager[list[str]]:
+    if config.tor.mode == "none":
+        return _no_onions()
+    try:
+        publish = importlib.import_module("onion").publish_onions
+    except (ImportError, AttributeError):
+        raise ConfigError(
+            f"[tor] mode = {config.tor.mode!r} needs onion publishing, which this build lacks; "
+            "set mode = \"none\" (or use --no-tor) and publish the onion service yourself"
+        ) from None
+    manager: AbstractAsyncContextManager[list[str]] = publish(config, address)
+    return manager
+
+
+@contextlib.asynccontextmanager
+async def _no_onions() -> AsyncIterator[list[str]]:
+    yield []
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+

@@ -1,0 +1,162 @@
+"""The application factory: `create_app(config)` builds the source-facing aiohttp application,
+and `start_site` serves it on the configured loopback address or unix socket.
+
+Keys are read and verified here, before anything listens: a server whose keyring does not verify
+against the pinned organization key refuses to start. Database initialisation and the sweeps of
+leftovers from a crash run at startup, before the first request is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from dropbox import db, handlers_source, pages
+from dropbox.config import Config, Listen
+from dropbox.security import error_middleware, session_middleware, set_security_headers
+from dropbox.sessions import KeyDeriver, LoginLimiter, SessionStore
+from dropbox.store import CiphertextStore
+from keys.codename import MIN_SALT_BYTES
+from keys.errors import ConfigError
+from keys.keyring import Keyring, load_keyring, parse_org_public_key
+
+STATIC_DIR = Path(__file__).parent / "static"
+SMALL_FORM_BYTES = 64 * 1024  # login, confirm, logout: a few hundred bytes in practice
+KEYRING_SEEN_FILE = "keyring-version"
+SESSION_SWEEP_SECONDS = 60.0
+# Request line and header limits (aiohttp's defaults are 8190 bytes and 128 headers); Tor
+# Browser sends a dozen short headers.
+MAX_LINE_BYTES = 8190
+MAX_HEADERS = 64
+
+
+def create_app(config: Config) -> web.Application:
+    """The source-facing application. Raises KeyringError (the keyring does not verify) or
+    ConfigError (a key file is missing or unusable) before anything listens."""
+    keyring = load_verified_keyring(config)
+    if not keyring.active_recipients():
+        raise ConfigError("the keyring has no active investigator: nobody could read submissions")
+    salt = read_instance_salt(config)
+    app = web.Application(
+        middlewares=[session_middleware, error_middleware],
+        client_max_size=SMALL_FORM_BYTES,
+    )
+    app[pages.STATE] = pages.AppState(
+        config=config,
+        keyring=keyring,
+        instance_salt=salt,
+        store=CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes),
+        sessions=SessionStore(
+            idle_timeout=config.server.idle_timeout_minutes * 60.0,
+            max_sessions=config.server.max_sessions,
+            login_attempts_per_minute=config.keys.login_attempts_per_session_per_minute,
+        ),
+        deriver=KeyDeriver(salt, config.keys.profile,
+                           config.keys.max_concurrent_argon2),
+        limiter=LoginLimiter(config.keys.login_attempts_global_per_minute),
+    )
+    app.on_response_prepare.append(set_security_headers)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_session_expiry)
+    handlers_source.add_routes(app)
+    app.router.add_static("/static", STATIC_DIR, append_version=False)
+    return app
+
+
+def load_verified_keyring(config: Config) -> Keyring:
+    """The keyring, verified against the pinned organization key and never older than the last
+    version this server accepted (a rollback could re-add a revoked investigator)."""
+    org_key = parse_org_public_key(_read(config.keys.org_public_key, "organization public key"))
+    seen_file = config.storage.data_dir / KEYRING_SEEN_FILE
+    seen = int(seen_file.read_text().strip() or 0) if seen_file.is_file() else 0
+    keyring = load_keyring(_read(config.keys.keyring, "keyring"), org_key, min_version=seen)
+    if keyring.version > seen:
+        config.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        seen_file.write_text(f"{keyring.version}\n")
+    return keyring
+
+
+def read_instance_salt(config: Config) -> bytes:
+    salt = _read(config.keys.instance_salt, "instance salt")
+    if len(salt) < MIN_SALT_BYTES:
+        raise ConfigError(f"the instance salt {config.keys.instance_salt} is shorter than "
+                          f"{MIN_SALT_BYTES} bytes")
+    return salt
+
+
+async def start_site(app: web.Application, listen: Listen) -> tuple[web.AppRunner, str]:
+    """Serve `app` on `listen` without an access log; returns the runner and the real address
+    ("http://127.0.0.1:PORT" or "unix:/path")."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
+                           max_headers=MAX_HEADERS)
+    await runner.setup()
+    site: web.BaseSite
+    if listen.unix_path is not None:
+        site = web.UnixSite(runner, str(listen.unix_path))
+    else:
+        site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    if listen.unix_path is not None:
+        return runner, f"unix:{listen.unix_path}"
+    server = site._server  # the bound socket tells the real port when 0 was asked for
+    assert isinstance(server, asyncio.base_events.Server)
+    host, port = server.sockets[0].getsockname()[:2]
+    return runner, f"http://{host}:{port}"
+
+
+# --- startup and cleanup ----------------------------------------------------------------------
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    """Upgrade the schema, sweep leftovers of a crash, then open the session factory."""
+    app_state = app[pages.STATE]
+    url = app_state.config.storage.database_url
+    await db.init_db(url)
+    app_state.store.sweep()
+    engine, maker = db.create_engine_and_sessionmaker(url)
+    async with maker.begin() as dbs:
+        await db.sweep_orphans(dbs, app_state.store)
+    app_state.db = maker
+    try:
+        yield
+    finally:
+        app_state.db = None
+        app_state.deriver.close()
+        await engine.dispose()
+
+
+async def _session_expiry(app: web.Application) -> AsyncIterator[None]:
+    """Drop idle sessions (and the reply identities in them) even if nobody comes back."""
+    sessions = app[pages.STATE].sessions
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SESSION_SWEEP_SECONDS)
+            sessions.expire(pages.now())
+
+    task = asyncio.create_task(sweep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"the {what} file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+

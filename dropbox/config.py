@@ -1,0 +1,334 @@
+"""The service configuration: one TOML file, read once at the edge into a frozen dataclass tree.
+
+Nothing else in dropbox/ reads files or environment variables for settings: `create_app(config)`
+and the commands receive a `Config`. Relative paths are resolved against the folder of the config
+file, so a config folder can be moved as a whole. Unknown keys are errors (a typo must not silently
+fall back to a default), and so is anything unsafe, such as listening on a public address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keys.codename import CHEAPEST, PRODUCTION, Argon2Profile
+from keys.errors import ConfigError
+
+GIB = 1024**3
+MIB = 1024**2
+
+ARGON2_PROFILES: dict[str, Argon2Profile] = {"production": PRODUCTION, "cheapest": CHEAPEST}
+TOR_MODES = ("none", "launch", "attach")
+LOCALES = ("en", "fa_AF", "ps", "ur", "fa", "ar")
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where a listener binds: a unix socket path, or a loopback host and port."""
+
+    host: str | None = None
+    port: int = 0
+    unix_path: Path | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 8080))
+    idle_timeout_minutes: int = 30
+    instance_name: str = "Amanat"
+    instance_description: str = ""
+    max_sessions: int = 50_000
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: Path
+    database_url: str
+    reserve_bytes: int = 1 * GIB
+
+    @property
+    def store_dir(self) -> Path:
+        """Where the ciphertext store keeps its files."""
+        return self.data_dir / "store"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_file_bytes: int = 2 * GIB
+    max_submission_bytes: int = 4 * GIB
+    max_files: int = 50
+    max_message_bytes: int = 4 * MIB
+    max_field_bytes: int = 8 * 1024
+    max_fields: int = 100
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    org_public_key: Path
+    keyring: Path
+    instance_salt: Path
+    argon2_profile: str = "production"
+    max_concurrent_argon2: int = 2
+    login_attempts_per_session_per_minute: int = 5
+    login_attempts_global_per_minute: int = 60
+
+    @property
+    def profile(self) -> Argon2Profile:
+        return ARGON2_PROFILES[self.argon2_profile]
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    listen: Listen | None = None
+    retention_days: int = 0
+    signing_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class TorConfig:
+    mode: str = "none"
+    control_port: int | None = None
+    control_socket: Path | None = None
+    data_dir: Path | None = None
+    tor_binary: str = "tor"
+
+
+@dataclass(frozen=True)
+class I18nConfig:
+    default_locale: str = "en"
+    questionnaire: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. `path` is the file it came from (None when built in code)."""
+
+    server: ServerConfig
+    storage: StorageConfig
+    limits: LimitsConfig
+    keys: KeysConfig
+    transfer: TransferConfig
+    tor: TorConfig
+    i18n: I18nConfig
+    path: Path | None = None
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and check a TOML config file. Raises ConfigError saying what is wrong and where."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
+    return parse_config(data, path.resolve().parent, path=path.resolve())
+
+
+def parse_config(data: dict[str, Any], base_dir: Path, path: Path | None = None) -> Config:
+    """Build a Config from parsed TOML; relative paths are taken from `base_dir`."""
+    sections = _Reader(data, "", base_dir)
+    sections.only({"server", "storage", "limits", "keys", "transfer", "tor", "i18n"})
+    config = Config(
+        server=_server(sections.section("server")),
+        storage=_storage(sections.section("storage")),
+        limits=_limits(sections.section("limits")),
+        keys=_keys(sections.section("keys")),
+        transfer=_transfer(sections.section("transfer")),
+        tor=_tor(sections.section("tor")),
+        i18n=_i18n(sections.section("i18n")),
+        path=path,
+    )
+    _check_limits(config.limits)
+    return config
+
+
+def parse_listen(text: str, where: str, base_dir: Path) -> Listen:
+    """`unix:/path` or `HOST:PORT` where HOST is a loopback address (127.0.0.0/8, [::1])."""
+    if text.startswith("unix:"):
+        raw = text[len("unix:") :]
+        if not raw:
+            raise ConfigError(f"{where}: 'unix:' needs a socket path")
+        return Listen(unix_path=_resolve(base_dir, raw))
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT or unix:/path, got {text!r}")
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: {host!r} is not an IP address; use 127.0.0.1 or a unix socket"
+        ) from None
+    if not address.is_loopback:
+        raise ConfigError(
+            f"{where}: refusing to listen on {host}: Amanat must be reachable only through its "
+            "Tor onion service, so it listens on 127.0.0.1 (or ::1) or a unix socket. "
+            "A public address would let anyone bypass Tor and see who connects."
+        )
+    return Listen(host=str(address), port=int(port_text))
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+def _server(r: _Reader) -> ServerConfig:
+    r.only({"listen", "idle_timeout_minutes", "instance_name", "instance_description",
+            "max_sessions"})
+    d = ServerConfig()
+    return ServerConfig(
+        listen=r.listen("listen", None) or d.listen,
+        idle_timeout_minutes=r.integer("idle_timeout_minutes", d.idle_timeout_minutes, minimum=1),
+        instance_name=r.string("instance_name", d.instance_name),
+        instance_description=r.string("instance_description", d.instance_description),
+        max_sessions=r.integer("max_sessions", d.max_sessions, minimum=1),
+    )
+
+
+def _storage(r: _Reader) -> StorageConfig:
+    r.only({"data_dir", "database_url", "reserve_bytes"})
+    data_dir = r.path("data_dir", None)
+    if data_dir is None:
+        raise ConfigError("[storage] data_dir is required")
+    default_url = f"sqlite+aiosqlite:///{data_dir / 'amanat.sqlite3'}"
+    return StorageConfig(
+        data_dir=data_dir,
+        database_url=r.string("database_url", default_url),
+        reserve_bytes=r.integer("reserve_bytes", 1 * GIB, minimum=0),
+    )
+
+
+def _limits(r: _Reader) -> LimitsConfig:
+    d = LimitsConfig()
+    names = ("max_file_bytes", "max_submission_bytes", "max_files", "max_message_bytes",
+             "max_field_bytes", "max_fields")
+    r.only(set(names))
+    return LimitsConfig(**{n: r.integer(n, getattr(d, n), minimum=1) for n in names})
+
+
+def _keys(r: _Reader) -> KeysConfig:
+    r.only({"org_public_key", "keyring", "instance_salt", "argon2_profile",
+            "max_concurrent_argon2", "login_attempts_per_session_per_minute",
+            "login_attempts_global_per_minute"})
+    paths = {n: r.path(n, None) for n in ("org_public_key", "keyring", "instance_salt")}
+    missing = [n for n, p in paths.items() if p is None]
+    if missing:
+        raise ConfigError("[keys] needs " + ", ".join(missing))
+    profile = r.string("argon2_profile", "production")
+    if profile not in ARGON2_PROFILES:
+        raise ConfigError(f"[keys] argon2_profile must be one of {sorted(ARGON2_PROFILES)}")
+    d = KeysConfig(Path(), Path(), Path())
+    return KeysConfig(
+        org_public_key=paths["org_public_key"] or Path(),
+        keyring=paths["keyring"] or Path(),
+        instance_salt=paths["instance_salt"] or Path(),
+        argon2_profile=profile,
+        max_concurrent_argon2=r.integer("max_concurrent_argon2", d.max_concurrent_argon2,
+                                        minimum=1),
+        login_attempts_per_session_per_minute=r.integer(
+            "login_attempts_per_session_per_minute", d.login_attempts_per_session_per_minute,
+            minimum=1),
+        login_attempts_global_per_minute=r.integer(
+            "login_attempts_global_per_minute", d.login_attempts_global_per_minute, minimum=1),
+    )
+
+
+def _transfer(r: _Reader) -> TransferConfig:
+    r.only({"listen", "retention_days", "signing_key"})
+    return TransferConfig(
+        listen=r.listen("listen", None),
+        retention_days=r.integer("retention_days", 0, minimum=0),
+        signing_key=r.path("signing_key", None),
+    )
+
+
+def _tor(r: _Reader) -> TorConfig:
+    r.only({"mode", "control_port", "control_socket", "data_dir", "tor_binary"})
+    mode = r.string("mode", "none")
+    if mode not in TOR_MODES:
+        raise ConfigError(f"[tor] mode must be one of {', '.join(TOR_MODES)}; got {mode!r}")
+    port = r.integer("control_port", 0, minimum=0)
+    return TorConfig(
+        mode=mode,
+        control_port=port or None,
+        control_socket=r.path("control_socket", None),
+        data_dir=r.path("data_dir", None),
+        tor_binary=r.string("tor_binary", "tor"),
+    )
+
+
+def _i18n(r: _Reader) -> I18nConfig:
+    r.only({"default_locale", "questionnaire"})
+    locale = r.string("default_locale", "en")
+    if locale not in LOCALES:
+        raise ConfigError(f"[i18n] default_locale must be one of {', '.join(LOCALES)}")
+    return I18nConfig(default_locale=locale, questionnaire=r.path("questionnaire", None))
+
+
+def _check_limits(limits: LimitsConfig) -> None:
+    if limits.max_file_bytes > limits.max_submission_bytes:
+        raise ConfigError("[limits] max_file_bytes cannot exceed max_submission_bytes")
+
+
+# --- typed access to one TOML table ------------------------------------------------------------
+
+
+class _Reader:
+    """Typed getters over one TOML table that name the offending key in every error."""
+
+    def __init__(self, table: dict[str, Any], name: str, base_dir: Path) -> None:
+        self.table, self.name, self.base_dir = table, name, base_dir
+
+    def where(self, key: str) -> str:
+        return f"[{self.name}] {key}" if self.name else key
+
+    def only(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.table) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(self.where(k) for k in unknown)}")
+
+    def section(self, key: str) -> _Reader:
+        value = self.table.get(key, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table")
+        return _Reader(value, key, self.base_dir)
+
+    def string(self, key: str, default: str) -> str:
+        value = self.table.get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(f"{self.where(key)} must be a string")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int) -> int:
+        value = self.table.get(key, default)
+        if type(value) is not int or value < minimum:
+            raise ConfigError(f"{self.where(key)} must be an integer >= {minimum}")
+        return value
+
+    def path(self, key: str, default: Path | None) -> Path | None:
+        if key not in self.table:
+            return default
+        return _resolve(self.base_dir, self.string(key, ""))
+
+    def listen(self, key: str, default: Listen | None) -> Listen | None:
+        if key not in self.table:
+            return default
+        return parse_listen(self.string(key, ""), self.where(key), self.base_dir)
+
+
+def _resolve(base_dir: Path, raw: str) -> Path:
+    if not raw:
+        raise ConfigError("an empty path is not allowed")
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (base_dir / path)

@@ -1,0 +1,169 @@
+"""`amanat demo`: a throwaway organization in one folder, served on 127.0.0.1.
+
+On first use the folder gets everything a real deployment has, made with the same keys/ code:
+
+    org/org.key, org/org.pub, org/keyring.json   the organization (amanat keys init-org)
+    investigator.age                             one investigator's identity file (passphrase)
+    instance_salt                                the per-instance codename salt
+    amanat.toml                                  the service config
+    data/                                        the ciphertext store and the SQLite database
+    demo.json                                    url, config, investigator_identity and
+                                                 investigator_passphrase, for people and tests
+
+The passphrase is printed once when it is created (and kept in demo.json: this is a demo).
+Later runs reuse the folder as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from dropbox.config import Config, Listen, load_config
+from dropbox.serve_cli import serve
+from keys.cli import KEYRING, ORG_KEY, ORG_PUB, write_private, write_public
+from keys.codename import generate_codename
+from keys.identity_file import DEFAULT_WORK_FACTOR, InvestigatorSecrets, protect_identity
+from keys.keyring import (
+    empty_keyring,
+    format_org_public_key,
+    format_org_signing_key,
+    sign_keyring,
+)
+
+CONFIG_NAME = "amanat.toml"
+IDENTITY_NAME = "investigator.age"
+SALT_NAME = "instance_salt"
+STATE_NAME = "demo.json"
+INVESTIGATOR_LABEL = "Demo investigator"
+DEFAULT_PORT = 8080
+CHEAP_WORK_FACTOR = 10  # scrypt's smallest sensible cost: tests only
+
+
+@dataclass(frozen=True)
+class DemoOrg:
+    """The files of a demo folder (also the fixture tests build their organization with)."""
+
+    root: Path
+    config_path: Path
+    identity_path: Path
+    passphrase: str
+    org_signing_key: SigningKey
+    investigator: InvestigatorSecrets
+
+
+def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = False,
+                    tor_mode: str = "none") -> DemoOrg:
+    """Create an organization, one investigator, a signed keyring, a salt and a config in `root`
+    (which must not hold them yet)."""
+    org_dir = root / "org"
+    org_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    signing_key = SigningKey.generate()
+    investigator = InvestigatorSecrets.generate(INVESTIGATOR_LABEL)
+    today = datetime.now(UTC).date()
+    keyring = empty_keyring(signing_key.verify_key).with_investigator(
+        investigator.public_entry(today)
+    )
+    write_private(org_dir / ORG_KEY, format_org_signing_key(signing_key))
+    write_public(org_dir / ORG_PUB, format_org_public_key(signing_key.verify_key))
+    write_public(org_dir / KEYRING, sign_keyring(keyring, signing_key))
+
+    passphrase = generate_codename(words=True)
+    work_factor = CHEAP_WORK_FACTOR if cheap_kdf else DEFAULT_WORK_FACTOR
+    write_private(root / IDENTITY_NAME, protect_identity(investigator, passphrase, work_factor))
+    write_private(root / SALT_NAME, secrets.token_bytes(32))
+    config_path = root / CONFIG_NAME
+    write_private(config_path, demo_config_toml(port, cheap_kdf, tor_mode).encode("utf-8"))
+    return DemoOrg(root, config_path, root / IDENTITY_NAME, passphrase, signing_key, investigator)
+
+
+def demo_config_toml(port: int, cheap_kdf: bool, tor_mode: str) -> str:
+    profile = "cheapest" if cheap_kdf else "production"
+    return f"""\
+# Amanat demo configuration (created by `amanat demo`). Paths are relative to this file.
+[server]
+listen = "127.0.0.1:{port}"
+instance_name = "Amanat demo"
+instance_description = "A demonstration drop. Do not send real testimonies here."
+
+[storage]
+data_dir = "data"
+reserve_bytes = {64 * 1024 * 1024}
+
+[keys]
+org_public_key = "org/{ORG_PUB}"
+keyring = "org/{KEYRING}"
+instance_salt = "{SALT_NAME}"
+argon2_profile = "{profile}"
+
+[tor]
+mode = "{tor_mode}"
+"""
+
+
+def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
+    """The `amanat demo` command (prints: it is a CLI)."""
+    root = root.resolve()
+    config_path = root / CONFIG_NAME
+    state_path = root / STATE_NAME
+    if config_path.exists():
+        passphrase = _read_state(state_path).get("investigator_passphrase", "")
+        print(f"amanat demo: reusing {root}")
+    else:
+        org = create_demo_org(root, port=DEFAULT_PORT if port is None else port,
+                              cheap_kdf=cheap_kdf, tor_mode="launch" if tor else "none")
+        passphrase = org.passphrase
+        print(f"amanat demo: created a throwaway organization in {root}")
+        print(f"  investigator identity file: {root / IDENTITY_NAME}")
+        print(f"  its passphrase (shown once; also in {STATE_NAME}): {passphrase}")
+    config = _runtime_config(load_config(config_path), port, tor)
+
+    def ready(address: str, onions: list[str]) -> None:
+        state: dict[str, object] = {
+            "url": address,
+            "config": str(config_path),
+            "investigator_identity": str(root / IDENTITY_NAME),
+            "investigator_passphrase": passphrase,
+            "onions": onions,
+        }
+        _write_state(state_path, state)
+        print(f"amanat demo: serving {address}", flush=True)
+        for url in onions:
+            print(f"amanat demo: onion service {url}", flush=True)
+        print(f"  config: {config_path}\n  state:  {state_path}\n  stop with Ctrl-C", flush=True)
+
+    return asyncio.run(serve(config, ready))
+
+
+def _runtime_config(config: Config, port: int | None, tor: bool) -> Config:
+    """The command line's --port and --no-tor win over the stored config for this run."""
+    server = config.server
+    if port is not None:
+        server = dataclasses.replace(server, listen=Listen(host="127.0.0.1", port=port))
+    tor_config = config.tor if tor else dataclasses.replace(config.tor, mode="none")
+    return dataclasses.replace(config, server=server, tor=tor_config)
+
+
+def _read_state(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_state(path: Path, state: dict[str, object]) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(state, out, indent=2)
+        out.write("\n")
+    os.replace(temp, path)

@@ -1,0 +1,323 @@
+"""Streaming intake: a multipart submission goes straight into age encryption and the store.
+
+Every byte a source sends is encrypted to every active investigator as it arrives, and only
+ciphertext reaches the disk: the body is read part by part with aiohttp's `MultipartReader`
+(never `request.post()`, which spools file fields to temporary files in plaintext). The SHA-256
+of each plaintext is computed on the way, limits are enforced as the bytes arrive, and at the
+end an encrypted manifest describes the submission (file names, types, sizes, hashes, the form's
+answers) so that nothing about the content is visible to the server.
+
+All or nothing: the ciphertexts are committed only after the whole body has been read, and
+`store_submission` records them in the database only after they are durable. Any failure on the
+way (over a limit, a dropped connection, a full disk, a cancelled task) deletes whatever this
+submission wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import BodyPartReader, MultipartReader
+
+from dropbox.config import LimitsConfig
+from dropbox.db import Kind
+from dropbox.sessions import CSRF_FIELD
+from dropbox.store import CiphertextStore, CiphertextWriter, StoredFile
+from keys.age import Encryptor, Recipient
+from keys.errors import InputError
+
+MANIFEST_FORMAT = "amanat-manifest/v1"
+READ_CHUNK = 256 * 1024
+MAX_FILENAME_CHARS = 1024
+MAX_CONTENT_TYPE_CHARS = 255
+MESSAGE_FIELD = "message"
+
+
+class IntakeError(InputError):
+    """A submission was refused because of what was sent. Never raised directly."""
+
+
+class LimitExceededError(IntakeError):
+    """Over a configured limit; `what` names it ("file", "submission", "files", "message",
+    "field", "fields") and `limit` is its value."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"over the {what} limit of {limit}")
+        self.what = what
+        self.limit = limit
+
+
+class CsrfError(IntakeError):
+    """The form's CSRF token is missing or wrong (it must be the first field)."""
+
+
+class MalformedFormError(IntakeError):
+    """The body is not a form this page sends (nested multipart, bad text encoding, ...)."""
+
+
+class EmptySubmissionError(IntakeError):
+    """Neither a message nor a file was sent."""
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """One stored plaintext part: what the manifest says about it, and its ciphertext."""
+
+    field: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    stored: StoredFile
+
+
+@dataclass(frozen=True)
+class ReceivedSubmission:
+    """A submission whose ciphertexts are all durable in the store (not yet in the database)."""
+
+    day: str
+    message: ReceivedFile | None
+    files: tuple[ReceivedFile, ...]
+    manifest: StoredFile
+    answers: dict[str, list[str]] = field(repr=False)
+
+    def ciphertexts(self) -> list[tuple[Kind, StoredFile]]:
+        """(kind, file) for every ciphertext, kinds as the `ciphertexts` table names them."""
+        parts: list[tuple[Kind, StoredFile]] = (
+            [("message", self.message.stored)] if self.message else []
+        )
+        parts += [("file", f.stored) for f in self.files]
+        return [*parts, ("manifest", self.manifest)]
+
+
+@dataclass
+class _Budget:
+    """Bytes still allowed for the whole submission."""
+
+    limits: LimitsConfig
+    total: int = 0
+    files: int = 0
+    fields: int = 0
+
+    def spend(self, n: int) -> None:
+        self.total += n
+        if self.total > self.limits.max_submission_bytes:
+            raise LimitExceededError("submission", self.limits.max_submission_bytes)
+
+
+@dataclass
+class _Open:
+    """A part being written: its writer and what is known about it so far."""
+
+    writer: CiphertextWriter
+    field: str
+    filename: str
+    content_type: str
+    size: int = 0
+    sha256: str = ""
+
+
+class Intake:
+    """Reads one multipart submission into the store. Create one per request."""
+
+    def __init__(
+        self,
+        store: CiphertextStore,
+        recipients: Sequence[Recipient],
+        limits: LimitsConfig,
+        check_csrf: Callable[[str], bool],
+    ) -> None:
+        if not recipients:
+            raise IntakeError("the keyring has no active investigator to encrypt to")
+        self.store = store
+        self.recipients = list(recipients)
+        self.limits = limits
+        self.check_csrf = check_csrf
+
+    async def receive(
+        self, reader: MultipartReader, day: str, extra: dict[str, Any] | None = None
+    ) -> ReceivedSubmission:
+        """Read the whole body, then commit every ciphertext; on any failure nothing is kept."""
+        budget = _Budget(self.limits)
+        answers: dict[str, list[str]] = {}
+        async with AsyncExitStack() as stack:
+            parts: list[_Open] = []
+            await self._check_first_field(reader)
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise MalformedFormError("nested multipart bodies are not accepted")
+                if part.filename is None and part.name != MESSAGE_FIELD:
+                    await self._read_field(part, budget, answers)
+                    continue
+                if part.filename is None and any(p.field == MESSAGE_FIELD for p in parts):
+                    raise MalformedFormError("the message field appears twice")
+                opened = await self._stream_part(part, stack, budget)
+                if opened is not None:
+                    parts.append(opened)
+            message = next((p for p in parts if p.field == MESSAGE_FIELD), None)
+            files = [p for p in parts if p.field != MESSAGE_FIELD]
+            if message is None and not files:
+                raise EmptySubmissionError("nothing to submit")
+            return await self._commit(day, message, files, answers, extra or {})
+        raise AssertionError("unreachable")  # pragma: no cover - AsyncExitStack re-raises
+
+    async def _check_first_field(self, reader: MultipartReader) -> None:
+        """The CSRF token comes first, so a forged request is refused before any upload."""
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != CSRF_FIELD:
+            raise CsrfError("the form's first field must be its CSRF token")
+        token = (await _read_bounded(part, 512)).decode("ascii", errors="replace")
+        if not self.check_csrf(token):
+            raise CsrfError("the CSRF token does not match this session")
+
+    async def _read_field(
+        self, part: BodyPartReader, budget: _Budget, answers: dict[str, list[str]]
+    ) -> None:
+        budget.fields += 1
+        if budget.fields > self.limits.max_fields:
+            raise LimitExceededError("fields", self.limits.max_fields)
+        raw = await _read_bounded(part, self.limits.max_field_bytes)
+        budget.spend(len(raw))
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedFormError("a form field is not UTF-8 text") from None
+        answers.setdefault(part.name or "", []).append(value)
+
+    async def _stream_part(
+        self, part: BodyPartReader, stack: AsyncExitStack, budget: _Budget
+    ) -> _Open | None:
+        """Encrypt one file or the message into a new writer; None for an empty file input."""
+        is_message = part.filename is None
+        limit = self.limits.max_message_bytes if is_message else self.limits.max_file_bytes
+        writer = await stack.enter_async_context(self.store.writer())
+        opened = _Open(
+            writer=writer,
+            field=part.name or "",
+            filename=(part.filename or "")[:MAX_FILENAME_CHARS],
+            content_type=part.headers.get("Content-Type", "application/octet-stream")[
+                :MAX_CONTENT_TYPE_CHARS
+            ],
+        )
+        encryptor = Encryptor(self.recipients)
+        await writer.write(encryptor.header)
+        digest = hashlib.sha256()
+        while chunk := await part.read_chunk(READ_CHUNK):
+            opened.size += len(chunk)
+            if opened.size > limit:
+                raise LimitExceededError("message" if is_message else "file", limit)
+            budget.spend(len(chunk))
+            digest.update(chunk)
+            for ciphertext in encryptor.update(chunk):
+                await writer.write(ciphertext)
+        if opened.size == 0 and (is_message or not opened.filename):
+            await writer.abort()  # an empty message box or a file input left empty
+            return None
+        if not is_message:
+            budget.files += 1
+            if budget.files > self.limits.max_files:
+                raise LimitExceededError("files", self.limits.max_files)
+        for ciphertext in encryptor.finalize():
+            await writer.write(ciphertext)
+        opened.sha256 = digest.hexdigest()
+        return opened
+
+    async def _commit(
+        self,
+        day: str,
+        message: _Open | None,
+        files: list[_Open],
+        answers: dict[str, list[str]],
+        extra: dict[str, Any],
+    ) -> ReceivedSubmission:
+        committed: list[StoredFile] = []
+        try:
+            received = []
+            for item in ([message] if message else []) + files:
+                stored = await item.writer.commit()
+                committed.append(stored)
+                received.append(ReceivedFile(item.field, item.filename, item.content_type,
+                                             item.size, item.sha256, stored))
+            first_file = 1 if message else 0
+            document = manifest(day, received[:first_file],
+                                received[first_file:], answers, extra)
+            stored_manifest = await self._write_whole(document)
+        except BaseException:
+            for stored in committed:
+                self.store.delete(stored.name)
+            raise
+        return ReceivedSubmission(
+            day=day,
+            message=received[0] if message else None,
+            files=tuple(received[first_file:]),
+            manifest=stored_manifest,
+            answers=answers,
+        )
+
+    async def _write_whole(self, plaintext: bytes) -> StoredFile:
+        encryptor = Encryptor(self.recipients)
+        async with self.store.writer() as writer:
+            await writer.write(encryptor.header)
+            for chunk in [*encryptor.update(plaintext), *encryptor.finalize()]:
+                await writer.write(chunk)
+            return await writer.commit()
+
+
+async def store_submission(
+    received: ReceivedSubmission,
+    store: CiphertextStore,
+    record: Callable[[ReceivedSubmission], Awaitable[None]],
+) -> None:
+    """Record durable ciphertexts in the database; if that fails, delete them (nothing was
+    acknowledged yet, and an unreferenced ciphertext is only clutter)."""
+    try:
+        await record(received)
+    except BaseException:
+        for _, stored in received.ciphertexts():
+            store.delete(stored.name)
+        raise
+
+
+def manifest(
+    day: str,
+    message: Sequence[ReceivedFile],
+    files: Sequence[ReceivedFile],
+    answers: dict[str, list[str]],
+    extra: dict[str, Any],
+) -> bytes:
+    """The manifest's plaintext (JSON, UTF-8): everything about a submission that the server must
+    not see, encrypted like the rest. `extra` adds keys such as the page's locale."""
+    document: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "received_day": day,
+        "message": _describe(message[0]) if message else None,
+        "files": [_describe(f) for f in files],
+        "answers": answers,
+        **extra,
+    }
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
+
+
+def _describe(item: ReceivedFile) -> dict[str, Any]:
+    return {
+        "field": item.field,
+        "filename": item.filename,
+        "content_type": item.content_type,
+        "size": item.size,
+        "sha256": item.sha256,
+        "ciphertext": item.stored.name,
+    }
+
+
+async def _read_bounded(part: BodyPartReader, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(min(READ_CHUNK, limit + 1)):
+        data += chunk
+        if len(data) > limit:
+            raise LimitExceededError("field", limit)
+    return bytes(data)

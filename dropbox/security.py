@@ -1,0 +1,124 @@
+"""HTTP hardening: security headers on every response, no Server header, Tor2Web refusal,
+sessions and locale per request, and error pages that never show a stack trace.
+
+Headers are set in `on_response_prepare`, which runs for every response the application sends
+(pages, redirects, errors, static files) right before its headers go out, after aiohttp has added
+its own `Server` header, which is removed there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from dropbox import pages
+from dropbox.i18n import N_, choose_locale
+from dropbox.sessions import COOKIE_NAME
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
+
+# Short explanations for the statuses a source can meet; every one is translated when shown.
+ERROR_MESSAGES: dict[int, tuple[str, str]] = {
+    400: (N_("Something in the form was not right"),
+          N_("The page could not read what was sent. Please go back and try again.")),
+    403: (N_("This form has expired"),
+          N_("For your safety, forms work only for a limited time and only from this site. "
+             "Please go back, reload the page and try again.")),
+    404: (N_("Page not found"), N_("There is no page at this address.")),
+    405: (N_("Not allowed"), N_("This page cannot be used in that way.")),
+    413: (N_("Too large"), N_("What you sent is larger than this drop accepts.")),
+    429: (N_("Too many attempts"),
+          N_("There have been too many codename attempts. Please wait a minute and try "
+             "again.")),
+    500: (N_("Something went wrong"),
+          N_("The server could not finish this request. Nothing you sent was kept. Please "
+             "try again later.")),
+    507: (N_("The drop is full"),
+          N_("The server does not have enough space right now. Nothing you sent was kept. "
+             "Please try again later.")),
+}
+
+
+class PageError(Exception):
+    """Raised by handlers for a localized error page: a status and (untranslated) title/detail."""
+
+    def __init__(self, status: int, title: str | None = None, detail: str | None = None) -> None:
+        default_title, default_detail = ERROR_MESSAGES.get(status, ERROR_MESSAGES[500])
+        super().__init__(status)
+        self.status = status
+        self.title = title or default_title
+        self.detail = detail or default_detail
+
+
+async def set_security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: the same headers on every response, and no Server header."""
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.popall("Server", None)
+
+
+def error_page(request: web.Request, error: PageError) -> web.Response:
+    _ = pages.gettext(request)
+    return pages.render(request, "error.html", status=error.status,
+                        title=_(error.title), detail=_(error.detail))
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Find the request's session and locale; set the cookie of a session created meanwhile."""
+    app_state = pages.state(request)
+    session = app_state.sessions.get(request.cookies.get(COOKIE_NAME), pages.now())
+    request[pages.SESSION_KEY] = session
+    query_locale = request.query.get("l")
+    if query_locale and session is None:
+        session = pages.ensure_session(request)
+    code = choose_locale(query_locale, session.locale if session else None,
+                         request.headers.get("Accept-Language"),
+                         app_state.config.i18n.default_locale)
+    if session is not None and query_locale:
+        session.locale = code
+    request[pages.LOCALE_KEY] = code
+    response = await handler(request)
+    pages.set_session_cookie(request, response)
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse Tor2Web; turn every failure into a localized page without internals."""
+    if "X-Tor2Web" in request.headers:
+        return pages.render(request, "tor2web.html", status=403)
+    try:
+        return await handler(request)
+    except PageError as error:
+        return error_page(request, error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_page(request, PageError(exc.status))
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as exc:
+        # The type and place only: messages could carry user input and tracebacks are noise to
+        # a source; operators can reproduce with the type and path.
+        logger.error("unhandled %s on %s %s", type(exc).__name__, request.method,
+                     request.match_info.route.resource.canonical
+                     if request.match_info.route.resource else "?")
+        return error_page(request, PageError(500))
