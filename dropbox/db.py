@@ -1,0 +1,475 @@
+"""The intake database: SQLAlchemy 2 async models and the domain functions that use them.
+
+What a seized database can tell (issue 3, "What is stored"): per source its lookup id (an Argon2id
+output, not the codename), its reply recipient and the day it was created; per submission a random
+id, the day, the names, sizes and SHA-256 of its age files and its transfer state. Never an IP
+address, a user agent, a codename, a file name, a content type or a time of day: days are ISO
+dates (`YYYY-MM-DD`), UTC.
+
+Every domain function takes its `AsyncSession` explicitly and only flushes: the caller owns the
+transaction and commits it (`async with sessionmaker.begin() as session:`), so a handler commits
+the row after `CiphertextWriter.commit()` and before it sends the success page.
+
+SQLite (the default) runs with `journal_mode=WAL`, `synchronous=FULL` (a committed row is on disk
+before the commit returns), `foreign_keys=ON` and `secure_delete=ON` (deleted rows are zeroed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    delete,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from dropbox.store import CiphertextStore, StoredFile
+from keys.errors import InputError, StorageError
+
+__all__ = [
+    "Base",
+    "Ciphertext",
+    "InvalidRecordError",
+    "Kind",
+    "NotAcknowledgedError",
+    "Reply",
+    "Source",
+    "Submission",
+    "acknowledge",
+    "add_reply",
+    "add_submission",
+    "create_engine_and_sessionmaker",
+    "create_source",
+    "delete_reply",
+    "due_for_deletion",
+    "forget_ciphertexts",
+    "get_or_create_source",
+    "get_source_by_lookup",
+    "init_db",
+    "list_unacknowledged",
+    "replies_for",
+    "sweep_orphans",
+    "today",
+]
+
+Kind = Literal["message", "file", "manifest"]
+KINDS: tuple[str, ...] = get_args(Kind)
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class InvalidRecordError(StorageError, InputError):
+    """A value handed to the database layer has the wrong shape (a day, a kind, an empty list)."""
+
+
+class NotAcknowledgedError(StorageError):
+    """Ciphertexts of a submission the investigators have not acknowledged were to be forgotten."""
+
+
+def _random_id() -> str:
+    return secrets.token_hex(16)
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so later migrations can alter them on SQLite (batch mode) by name.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Source(Base):
+    """A source, known only by the lookup id its codename derives (never the codename)."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_random_id)
+    lookup_id: Mapped[str] = mapped_column(String(128), unique=True)
+    reply_recipient: Mapped[str] = mapped_column(String(128))
+    created_day: Mapped[str] = mapped_column(String(10))
+
+
+class Submission(Base):
+    """One submission; `acknowledged_day` is set once investigators confirm they hold it."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_random_id)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    day: Mapped[str] = mapped_column(String(10))
+    acknowledged_day: Mapped[str | None] = mapped_column(String(10))
+    delete_after_day: Mapped[str | None] = mapped_column(String(10))
+
+    source: Mapped[Source] = relationship(lazy="selectin")
+    ciphertexts: Mapped[list[Ciphertext]] = relationship(
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        order_by="Ciphertext.id",
+        back_populates="submission",
+    )
+
+    __table_args__ = (Index(None, "acknowledged_day"),)
+
+
+class Ciphertext(Base):
+    """One age file of a submission, by its random store name."""
+
+    __tablename__ = "ciphertexts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    submission_id: Mapped[str] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+    submission: Mapped[Submission] = relationship(back_populates="ciphertexts", lazy="raise")
+
+    __table_args__ = (CheckConstraint("kind IN ('message', 'file', 'manifest')", name="kind"),)
+
+
+class Reply(Base):
+    """An age-encrypted reply to a source, written offline by an investigator."""
+
+    __tablename__ = "replies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_random_id)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    day: Mapped[str] = mapped_column(String(10))
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    investigator: Mapped[str] = mapped_column(String(128))
+
+
+# --- days -------------------------------------------------------------------------------------
+
+
+def today() -> str:
+    """Today's UTC date as `YYYY-MM-DD`: the only clock reading the database ever holds."""
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def _day(value: str, what: str = "day") -> str:
+    if not isinstance(value, str) or not _DAY.fullmatch(value):
+        raise InvalidRecordError(f"{what} must be a YYYY-MM-DD date, not {value!r}")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as error:
+        raise InvalidRecordError(f"{what} is not a real date: {value!r}") from error
+    return value
+
+
+def _add_days(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+async def get_source_by_lookup(session: AsyncSession, lookup_id: str) -> Source | None:
+    """The source whose codename derives `lookup_id`, if it has been seen before."""
+    result = await session.execute(select(Source).where(Source.lookup_id == lookup_id))
+    return result.scalar_one_or_none()
+
+
+async def create_source(
+    session: AsyncSession, lookup_id: str, reply_recipient: str, day: str
+) -> Source:
+    """A new source record (raises IntegrityError at flush if `lookup_id` already exists)."""
+    source = Source(lookup_id=lookup_id, reply_recipient=reply_recipient, created_day=_day(day))
+    session.add(source)
+    await session.flush()
+    return source
+
+
+async def get_or_create_source(
+    session: AsyncSession, lookup_id: str, reply_recipient: str, day: str
+) -> Source:
+    """The source for `lookup_id`, created on first sight; safe against a concurrent login."""
+    existing = await get_source_by_lookup(session, lookup_id)
+    if existing is not None:
+        return existing
+    values = {
+        "id": _random_id(),
+        "lookup_id": lookup_id,
+        "reply_recipient": reply_recipient,
+        "created_day": _day(day),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        await session.execute(
+            insert(Source).values(values).on_conflict_do_nothing(index_elements=["lookup_id"])
+        )
+    else:
+        session.add(Source(**values))
+        await session.flush()
+    source = await get_source_by_lookup(session, lookup_id)
+    assert source is not None
+    return source
+
+
+# --- submissions ------------------------------------------------------------------------------
+
+
+async def add_submission(
+    session: AsyncSession,
+    source_id: str,
+    files: Sequence[tuple[Kind, StoredFile]],
+    day: str,
+) -> str:
+    """Record a submission whose age files are already committed to the store; returns its id."""
+    if not files:
+        raise InvalidRecordError("a submission needs at least one ciphertext")
+    for kind, _ in files:
+        if kind not in KINDS:
+            raise InvalidRecordError(f"unknown ciphertext kind {kind!r}")
+    submission = Submission(source_id=source_id, day=_day(day))
+    submission.ciphertexts = [
+        Ciphertext(kind=kind, name=f.name, size=f.size, sha256=f.sha256) for kind, f in files
+    ]
+    session.add(submission)
+    await session.flush()
+    return submission.id
+
+
+async def list_unacknowledged(session: AsyncSession) -> list[Submission]:
+    """Every submission not yet acknowledged, oldest day first, with its source and ciphertexts."""
+    result = await session.execute(
+        select(Submission)
+        .where(Submission.acknowledged_day.is_(None))
+        .order_by(Submission.day, Submission.id)
+    )
+    return list(result.scalars())
+
+
+async def acknowledge(
+    session: AsyncSession, ids: Iterable[str], day: str, retention_days: int
+) -> list[str]:
+    """Mark submissions as safely received by investigators; their ciphertexts may be deleted
+    from `day + retention_days` on. Returns the ids newly acknowledged (already acknowledged or
+    unknown ids are left alone, so a repeated acknowledgement is harmless)."""
+    if retention_days < 0:
+        raise InvalidRecordError("retention_days must not be negative")
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    result = await session.execute(
+        update(Submission)
+        .where(Submission.id.in_(wanted), Submission.acknowledged_day.is_(None))
+        .values(acknowledged_day=_day(day), delete_after_day=_add_days(day, retention_days))
+        .returning(Submission.id)
+        .execution_options(synchronize_session=False)
+    )
+    done = sorted(result.scalars())
+    # Objects already loaded in this session must not keep showing the old state.
+    for submission_id in done:
+        loaded = await session.get(Submission, submission_id)
+        if loaded is not None:
+            await session.refresh(loaded)
+    return done
+
+
+async def due_for_deletion(session: AsyncSession, today: str) -> list[Submission]:
+    """Acknowledged submissions whose retention has run out and whose ciphertexts remain."""
+    result = await session.execute(
+        select(Submission)
+        .where(
+            Submission.acknowledged_day.is_not(None),
+            Submission.delete_after_day <= _day(today),
+            Submission.ciphertexts.any(),
+        )
+        .order_by(Submission.delete_after_day, Submission.id)
+    )
+    return list(result.scalars())
+
+
+async def forget_ciphertexts(session: AsyncSession, submission_ids: Iterable[str]) -> list[str]:
+    """Delete the ciphertext rows of acknowledged submissions; returns the store names whose files
+    the caller deletes after committing. Refuses (NotAcknowledgedError) for any submission the
+    investigators have not acknowledged: those are never forgotten."""
+    wanted = sorted(set(submission_ids))
+    if not wanted:
+        return []
+    unacknowledged = await session.execute(
+        select(Submission.id).where(
+            Submission.id.in_(wanted), Submission.acknowledged_day.is_(None)
+        )
+    )
+    refused = list(unacknowledged.scalars())
+    if refused:
+        raise NotAcknowledgedError(f"submissions not acknowledged yet: {', '.join(refused)}")
+    result = await session.execute(
+        delete(Ciphertext)
+        .where(Ciphertext.submission_id.in_(wanted))
+        .returning(Ciphertext.name)
+        .execution_options(synchronize_session=False)
+    )
+    names = sorted(result.scalars())
+    for submission_id in wanted:
+        loaded = await session.get(Submission, submission_id)
+        if loaded is not None:
+            await session.refresh(loaded)
+    return names
+
+
+# --- replies ----------------------------------------------------------------------------------
+
+
+async def add_reply(
+    session: AsyncSession, source_id: str, stored: StoredFile, day: str, investigator: str
+) -> str:
+    """Record an age-encrypted reply already committed to the store; returns its id."""
+    if not 1 <= len(investigator) <= 128:
+        raise InvalidRecordError("an investigator label has 1 to 128 characters")
+    reply = Reply(
+        source_id=source_id,
+        day=_day(day),
+        name=stored.name,
+        size=stored.size,
+        sha256=stored.sha256,
+        investigator=investigator,
+    )
+    session.add(reply)
+    await session.flush()
+    return reply.id
+
+
+async def replies_for(session: AsyncSession, source_id: str) -> list[Reply]:
+    """The replies waiting for a source, oldest day first."""
+    result = await session.execute(
+        select(Reply).where(Reply.source_id == source_id).order_by(Reply.day, Reply.id)
+    )
+    return list(result.scalars())
+
+
+async def delete_reply(session: AsyncSession, source_id: str, reply_id: str) -> str | None:
+    """Forget one reply of this source (it read it); returns the store name to delete, if any."""
+    reply = await session.get(Reply, reply_id)
+    if reply is None or reply.source_id != source_id:
+        return None
+    await session.delete(reply)
+    await session.flush()
+    return reply.name
+
+
+# --- housekeeping -----------------------------------------------------------------------------
+
+
+async def sweep_orphans(session: AsyncSession, store: CiphertextStore) -> int:
+    """Delete committed store files no row names: a crash between the file's commit and the row's
+    leaves them. Call at startup only, before serving, when no upload is in flight."""
+    known: set[str] = set()
+    for column in (Ciphertext.name, Reply.name):
+        known.update((await session.execute(select(column))).scalars())
+    orphans = [name for name in store.names() if name not in known]
+    for name in orphans:
+        store.delete(name)
+    return len(orphans)
+
+
+# --- engine and migrations ----------------------------------------------------------------------
+
+
+def create_engine_and_sessionmaker(
+    url: str,
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """The engine and session factory for `url` (e.g. `sqlite+aiosqlite:////var/lib/amanat/db`)."""
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine, async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA secure_delete=ON")
+    finally:
+        cursor.close()
+
+
+async def init_db(url: str) -> None:
+    """Create the database if needed and upgrade its schema to the newest migration."""
+    _create_private_sqlite_file(url)
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        # Migrations run in one real transaction: the sqlite3 driver would otherwise commit
+        # each DDL statement on its own, and a crash could leave half a schema.
+        event.listen(engine.sync_engine, "connect", _sqlite_manual_transactions)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade_to_head)
+    finally:
+        await engine.dispose()
+
+
+def _sqlite_manual_transactions(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record)
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """The Alembic configuration of the package's migrations (optionally bound to a connection)."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite file 0600 before SQLite does: its -wal and -shm files copy that mode."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)

@@ -1,0 +1,427 @@
+"""The intake database on real SQLite files: migrations, pragmas, domain functions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from dropbox import db
+from dropbox.store import CiphertextStore, StoredFile
+
+DAY = "2026-11-26"
+RECIPIENT = "age1" + "q" * 58
+
+
+def stored(n: int) -> StoredFile:
+    return StoredFile(name=f"{n:032x}.age", size=100 + n, sha256=f"{n:064x}")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "amanat.sqlite"
+
+
+@pytest.fixture
+async def database(
+    db_path: Path,
+) -> AsyncIterator[tuple[AsyncEngine, async_sessionmaker[AsyncSession]]]:
+    url = f"sqlite+aiosqlite:///{db_path}"
+    await db.init_db(url)
+    engine, sessions = db.create_engine_and_sessionmaker(url)
+    yield engine, sessions
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(
+    database: tuple[AsyncEngine, async_sessionmaker[AsyncSession]],
+) -> async_sessionmaker[AsyncSession]:
+    return database[1]
+
+
+async def new_source(sessions: async_sessionmaker[AsyncSession], lookup: str = "a" * 64) -> str:
+    async with sessions.begin() as session:
+        return (await db.create_source(session, lookup, RECIPIENT, DAY)).id
+
+
+async def new_submission(
+    sessions: async_sessionmaker[AsyncSession], source_id: str, first: int, day: str = DAY
+) -> str:
+    files: list[tuple[db.Kind, StoredFile]] = [
+        ("manifest", stored(first)),
+        ("message", stored(first + 1)),
+        ("file", stored(first + 2)),
+    ]
+    async with sessions.begin() as session:
+        return await db.add_submission(session, source_id, files, day)
+
+
+# --- schema and engine ------------------------------------------------------------------------
+
+
+async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{db_path}"
+    await db.init_db(url)
+    await db.init_db(url)  # a restart: already at head, nothing happens
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert {"sources", "submissions", "ciphertexts", "replies"} <= tables
+
+
+async def test_the_schema_holds_only_what_issue_3_allows(
+    database: tuple[AsyncEngine, async_sessionmaker[AsyncSession]],
+) -> None:
+    engine, _ = database
+    async with engine.connect() as connection:
+        columns = await connection.run_sync(
+            lambda c: {
+                table: sorted(col["name"] for col in inspect(c).get_columns(table))
+                for table in ("sources", "submissions", "ciphertexts", "replies")
+            }
+        )
+    assert columns == {
+        "sources": ["created_day", "id", "lookup_id", "reply_recipient"],
+        "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "source_id"],
+        "ciphertexts": ["id", "kind", "name", "sha256", "size", "submission_id"],
+        "replies": ["day", "id", "investigator", "name", "sha256", "size", "source_id"],
+    }
+
+
+async def test_the_migration_matches_the_models(
+    database: tuple[AsyncEngine, async_sessionmaker[AsyncSession]],
+) -> None:
+    engine, _ = database
+    async with engine.connect() as connection:
+        diff = await connection.run_sync(
+            lambda c: compare_metadata(MigrationContext.configure(c), db.Base.metadata)
+        )
+    assert diff == []
+
+
+async def test_connections_run_with_durable_pragmas(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        values = {
+            pragma: (await session.execute(text(f"PRAGMA {pragma}"))).scalar_one()
+            for pragma in ("journal_mode", "synchronous", "foreign_keys", "secure_delete")
+        }
+    assert values == {
+        "journal_mode": "wal",
+        "synchronous": 2,
+        "foreign_keys": 1,
+        "secure_delete": 1,
+    }
+
+
+async def test_wal_and_shm_files_are_private_too(
+    sessions: async_sessionmaker[AsyncSession], db_path: Path
+) -> None:
+    await new_source(sessions)
+    for suffix in ("-wal", "-shm"):
+        side = db_path.with_name(db_path.name + suffix)
+        assert side.exists()
+        assert stat.S_IMODE(side.stat().st_mode) == 0o600
+
+
+async def test_a_committed_row_survives_closing_and_reopening(db_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{db_path}"
+    await db.init_db(url)
+    engine, sessions = db.create_engine_and_sessionmaker(url)
+    source_id = await new_source(sessions)
+    submission_id = await new_submission(sessions, source_id, 1)
+    await engine.dispose()
+
+    engine, sessions = db.create_engine_and_sessionmaker(url)
+    async with sessions() as session:
+        [again] = await db.list_unacknowledged(session)
+    await engine.dispose()
+    assert again.id == submission_id
+    assert [c.name for c in again.ciphertexts] == [stored(n).name for n in (1, 2, 3)]
+
+
+async def test_nothing_is_stored_unless_the_caller_commits(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    async with sessions() as session:
+        await db.add_submission(session, source_id, [("message", stored(1))], DAY)
+        await session.rollback()
+    async with sessions() as session:
+        assert await db.list_unacknowledged(session) == []
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+async def test_sources_are_found_by_lookup_id(sessions: async_sessionmaker[AsyncSession]) -> None:
+    source_id = await new_source(sessions, "b" * 64)
+    async with sessions() as session:
+        found = await db.get_source_by_lookup(session, "b" * 64)
+        assert found is not None
+        assert (found.id, found.reply_recipient, found.created_day) == (source_id, RECIPIENT, DAY)
+        assert len(found.id) == 32
+        assert await db.get_source_by_lookup(session, "c" * 64) is None
+
+
+async def test_a_second_source_with_the_same_lookup_id_is_refused(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await new_source(sessions)
+    with pytest.raises(IntegrityError):
+        await new_source(sessions)
+
+
+async def test_get_or_create_returns_one_source_even_under_concurrent_logins(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async def login() -> str:
+        async with sessions.begin() as session:
+            source = await db.get_or_create_source(session, "d" * 64, RECIPIENT, DAY)
+            return source.id
+
+    ids = await asyncio.gather(*(login() for _ in range(8)))
+    assert len(set(ids)) == 1
+    assert await login() == ids[0]
+    async with sessions() as session:
+        count = (await session.execute(text("SELECT count(*) FROM sources"))).scalar_one()
+    assert count == 1
+
+
+# --- submissions ------------------------------------------------------------------------------
+
+
+async def test_a_submission_lists_with_its_source_and_ciphertexts_in_order(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    submission_id = await new_submission(sessions, source_id, 10)
+    async with sessions() as session:
+        [listed] = await db.list_unacknowledged(session)
+    assert listed.id == submission_id
+    assert len(submission_id) == 32
+    assert listed.day == DAY
+    assert listed.source.reply_recipient == RECIPIENT
+    assert [(c.kind, c.name, c.size, c.sha256) for c in listed.ciphertexts] == [
+        ("manifest", stored(10).name, 110, stored(10).sha256),
+        ("message", stored(11).name, 111, stored(11).sha256),
+        ("file", stored(12).name, 112, stored(12).sha256),
+    ]
+
+
+async def test_unacknowledged_submissions_come_oldest_first(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    newer = await new_submission(sessions, source_id, 1, "2026-11-26")
+    older = await new_submission(sessions, source_id, 4, "2026-11-20")
+    async with sessions() as session:
+        assert [s.id for s in await db.list_unacknowledged(session)] == [older, newer]
+
+
+@pytest.mark.parametrize(
+    ("files", "day"),
+    [
+        ([], DAY),
+        ([("picture", stored(1))], DAY),
+        ([("file", stored(1))], "2026-11-26T10:00:00"),
+        ([("file", stored(1))], "2026-02-30"),
+        ([("file", stored(1))], "26-11-2026"),
+    ],
+)
+async def test_bad_submission_values_are_refused(
+    sessions: async_sessionmaker[AsyncSession], files: list[tuple[db.Kind, StoredFile]], day: str
+) -> None:
+    source_id = await new_source(sessions)
+    async with sessions() as session:
+        with pytest.raises(db.InvalidRecordError):
+            await db.add_submission(session, source_id, files, day)
+
+
+async def test_a_submission_needs_a_real_source(sessions: async_sessionmaker[AsyncSession]) -> None:
+    with pytest.raises(IntegrityError):
+        await new_submission(sessions, "0" * 32, 1)
+
+
+async def test_a_ciphertext_name_is_recorded_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    await new_submission(sessions, source_id, 1)
+    with pytest.raises(IntegrityError):
+        await new_submission(sessions, source_id, 3)  # overlaps on stored(3)
+
+
+# --- acknowledgement and deletion ---------------------------------------------------------------
+
+
+async def test_acknowledge_sets_days_once_and_ignores_unknown_ids(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    first = await new_submission(sessions, source_id, 1)
+    second = await new_submission(sessions, source_id, 4)
+    async with sessions.begin() as session:
+        done = await db.acknowledge(session, [first, "f" * 32, first], "2026-11-27", 7)
+    assert done == [first]
+    async with sessions.begin() as session:
+        assert await db.acknowledge(session, [first], "2026-12-01", 7) == []  # already done
+        [left] = await db.list_unacknowledged(session)
+        assert left.id == second
+        acked = await session.get(db.Submission, first)
+        assert acked is not None
+        assert (acked.acknowledged_day, acked.delete_after_day) == ("2026-11-27", "2026-12-04")
+
+
+async def test_acknowledge_refreshes_objects_already_loaded(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    submission_id = await new_submission(sessions, source_id, 1)
+    async with sessions.begin() as session:
+        [loaded] = await db.list_unacknowledged(session)
+        await db.acknowledge(session, [submission_id], DAY, 0)
+        assert loaded.acknowledged_day == DAY
+
+
+async def test_retention_runs_out_on_its_day_and_only_for_acknowledged_submissions(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    acked = await new_submission(sessions, source_id, 1)
+    await new_submission(sessions, source_id, 4)  # never acknowledged
+    async with sessions.begin() as session:
+        await db.acknowledge(session, [acked], "2026-11-26", 3)
+    async with sessions() as session:
+        assert await db.due_for_deletion(session, "2026-11-28") == []
+        [due] = await db.due_for_deletion(session, "2026-11-29")
+        assert due.id == acked
+        assert [s.id for s in await db.due_for_deletion(session, "2027-01-01")] == [acked]
+
+
+async def test_forget_ciphertexts_returns_names_and_keeps_the_submission(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    acked = await new_submission(sessions, source_id, 1)
+    async with sessions.begin() as session:
+        await db.acknowledge(session, [acked], DAY, 0)
+    async with sessions.begin() as session:
+        names = await db.forget_ciphertexts(session, [acked])
+    assert names == sorted(stored(n).name for n in (1, 2, 3))
+    async with sessions() as session:
+        assert await db.due_for_deletion(session, "2030-01-01") == []
+        kept = await session.get(db.Submission, acked)
+        assert kept is not None
+        assert kept.ciphertexts == []
+        assert kept.acknowledged_day == DAY
+
+
+async def test_unacknowledged_ciphertexts_are_never_forgotten(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    acked = await new_submission(sessions, source_id, 1)
+    pending = await new_submission(sessions, source_id, 4)
+    async with sessions.begin() as session:
+        await db.acknowledge(session, [acked], DAY, 0)
+    async with sessions() as session:
+        with pytest.raises(db.NotAcknowledgedError, match=pending):
+            await db.forget_ciphertexts(session, [acked, pending])
+    async with sessions() as session:
+        assert [len(s.ciphertexts) for s in await db.list_unacknowledged(session)] == [3]
+        assert len((await db.due_for_deletion(session, DAY))[0].ciphertexts) == 3
+
+
+async def test_negative_retention_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        with pytest.raises(db.InvalidRecordError):
+            await db.acknowledge(session, ["x"], DAY, -1)
+
+
+# --- replies ------------------------------------------------------------------------------------
+
+
+async def test_replies_belong_to_their_source(sessions: async_sessionmaker[AsyncSession]) -> None:
+    mine = await new_source(sessions, "1" * 64)
+    other = await new_source(sessions, "2" * 64)
+    async with sessions.begin() as session:
+        late = await db.add_reply(session, mine, stored(1), "2026-11-27", "Alice")
+        early = await db.add_reply(session, mine, stored(2), "2026-11-25", "Bob")
+        await db.add_reply(session, other, stored(3), DAY, "Alice")
+    async with sessions() as session:
+        replies = await db.replies_for(session, mine)
+    assert [r.id for r in replies] == [early, late]
+    assert [(r.investigator, r.name, r.size) for r in replies] == [
+        ("Bob", stored(2).name, 102),
+        ("Alice", stored(1).name, 101),
+    ]
+
+
+async def test_a_source_deletes_only_its_own_replies(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    mine = await new_source(sessions, "1" * 64)
+    other = await new_source(sessions, "2" * 64)
+    async with sessions.begin() as session:
+        reply_id = await db.add_reply(session, mine, stored(1), DAY, "Alice")
+    async with sessions.begin() as session:
+        assert await db.delete_reply(session, other, reply_id) is None
+    async with sessions.begin() as session:
+        assert await db.delete_reply(session, mine, reply_id) == stored(1).name
+    async with sessions() as session:
+        assert await db.replies_for(session, mine) == []
+
+
+async def test_a_bad_investigator_label_is_refused(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    async with sessions() as session:
+        with pytest.raises(db.InvalidRecordError):
+            await db.add_reply(session, source_id, stored(1), DAY, "")
+
+
+# --- housekeeping -------------------------------------------------------------------------------
+
+
+async def test_sweep_orphans_deletes_only_files_no_row_names(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    store = CiphertextStore(tmp_path / "store", reserve_bytes=0)
+
+    async def put(data: bytes) -> StoredFile:
+        async with store.writer() as writer:
+            await writer.write(data)
+            return await writer.commit()
+
+    recorded, replied, orphan = await put(b"one"), await put(b"two"), await put(b"three")
+    source_id = await new_source(sessions)
+    async with sessions.begin() as session:
+        await db.add_submission(session, source_id, [("message", recorded)], DAY)
+        await db.add_reply(session, source_id, replied, DAY, "Alice")
+    async with sessions() as session:
+        assert await db.sweep_orphans(session, store) == 1
+    assert sorted(store.names()) == sorted([recorded.name, replied.name])
+    assert not store.path(orphan.name).exists()
+    store.close()
+
+
+def test_today_is_a_bare_utc_date() -> None:
+    day = db.today()
+    assert day == datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert db._day(day) == day
