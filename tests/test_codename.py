@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keys.codename import (
     CHEAPEST,
@@ -95,6 +97,36 @@ def test_normalize_refuses_malformed_digit_codenames(typed: str, reason: str) ->
     assert isinstance(info.value, InputError)
     if typed.strip():
         assert typed not in str(info.value)  # a codename never ends up in an error text or log
+
+
+_SCRIPTS = ("0123456789", "۰۱۲۳۴۵۶۷۸۹", "٠١٢٣٤٥٦٧٨٩")
+_NOISE = st.sampled_from([" ", "-", "\u00a0", "\u2013", "\u200c", "\u200f", "\u2066", "\t"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    digits=st.lists(st.integers(0, 9), min_size=16, max_size=16),
+    scripts=st.lists(st.integers(0, 2), min_size=16, max_size=16),
+    noise=st.lists(st.lists(_NOISE, max_size=2), min_size=17, max_size=17),
+)
+def test_normalize_any_spelling_of_sixteen_digits(
+    digits: list[int], scripts: list[int], noise: list[list[str]]
+) -> None:
+    typed = "".join(
+        "".join(noise[i]) + _SCRIPTS[scripts[i]][d] for i, d in enumerate(digits)
+    ) + "".join(noise[16])
+    assert normalize_codename(typed) == "".join(map(str, digits))
+
+
+@settings(max_examples=150)
+@given(st.text(max_size=40))
+def test_normalize_only_ever_raises_codename_error(text: str) -> None:
+    try:
+        canonical = normalize_codename(text)
+    except CodenameError:
+        return
+    assert normalize_codename(canonical) == canonical
+    assert re.fullmatch(r"\d{16}|[a-z]+( [a-z]+){6}", canonical)
 
 
 def test_normalize_words_is_case_and_separator_insensitive() -> None:
