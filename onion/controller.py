@@ -187,10 +187,23 @@ class TorController:
         raw = await self.get_info(key)
         return [line.strip() for line in raw.splitlines() if line.strip()]
 
-    async def hidden_service_conf(self) -> dict[str, dict[str, Any]]:
-        """The torrc-configured onion services: {HiddenServiceDir: {option: value}}."""
-        conf = await self._call("GETCONF HiddenServiceOptions", self._ctl.get_hidden_service_conf)
-        return dict(conf)
+    async def hidden_service_conf(self) -> dict[str, dict[str, list[str]]]:
+        """The torrc-configured onion services: {HiddenServiceDir: {option: [values]}}.
+
+        Parsed here because stem's parser rejects `HiddenServicePort 80 unix:/path`.
+        """
+        services: dict[str, dict[str, list[str]]] = {}
+        current: dict[str, list[str]] | None = None
+        for line in await self.msg("GETCONF HiddenServiceOptions"):
+            key, sep, value = line.partition("=")
+            if not sep:
+                continue
+            value = value.strip('"')
+            if key == "HiddenServiceDir":
+                current = services.setdefault(value, {})
+            elif current is not None:
+                current.setdefault(key, []).append(value)
+        return services
 
     async def reload(self) -> None:
         """SIGNAL RELOAD: re-read torrc and `authorized_clients/`."""

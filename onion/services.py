@@ -117,6 +117,7 @@ class PublishedService:
     pow_defenses: bool
     client_auth: bool
     clients: tuple[str, ...] = field(default=())
+    torrc_dir: str = ""  # set when torrc owns the service (HiddenServiceDir)
 
     @property
     def onion(self) -> str:
