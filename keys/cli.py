@@ -55,16 +55,27 @@ class PassphraseError(InputError):
 # --- command registration --------------------------------------------------------------------
 
 
+_Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add `amanat keys ...` to the `amanat` command."""
     keys = subparsers.add_parser("keys", help="the organization key and the signed keyring")
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
 
-    def command(name: str, run: Callable[[argparse.Namespace], int], text: str) -> Any:
-        parser = sub.add_parser(name, help=text, description=text)
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
         parser.set_defaults(run=run)
         return parser
 
+    _register_org_commands(command)
+    _register_reading_commands(command)
+
+
+def _register_org_commands(command: _Command) -> None:
+    """Commands that run in the org dir, with the organization key, and re-sign the keyring."""
     p = command("init-org", run_init_org, "create an org dir: org key, org.pub, empty keyring v1")
     p.add_argument("--dir", required=True, type=Path)
 
@@ -85,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--passphrase-file",
         type=Path,
-        help="read the passphrase from this file instead of prompting",
+        help="read the passphrase from its first line instead of prompting",
     )
     p.add_argument(
         "--work-factor",
@@ -122,6 +133,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="an unsigned keyring payload (JSON) with a higher version",
     )
 
+
+def _register_reading_commands(command: _Command) -> None:
+    """Commands that only verify and print; they need no secret and run anywhere."""
     _add_reading_options(command("show", run_show, "print the keyring after verifying it"))
     _add_reading_options(
         command("verify", run_verify, "verify the keyring's signature, format and version")

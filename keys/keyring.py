@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -64,7 +64,7 @@ class Keyring:
     version: int
     org_verify_key: VerifyKey
     investigators: tuple[Investigator, ...] = ()
-    transfer_verify_key: VerifyKey | None = field(default=None)
+    transfer_verify_key: VerifyKey | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.version, bool) or not 1 <= self.version <= MAX_VERSION:
