@@ -475,7 +475,8 @@ class _Reader:
         return digest.hexdigest()
 
     def skip_padding(self, name: str, size: int) -> None:
-        _read_exact(self.src, -size % BLOCK, f"the padding of {name}")
+        if any(_read_exact(self.src, -size % BLOCK, f"the padding of {name}")):
+            raise BundleMalformedError(f"the padding after {name} is not all zero bytes")
 
 
 # --- writing ----------------------------------------------------------------------------------

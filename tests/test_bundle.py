@@ -382,3 +382,10 @@ def test_source_id_is_opaque_and_stable() -> None:
     assert one == b.derive_source_id("ab" * 16, "inst")
     assert one != b.derive_source_id("ab" * 16, "other")
     assert "ab" * 16 not in one
+
+
+def test_nonzero_padding_refused() -> None:
+    data = _build()
+    end_of_a = _offset_of(data, "a.age") + 500
+    with pytest.raises(b.BundleMalformedError, match="padding"):
+        _read(data[:end_of_a] + b"X" + data[end_of_a + 1 :])

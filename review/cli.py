@@ -1,0 +1,368 @@
+"""`amanat-review`: read testimonies on the offline workstation.
+
+Every command takes `--vault DIR`; the passphrase comes from a terminal prompt, or from
+`--passphrase-file FILE` for scripts. Testimony text is untrusted: everything printed goes through
+review.sanitize. Progress goes to stderr; results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from keys.errors import AmanatError, WrongPassphraseError
+from review.sanitize import clean, display_lines, isolate, json_dumps, one_line
+
+Run = Callable[[argparse.Namespace], int]
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+class Progress:
+    """`label: done/total` on stderr: redrawn in place on a terminal, every 10% otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last_step = -1
+        self.last_draw = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty:
+            now = time.monotonic()
+            if done == total or now - self.last_draw > 0.1:
+                end = "\n" if done == total else ""
+                print(f"\r{self.label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+                self.last_draw = now
+            return
+        step = done * 10 // max(total, 1)
+        if step != self.last_step:
+            self.last_step = step
+            print(f"{self.label}: {done}/{total}", file=sys.stderr, flush=True)
+
+
+def read_passphrase(args: argparse.Namespace, prompt: str) -> bytes:
+    if args.passphrase_file is not None:
+        data: bytes = Path(args.passphrase_file).read_bytes()
+        for ending in (b"\r\n", b"\n"):
+            if data.endswith(ending):
+                return data[: -len(ending)]
+        return data
+    return getpass.getpass(prompt).encode("utf-8")
+
+
+def open_vault(args: argparse.Namespace) -> Any:
+    from review.vault import Vault
+
+    return Vault.open(args.vault, read_passphrase(args, f"Passphrase for {args.vault}: "))
+
+
+def out(line: str = "") -> None:
+    print(line)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from review.vault import Vault
+
+    passphrase = read_passphrase(args, f"Passphrase of {args.identity}: ")
+    with Vault.create(
+        args.vault,
+        args.identity.read_bytes(),
+        args.keyring.read_bytes(),
+        args.org_pub.read_bytes(),
+        passphrase,
+    ) as vault:
+        out(f"created vault {args.vault} for investigator {isolate(vault.label)}")
+        out(f"keyring version {vault.keyring.version}, fingerprint {vault.keyring.fingerprint()}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from review.importer import import_bundle
+
+    with open_vault(args) as vault:
+        summary = import_bundle(vault, args.bundle, Progress("import"))
+    out(
+        f"imported bundle {summary['bundle_id']}: {summary['imported']} new submission(s), "
+        f"{summary['skipped']} already in the vault"
+    )
+    return 0
+
+
+def _row(sub: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": sub["id"],
+        "day": sub["day"],
+        "source": sub["source"],
+        "instance": sub["instance"],
+        "readable": sub.get("readable", True),
+        "attachments": len(sub["attachments"]),
+        "tags": sub["tags"],
+        "notes": len(sub["notes"]),
+    }
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        subs = sorted(vault.state["submissions"].values(), key=lambda s: (s["day"], s["id"]))
+    if args.tag:
+        subs = [s for s in subs if args.tag in s["tags"]]
+    if args.json:
+        out(json_dumps([_row(s) for s in subs]))
+        return 0
+    out(f"{'ID':<32}  {'DAY':<10}  {'SOURCE':<32}  {'FILES':>5}  TAGS / MESSAGE")
+    for sub in subs:
+        tags = one_line(",".join(sub["tags"]), 30)
+        excerpt = one_line(sub["message"], 40) if sub.get("readable", True) else "(not for me)"
+        out(
+            f"{clean(sub['id'], single_line=True):<32}  {sub['day']:<10}  "
+            f"{clean(sub['source'], single_line=True):<32}  {len(sub['attachments']):>5}  "
+            f"{tags + ' ' if tags else ''}{isolate(excerpt)}"
+        )
+    out(f"{len(subs)} submission(s)")
+    return 0
+
+
+def _show_json(vault: Any, sub: dict[str, Any]) -> dict[str, Any]:
+    return _row(sub) | {
+        "received_day": sub.get("received_day"),
+        "message": sub["message"],
+        "message_sha256": sub.get("message_sha256"),
+        "answers": sub["answers"],
+        "attachments": [
+            {k: a[k] for k in ("name", "size", "sha256", "content_type", "field")}
+            for a in sub["attachments"]
+        ],
+        "notes": sub["notes"],
+        "replies": [r for r in vault.state["replies"] if r["source"] == sub["source"]],
+    }
+
+
+def run_show(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        sub = vault.submission(args.id)
+        if args.json:
+            out(json_dumps(_show_json(vault, sub)))
+            return 0
+    out(f"submission {clean(sub['id'], single_line=True)}")
+    out(f"day:     {sub['day']}   source: {clean(sub['source'], single_line=True)}")
+    out(f"tags:    {one_line(', '.join(sub['tags']), 200) or '-'}")
+    if not sub.get("readable", True):
+        out("(this submission was not encrypted to your key)")
+        return 0
+    out("\nmessage:")
+    for line in display_lines(sub["message"]):
+        out(f"  {line}")
+    out("\nanswers:")
+    for key, value in sub["answers"].items():
+        text = value if isinstance(value, str) else json_dumps(value, indent=None)
+        out(f"  {isolate(str(key))}:")
+        for line in display_lines(text, 74):
+            out(f"      {line}")
+    out("\nattachments:")
+    for att in sub["attachments"]:
+        kind = clean(att["content_type"], single_line=True)
+        out(f"  {isolate(att['name'])}  {att['size']} bytes  {kind}")
+        out(f"      sha256 {att['sha256']}")
+    if sub["notes"]:
+        out("\nnotes:")
+        for note in sub["notes"]:
+            out(f"  {note['at']} {isolate(note['by'])}:")
+            for line in display_lines(note["text"], 74):
+                out(f"      {line}")
+    return 0
+
+
+def search_documents(subs: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """What `search` looks through: message text, then every answer (question id and value)."""
+    docs = []
+    for sub in subs:
+        answers = " ".join(f"{k} {v}" for k, v in sub["answers"].items())
+        docs.append((sub["id"], f"{sub['message']} {answers}"))
+    return docs
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from review.search import SearchIndex
+
+    with open_vault(args) as vault:
+        subs = vault.state["submissions"]
+    index = SearchIndex(search_documents(list(subs.values())))
+    hits = index.search(args.text)
+    if args.json:
+        out(
+            json_dumps(
+                [
+                    {
+                        "id": h.id,
+                        "day": subs[h.id]["day"],
+                        "source": subs[h.id]["source"],
+                        "snippet": h.snippet,
+                    }
+                    for h in hits
+                ]
+            )
+        )
+        return 0
+    for hit in hits:
+        out(f"{hit.id}  {subs[hit.id]['day']}  {isolate(one_line(hit.snippet, 70))}")
+    out(f"{len(hits)} match(es)")
+    return 0
+
+
+def run_tag(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        sub = vault.submission(args.id)
+        tag = clean(args.tag, single_line=True).strip()
+        if args.remove:
+            sub["tags"] = [t for t in sub["tags"] if t != tag]
+        elif tag and tag not in sub["tags"]:
+            sub["tags"].append(tag)
+        vault.save()
+        out(f"{args.id}: tags {', '.join(sub['tags']) or '-'}")
+    return 0
+
+
+def run_note(args: argparse.Namespace) -> int:
+    from review.vault import now
+
+    with open_vault(args) as vault:
+        sub = vault.submission(args.id)
+        sub["notes"].append({"at": now(), "by": vault.label, "text": args.text})
+        vault.save()
+        out(f"{args.id}: {len(sub['notes'])} note(s)")
+    return 0
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from review.case import extract_files
+
+    with open_vault(args) as vault:
+        written = extract_files(vault, args.id, args.out, Progress("extract"))
+    for item in written:
+        out(f"{item['sha256']}  {item['size']:>10}  {isolate(item['name'])}")
+    out(f"{len(written)} file(s) written to {args.out}, each verified against its intake SHA-256")
+    return 0
+
+
+def run_export_case(args: argparse.Namespace) -> int:
+    from review.case import export_case
+
+    with open_vault(args) as vault:
+        folder = export_case(vault, args.ids, args.out, Progress("export-case"))
+    out(f"case written to {folder}; check it with: cd {folder} && sha256sum -c SHA256SUMS")
+    return 0
+
+
+def run_reply(args: argparse.Namespace) -> int:
+    from review.replies import make_reply
+
+    with open_vault(args) as vault:
+        path = make_reply(vault, args.source, args.message, args.out)
+    out(f"reply bundle written: {path}  (carry it with `amanat transfer push`)")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from review.vault import verify_vault
+
+    with open_vault(args) as vault:
+        checked, problems = verify_vault(vault, Progress("verify"))
+    for problem in problems:
+        out(f"PROBLEM: {clean(problem, single_line=True)}")
+    out(
+        f"checked {checked} ciphertext(s), the state signature and the custody log: "
+        f"{'OK' if not problems else f'{len(problems)} problem(s)'}"
+    )
+    return 0 if not problems else 1
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amanat-review",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--vault", type=Path, required=True, metavar="DIR")
+    common.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="FILE",
+        help="read the passphrase from FILE instead of prompting",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Run, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(run=run)
+        return p
+
+    p = command("init", run_init, "create a vault for an investigator identity")
+    p.add_argument("--identity", type=Path, required=True, metavar="FILE")
+    p.add_argument("--keyring", type=Path, required=True, metavar="FILE")
+    p.add_argument("--org-pub", type=Path, required=True, metavar="FILE")
+    p = command("import", run_import, "verify a transfer bundle and import its submissions")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p = command("list", run_list, "list submissions")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--tag", help="only submissions with this tag")
+    p = command("show", run_show, "show one submission")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--json", action="store_true")
+    p = command("search", run_search, "search messages and answers")
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument("--json", action="store_true")
+    p = command("tag", run_tag, "tag a submission")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("tag", metavar="TAG")
+    p.add_argument("--remove", action="store_true")
+    p = command("note", run_note, "add a note to a submission")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("text", metavar="TEXT")
+    p = command("extract", run_extract, "write a submission's attachments, verified")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p = command("export-case", run_export_case, "export submissions as a case folder")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p = command("reply", run_reply, "write an encrypted, signed reply bundle to a source")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("--message", required=True, metavar="TEXT")
+    p.add_argument("--out", type=Path, required=True, metavar="OUTBOX")
+    command("verify", run_verify, "re-hash everything in the vault and report")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except WrongPassphraseError as exc:
+        print(f"amanat-review: wrong passphrase: {clean(str(exc))}", file=sys.stderr)
+        return 1
+    except AmanatError as exc:
+        print(f"amanat-review: {clean(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"amanat-review: {clean(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

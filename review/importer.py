@@ -1,0 +1,235 @@
+"""`import BUNDLE`: verify a transfer bundle whole, then add its submissions to the vault.
+
+Order matters: `keys.bundle.read_bundle` checks the structure, the transfer-key signature and every
+ciphertext hash before anything is written; then the bundle id is checked against the ones already
+imported (a replay is refused); then each new submission's message and encrypted manifest are
+opened in memory and cross-checked; only then are ciphertexts stored and the state saved. If any
+step fails, the objects this import added are removed and the state is left as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from keys.age import decrypt
+from keys.bundle import (
+    BundleError,
+    TransferItem,
+    TransferManifest,
+    VerifiedBundle,
+    read_bundle,
+    transfer_key_lookup,
+)
+from keys.errors import AgeError, ConfigError, NoIdentityMatchError
+from review.vault import Vault, now
+
+Progress = Callable[[int, int], None]
+
+
+class BundleReplayError(BundleError):
+    """This bundle (by its id) was imported before."""
+
+
+class BundleConflictError(BundleError):
+    """The bundle's content contradicts what the vault already holds or what the item says."""
+
+
+def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Import one transfer bundle; returns a summary. Raises BundleError subclasses on refusal."""
+    transfer_key = vault.keyring.transfer_verify_key
+    if transfer_key is None:
+        raise ConfigError("the keyring pins no server transfer key: cannot check any bundle")
+    with open(path, "rb") as src:
+        bundle = read_bundle(src, transfer_key_lookup(transfer_key))
+        manifest = bundle.manifest
+        assert isinstance(manifest, TransferManifest)  # the lookup accepts nothing else
+        _refuse_replay(vault, manifest)
+        new_items = _new_items(vault, manifest)
+        records = {}
+        for n, item in enumerate(new_items):
+            records[item.submission_id] = _open_item(vault, bundle, manifest, item)
+            if progress:
+                progress(n + 1, len(new_items))
+        added = _store_objects(vault, bundle, new_items)
+        src.seek(0)
+        bundle_sha256 = _file_sha256(src)
+    try:
+        vault.state["submissions"].update(records)
+        vault.state["bundles"][manifest.bundle_id] = {
+            "instance": manifest.instance_id,
+            "created_day": manifest.created_day,
+            "imported_at": now(),
+            "sha256": bundle_sha256,
+            "items": len(manifest.items),
+            "new": len(new_items),
+        }
+        vault.log(
+            "import",
+            sorted(records),
+            bundle_id=manifest.bundle_id,
+            bundle_sha256=bundle_sha256,
+            instance=manifest.instance_id,
+            skipped=len(manifest.items) - len(new_items),
+        )
+        vault.save()
+    except BaseException:
+        _remove(vault, added)
+        raise
+    return {
+        "bundle_id": manifest.bundle_id,
+        "imported": len(new_items),
+        "skipped": len(manifest.items) - len(new_items),
+    }
+
+
+def _refuse_replay(vault: Vault, manifest: TransferManifest) -> None:
+    seen = vault.state["bundles"].get(manifest.bundle_id)
+    if seen is not None:
+        raise BundleReplayError(
+            f"bundle {manifest.bundle_id} was already imported at {seen['imported_at']}: "
+            "refused as a replay, nothing changed"
+        )
+
+
+def _new_items(vault: Vault, manifest: TransferManifest) -> list[TransferItem]:
+    """Items not in the vault yet. A server re-sends unacknowledged items in later bundles, which
+    is fine if they are byte-identical; a different ciphertext under a known id is refused."""
+    new = []
+    for item in manifest.items:
+        known = vault.state["submissions"].get(item.submission_id)
+        if known is None:
+            new.append(item)
+            continue
+        hashes = sorted(c.sha256 for c in item.ciphertexts)
+        if hashes != sorted(c["sha256"] for c in known["ciphertexts"]):
+            raise BundleConflictError(
+                f"submission {item.submission_id} is already in the vault with other content"
+            )
+    return new
+
+
+def _open_item(
+    vault: Vault, bundle: VerifiedBundle, manifest: TransferManifest, item: TransferItem
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": item.submission_id,
+        "instance": manifest.instance_id,
+        "bundle": manifest.bundle_id,
+        "day": item.day,
+        "source": item.source_id,
+        "reply_recipient": item.reply_recipient,
+        "imported_at": now(),
+        "ciphertexts": [
+            {"name": c.name, "kind": c.kind, "size": c.size, "sha256": c.sha256}
+            for c in item.ciphertexts
+        ],
+        "tags": [],
+        "notes": [],
+    }
+    by_kind = {kind: [c for c in item.ciphertexts if c.kind == kind] for kind in KINDS}
+    if len(by_kind["message"]) > 1 or len(by_kind["manifest"]) != 1:
+        raise BundleConflictError(
+            f"submission {item.submission_id} needs one manifest and at most one message"
+        )
+    try:
+        intake = _json_object(
+            decrypt(bundle.read_member(by_kind["manifest"][0].name), [vault.identity])
+        )
+        message = b""
+        if by_kind["message"]:
+            message = decrypt(bundle.read_member(by_kind["message"][0].name), [vault.identity])
+    except NoIdentityMatchError:
+        record.update(readable=False, message="", answers={}, attachments=[])
+        return record
+    except AgeError as exc:
+        raise BundleConflictError(f"submission {item.submission_id}: {exc}") from exc
+    _check_message(item, intake, message)
+    record.update(
+        readable=True,
+        message=message.decode("utf-8", errors="replace"),
+        message_sha256=hashlib.sha256(message).hexdigest(),
+        received_day=str(intake.get("received_day", item.day)),
+        answers=intake.get("answers") or {},
+        attachments=_attachments(item, intake, by_kind["file"]),
+    )
+    return record
+
+
+KINDS = ("message", "file", "manifest")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise BundleConflictError(f"an encrypted submission manifest is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BundleConflictError("an encrypted submission manifest is not a JSON object")
+    return value
+
+
+def _check_message(item: TransferItem, intake: dict[str, Any], message: bytes) -> None:
+    expected = intake.get("message_sha256")
+    if expected is not None and expected != hashlib.sha256(message).hexdigest():
+        raise BundleConflictError(
+            f"submission {item.submission_id}: the message does not match the SHA-256 "
+            "recorded at intake"
+        )
+
+
+def _attachments(
+    item: TransferItem, intake: dict[str, Any], files: list[Any]
+) -> list[dict[str, Any]]:
+    entries = intake.get("files") or []
+    if not isinstance(entries, list) or len(entries) != len(files):
+        raise BundleConflictError(
+            f"submission {item.submission_id}: the intake manifest lists {len(entries)} files, "
+            f"the bundle carries {len(files)}"
+        )
+    by_name = {c.name: c for c in files}
+    out = []
+    for entry, ciphertext in zip(entries, files, strict=True):
+        if not isinstance(entry, dict):
+            raise BundleConflictError(f"submission {item.submission_id}: bad file entry")
+        ct = by_name.get(str(entry.get("ciphertext", entry.get("name", ""))), ciphertext)
+        out.append(
+            {
+                "name": str(entry.get("filename", entry.get("original_filename", "attachment"))),
+                "content_type": str(entry.get("content_type", "application/octet-stream")),
+                "size": int(entry.get("size", 0)),
+                "sha256": str(entry.get("sha256", "")),
+                "field": str(entry.get("field", "")),
+                "object": ct.sha256,
+            }
+        )
+    return out
+
+
+def _store_objects(vault: Vault, bundle: VerifiedBundle, items: list[TransferItem]) -> list[str]:
+    added: list[str] = []
+    try:
+        for item in items:
+            for ct in item.ciphertexts:
+                if not vault.has_object(ct.sha256):
+                    vault.write_object(ct.sha256, bundle.iter_member(ct.name))
+                    added.append(ct.sha256)
+    except BaseException:
+        _remove(vault, added)
+        raise
+    return added
+
+
+def _remove(vault: Vault, shas: list[str]) -> None:
+    for sha in shas:
+        vault.object_path(sha).unlink(missing_ok=True)
+
+
+def _file_sha256(src: Any) -> str:
+    digest = hashlib.sha256()
+    while chunk := src.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()

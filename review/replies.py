@@ -1,0 +1,93 @@
+"""`reply SOURCE`: an encrypted, signed reply bundle for `amanat transfer push` to carry.
+
+The reply is an age file whose plaintext is the UTF-8 message, encrypted to the source's reply
+recipient (from the submissions it sent) and to every active investigator, so the team can read
+what was said. The bundle (docs/format.md, section 5) is signed with this investigator's key; the
+server checks it against the keyring. A copy of the ciphertext stays in the vault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+from pathlib import Path
+from typing import Any
+
+from keys.age import X25519Recipient, encrypt
+from keys.bundle import Reply, ReplyManifest, write_bundle
+from keys.errors import ConfigError
+from review.vault import UnknownItemError, Vault, today, write_atomic
+
+MAX_REPLY_CHARS = 20_000
+
+
+def _latest_from(vault: Vault, source_id: str) -> dict[str, Any]:
+    subs = [s for s in vault.state["submissions"].values() if s["source"] == source_id]
+    if not subs:
+        raise UnknownItemError(f"no submission in this vault comes from source {source_id!r}")
+    return max(subs, key=lambda s: (s["day"], s["imported_at"]))
+
+
+def make_reply(vault: Vault, source_id: str, message: str, outbox: Path) -> Path:
+    """Write `outbox/reply-<bundle id>.tar` and record the reply; returns the bundle path."""
+    if not message.strip():
+        raise UnknownItemError("a reply needs a message")
+    if len(message) > MAX_REPLY_CHARS:
+        raise UnknownItemError(f"a reply is at most {MAX_REPLY_CHARS} characters")
+    me = vault.keyring.investigator_by_verify_key(vault.investigator.signing_key.verify_key)
+    if me is None:
+        raise ConfigError(
+            "this investigator is revoked or not in the keyring: replies would be refused"
+        )
+    latest = _latest_from(vault, source_id)
+    recipients = [
+        X25519Recipient.parse(latest["reply_recipient"]),
+        *vault.keyring.active_recipients(),
+    ]
+    ciphertext = encrypt(message.encode("utf-8"), recipients)
+    sha256 = hashlib.sha256(ciphertext).hexdigest()
+    reply_id = secrets.token_hex(16)
+    reply = Reply(
+        reply_id=reply_id,
+        source_id=source_id,
+        reply_recipient=latest["reply_recipient"],
+        name=f"{reply_id}.age",
+        size=len(ciphertext),
+        sha256=sha256,
+        investigator=me.label,
+        day=today(),
+    )
+    manifest = ReplyManifest(latest["instance"], secrets.token_hex(16), today(), me.label, (reply,))
+    out = io.BytesIO()
+    write_bundle(
+        out,
+        manifest,
+        [(reply.name, io.BytesIO(ciphertext), len(ciphertext))],
+        vault.investigator.signing_key,
+    )
+    outbox.mkdir(parents=True, exist_ok=True)
+    path = outbox / f"reply-{manifest.bundle_id}.tar"
+    write_atomic(path, [out.getvalue()])
+    vault.write_object(sha256, [ciphertext])
+    vault.state["replies"].append(
+        {
+            "reply_id": reply_id,
+            "source": source_id,
+            "instance": latest["instance"],
+            "day": reply.day,
+            "by": me.label,
+            "sha256": sha256,
+            "bundle_id": manifest.bundle_id,
+        }
+    )
+    vault.log(
+        "reply",
+        [latest["id"]],
+        source=source_id,
+        reply_id=reply_id,
+        bundle_id=manifest.bundle_id,
+        sha256=sha256,
+    )
+    vault.save()
+    return path
