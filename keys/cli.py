@@ -285,12 +285,26 @@ def run_fingerprint(args: argparse.Namespace) -> int:
 
 def _open_org_dir(root: Path) -> tuple[SigningKey, Keyring]:
     """The org signing key and the current keyring, after checking that they belong together."""
+    _require_private(root / ORG_KEY)
     signing_key = parse_org_signing_key(read_file(root / ORG_KEY, "organization key"))
     pinned = parse_org_public_key(read_file(root / ORG_PUB, "organization public key"))
     if bytes(pinned) != bytes(signing_key.verify_key):
         raise ConfigError(f"{root / ORG_PUB} does not match {root / ORG_KEY}")
     keyring = load_keyring(read_file(root / KEYRING, "keyring"), pinned)
     return signing_key, keyring
+
+
+def _require_private(path: Path) -> None:
+    """Refuse a secret file others can read, as ssh does: it may already have leaked."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return  # read_file reports the missing file
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is readable by other users (mode {mode:04o}); run `chmod 600 {path}` "
+            "and consider whether the key has leaked"
+        )
 
 
 def _change(root: Path, change: Callable[[Keyring], Keyring], done: str) -> int:

@@ -263,6 +263,14 @@ def test_mismatched_org_pub_is_refused(org: Org) -> None:
     assert "does not match" in err
 
 
+def test_an_org_key_others_can_read_is_refused(org: Org) -> None:
+    (org.root / "org.key").chmod(0o644)
+    code, _, err = org.run("sign", "--dir", str(org.root))
+    assert code == 1
+    assert "readable by other users (mode 0644)" in err
+    assert org.keyring().version == 1
+
+
 def test_the_amanat_command_runs_as_a_process(org: Org) -> None:
     """The console entry point, in a real process: what an operator types."""
     result = subprocess.run(
