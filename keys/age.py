@@ -345,14 +345,16 @@ def _passphrase_bytes(passphrase: bytes | str) -> bytes:
 
 
 def scrypt_key(passphrase: bytes, salt: bytes, work_factor: int) -> bytes:
-    """scrypt(N=2**work_factor, r=8, p=1, dkLen=32, S=label||salt, P=passphrase)."""
+    """scrypt(N=2**work_factor, r=8, p=1, dkLen=32, S=label||salt, P=passphrase).
+
+    libsodium's scrypt rather than hashlib's: it is about twice as fast here and has no 2 GiB
+    memory cap (hashlib's maxmem stops at work factor 20; age accepts up to 22).
+    """
     n = 1 << work_factor
-    full_salt = SCRYPT_LABEL + salt
-    maxmem = 128 * 8 * (n + 2) + 1024 * 1024  # V and B buffers, with room to spare
-    if maxmem < 2**31 - 1:
-        return hashlib.scrypt(passphrase, salt=full_salt, n=n, r=8, p=1, maxmem=maxmem, dklen=32)
-    # hashlib caps maxmem below 2 GiB (work factor 21 and up); libsodium has no such cap.
-    return crypto_pwhash_scryptsalsa208sha256_ll(passphrase, full_salt, n, 8, 1, 32, maxmem)
+    maxmem = 128 * 8 * (n + 2) + 1024 * 1024  # the V and B buffers, with room to spare
+    return crypto_pwhash_scryptsalsa208sha256_ll(
+        passphrase, SCRYPT_LABEL + salt, n, 8, 1, 32, maxmem
+    )
 
 
 class ScryptRecipient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 
@@ -21,6 +22,7 @@ from keys.age import (
     decrypt_iter,
     encrypt,
     parse_header,
+    scrypt_key,
 )
 from keys.errors import (
     AgeError,
@@ -310,6 +312,14 @@ def test_scrypt_round_trip_wrong_passphrase_and_work_factor_limit() -> None:
         decrypt(ciphertext, [ScryptIdentity("wrong horse")])
     with pytest.raises(HeaderError, match="above the maximum"):
         decrypt(ciphertext, [ScryptIdentity("correct horse", max_work_factor=9)])
+
+
+def test_scrypt_key_matches_hashlib_scrypt() -> None:
+    salt = bytes(range(16))
+    expected = hashlib.scrypt(
+        b"pw", salt=b"age-encryption.org/v1/scrypt" + salt, n=2**10, r=8, p=1, dklen=32
+    )
+    assert scrypt_key(b"pw", salt, 10) == expected
 
 
 def test_altered_header_is_an_hmac_error(identity: X25519Identity) -> None:
