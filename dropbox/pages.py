@@ -28,9 +28,9 @@ from dropbox.sessions import (
 from dropbox.store import CiphertextStore
 from keys.keyring import Keyring
 
-SESSION_KEY = "amanat.session"
-NEW_SESSION_KEY = "amanat.new_session"
-LOCALE_KEY = "amanat.locale"
+SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("amanat_session")
+NEW_SESSION_KEY: web.RequestKey[bool] = web.RequestKey("amanat_new_session", bool)
+LOCALE_KEY: web.RequestKey[str] = web.RequestKey("amanat_locale", str)
 
 
 @dataclass
@@ -59,8 +59,7 @@ def now() -> float:
 
 
 def current_session(request: web.Request) -> Session | None:
-    session: Session | None = request.get(SESSION_KEY)
-    return session
+    return request.get(SESSION_KEY)
 
 
 def ensure_session(request: web.Request) -> Session:
@@ -74,8 +73,7 @@ def ensure_session(request: web.Request) -> Session:
 
 
 def locale(request: web.Request) -> str:
-    code: str | None = request.get(LOCALE_KEY)
-    return code or state(request).config.i18n.default_locale
+    return request.get(LOCALE_KEY) or state(request).config.i18n.default_locale
 
 
 def gettext(request: web.Request) -> Any:

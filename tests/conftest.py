@@ -1,0 +1,249 @@
+"""Shared fixtures: a demo organization and the real intake server on a real socket.
+
+Use them like this (every test gets its own folder under tmp_path):
+
+    async def test_something(running_server):
+        async with running_server(limits={"max_file_bytes": 1000}) as server:
+            async with SourceClient(server.url) as source:
+                codename = await source.start()             # issue + confirm a codename
+                status, html = await source.submit("hello", [("a.txt", b"data", "text/plain")])
+            assert server.submissions() ...                 # rows from the real SQLite file
+            server.decrypt(name)                  # a ciphertext, opened by the investigator
+
+- `demo_org` is an organization made by `dropbox.demo.create_demo_org` with the cheapest Argon2
+  and scrypt settings: org key, signed keyring with one investigator, instance salt, config.
+- `running_server(**overrides)` is an async context manager factory. Overrides are TOML sections
+  as dicts (`server=`, `storage=`, `limits=`, `keys=`, `i18n=`); they are merged into the demo
+  config, written to the config file (so a subprocess can use `server.config_path` too) and
+  served with `create_app` + `start_site` on 127.0.0.1, port 0, with a real SQLite file.
+- `SourceClient(url)` plays a source's browser without JavaScript: cookies, CSRF tokens from the
+  pages, plain form posts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import tomllib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from dropbox.app import create_app, start_site
+from dropbox.config import Config, load_config
+from dropbox.demo import DemoOrg, create_demo_org
+from dropbox.pages import STATE, AppState
+from keys.age import decrypt
+
+pytest_plugins = ["conftest_tor"]  # the private Tor network fixtures (tests/tornet.py)
+
+FileSpec = tuple[str, bytes, str]  # (filename, content, content type)
+
+
+@pytest.fixture
+def demo_org(tmp_path: Path) -> DemoOrg:
+    """A throwaway organization with one investigator, built with the cheapest KDF settings."""
+    return create_demo_org(tmp_path / "demo-org", port=0, cheap_kdf=True)
+
+
+@dataclass
+class RunningServer:
+    """A live intake server: its base URL, config, organization and the running application."""
+
+    url: str
+    config: Config
+    org: DemoOrg
+    app: web.Application
+
+    @property
+    def state(self) -> AppState:
+        """The application's state: keyring, store, sessions, database sessionmaker."""
+        return self.app[STATE]
+
+    @property
+    def config_path(self) -> Path:
+        return self.org.config_path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.storage.data_dir
+
+    @property
+    def store_dir(self) -> Path:
+        return self.config.storage.store_dir
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.config.storage.database_url.split(":///", 1)[1])
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows from the real SQLite file (read-only connection)."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.database_path}?mode=ro",
+                                                uri=True)) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def submissions(self) -> list[tuple[str, str]]:
+        """(submission id, source id) for every submission row."""
+        return [(r[0], r[1]) for r in self.query("SELECT id, source_id FROM submissions")]
+
+    def ciphertexts(self, submission_id: str) -> dict[str, list[str]]:
+        """Store names of a submission's ciphertexts by kind (message, file, manifest)."""
+        found: dict[str, list[str]] = {}
+        for kind, name in self.query(
+            "SELECT kind, name FROM ciphertexts WHERE submission_id = ? ORDER BY id",
+            submission_id,
+        ):
+            found.setdefault(kind, []).append(name)
+        return found
+
+    def decrypt(self, name: str) -> bytes:
+        """A stored ciphertext opened with the investigator's identity."""
+        store = self.state.store
+        return decrypt(store.path(name).read_bytes(), [self.org.investigator.identity])
+
+    def stored_files(self) -> list[Path]:
+        """Every file under the store (committed or partial)."""
+        return sorted(p for p in self.store_dir.rglob("*") if p.is_file())
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str | Path):
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """Write a config file from a {section: {key: value}} dict (flat values only)."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+@contextlib.asynccontextmanager
+async def serve_org(org: DemoOrg, **overrides: dict[str, Any]) -> AsyncIterator[RunningServer]:
+    """Serve `org` with its config merged with `overrides`, on 127.0.0.1 port 0."""
+    sections: dict[str, dict[str, Any]] = tomllib.loads(org.config_path.read_text("utf-8"))
+    sections["server"]["listen"] = "127.0.0.1:0"
+    sections["storage"].setdefault("reserve_bytes", 0)
+    for name, values in overrides.items():
+        sections.setdefault(name, {}).update(values)
+    write_config(org.config_path, sections)
+    config = load_config(org.config_path)
+    app = create_app(config)
+    runner, url = await start_site(app, config.server.listen)
+    try:
+        yield RunningServer(url=url, config=config, org=org, app=app)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def running_server(
+    tmp_path: Path,
+) -> Callable[..., AbstractAsyncContextManager[RunningServer]]:
+    """`async with running_server(**overrides) as server:` — a fresh organization and server."""
+    counter = iter(range(1_000_000))
+
+    def start(**overrides: dict[str, Any]) -> AbstractAsyncContextManager[RunningServer]:
+        org = create_demo_org(tmp_path / f"server-{next(counter)}", port=0, cheap_kdf=True)
+        return serve_org(org, **overrides)
+
+    return start
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_CODENAME = re.compile(r'id="codename">([^<]+)<')
+
+
+class SourceClient:
+    """A source's browser without JavaScript: cookies, the pages' CSRF tokens, plain forms."""
+
+    def __init__(self, url: str, accept_language: str | None = None) -> None:
+        self.url = url
+        headers = {"Accept-Language": accept_language} if accept_language else {}
+        self.http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),  # 127.0.0.1 is an IP address
+            headers=headers,
+        )
+        self.csrf = ""
+
+    async def __aenter__(self) -> SourceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.close()
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.http.get(self.url + path) as response:
+            return response.status, self._remember(await response.text())
+
+    async def post_form(self, path: str, fields: dict[str, str]) -> tuple[int, str]:
+        """A urlencoded POST carrying the last page's CSRF token (unless fields give one)."""
+        data = {"csrf_token": self.csrf, **fields}
+        async with self.http.post(self.url + path, data=data) as response:
+            return response.status, self._remember(await response.text())
+
+    async def start(self) -> str:
+        """Get a new codename, confirm it; returns the codename as shown ("1234 5678 ...")."""
+        status, html = await self.get("/start")
+        assert status == 200, html
+        match = _CODENAME.search(html)
+        assert match, "no codename on the start page"
+        status, html = await self.post_form("/start", {})
+        assert status == 200, html
+        assert 'id="submit-form"' in html, html
+        return unescape(match.group(1))
+
+    async def login(self, codename: str) -> tuple[int, str]:
+        await self.get("/login")
+        return await self.post_form("/login", {"codename": codename})
+
+    async def logout(self) -> tuple[int, str]:
+        return await self.post_form("/logout", {})
+
+    async def submit(
+        self,
+        message: str | bytes = "",
+        files: Sequence[FileSpec] = (),
+        fields: Sequence[tuple[str, str]] = (),
+        csrf: str | None = None,
+    ) -> tuple[int, str]:
+        """POST the submit form as multipart: the CSRF token first, as a browser sends it."""
+        if not self.csrf:
+            await self.get("/submit")
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("csrf_token", self.csrf if csrf is None else csrf)
+        for name, value in fields:
+            form.add_field(name, value)
+        form.add_field("message", message)
+        for filename, content, content_type in files:
+            form.add_field("files", content, filename=filename, content_type=content_type)
+        async with self.http.post(self.url + "/submit", data=form) as response:
+            return response.status, self._remember(await response.text())
+
+    def _remember(self, html: str) -> str:
+        match = _CSRF.search(html)
+        if match:
+            self.csrf = unescape(match.group(1))
+        return html
+
+
+@pytest.fixture
+def source_client() -> type[SourceClient]:
+    """The SourceClient class, for tests that prefer a fixture to an import from conftest."""
+    return SourceClient

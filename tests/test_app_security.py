@@ -1,0 +1,234 @@
+"""Security behaviour of the intake server over real sockets: headers, CSRF, throttling, Tor2Web,
+cookies, refused bodies, dropped connections."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+import pytest
+from conftest import SourceClient
+
+from dropbox.security import SECURITY_HEADERS
+
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+
+
+def assert_hardened(response: aiohttp.ClientResponse) -> None:
+    assert "Server" not in response.headers, response.headers.get("Server")
+    assert response.headers["Content-Security-Policy"] == CSP
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert response.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/", 200),
+        ("GET", "/start", 200),
+        ("GET", "/login", 200),
+        ("GET", "/submit", 303),
+        ("GET", "/static/style.css", 200),
+        ("GET", "/static/missing.css", 404),
+        ("GET", "/no/such/page", 404),
+        ("PUT", "/", 405),
+        ("POST", "/login", 400),  # not a form
+        ("POST", "/logout", 400),
+    ],
+)
+async def test_every_response_is_hardened(running_server, method, path, status):
+    async with (
+        running_server() as server,
+        aiohttp.ClientSession() as http,
+        http.request(method, server.url + path, allow_redirects=False) as response,
+    ):
+        assert response.status == status
+        assert_hardened(response)
+        body = await response.text()
+    assert "Traceback" not in body
+    assert "aiohttp" not in body
+
+
+async def test_headers_on_a_throttled_and_a_refused_response(running_server):
+    keys = {"login_attempts_per_session_per_minute": 1}
+    async with running_server(keys=keys) as server, SourceClient(server.url) as source:
+        await source.login("1111 2222 3333 4444")
+        await source.get("/login")
+        async with source.http.post(server.url + "/login",
+                                    data={"csrf_token": source.csrf, "codename": "x"}) as r:
+            assert r.status == 429
+            assert_hardened(r)
+
+
+async def test_csrf_is_required_on_every_post(running_server):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.get("/start")
+        status, page = await source.post_form("/start", {"csrf_token": "forged"})
+        assert status == 403
+        assert "This form has expired" in page
+        status, page = await source.post_form("/login", {"csrf_token": "", "codename": "1"})
+        assert status == 403
+        await source.start()
+        status, page = await source.submit("secret", [("a.txt", b"abc", "text/plain")],
+                                           csrf="forged")
+        assert status == 403
+        assert server.submissions() == []
+        assert server.stored_files() == []
+        status, page = await source.post_form("/logout", {"csrf_token": "forged"})
+        assert status == 403
+        status, page = await source.submit("real", [])  # the session still works
+        assert status == 200
+
+    async with running_server() as server, SourceClient(server.url) as stranger:
+        # A token from one session is useless in another.
+        async with SourceClient(server.url) as victim:
+            await victim.get("/login")
+            stolen = victim.csrf
+        await stranger.get("/login")
+        status, _ = await stranger.post_form("/login", {"csrf_token": stolen, "codename": "1"})
+        assert status == 403
+
+
+async def test_login_throttling_does_not_starve_page_loads(running_server):
+    async with running_server(keys={"login_attempts_per_session_per_minute": 3,
+                                    "login_attempts_global_per_minute": 1000}) as server:
+        async with SourceClient(server.url) as source:
+            statuses = [(await source.login("1111 2222 3333 4444"))[0] for _ in range(5)]
+            assert statuses[:3] == [400, 400, 400]
+            assert statuses[3:] == [429, 429]
+            _status, page = await source.post_form("/login", {"codename": "1"})
+            assert "Too many attempts" in page
+            # Pages still load at once, for this session and for others.
+            assert (await source.get("/"))[0] == 200
+        async with SourceClient(server.url) as other:
+            assert (await other.login("1111 2222 3333 4444"))[0] == 400
+
+
+async def test_global_login_limit(running_server):
+    async with running_server(keys={"login_attempts_global_per_minute": 2}) as server:
+        results = []
+        for _ in range(4):
+            async with SourceClient(server.url) as source:  # a fresh session each time
+                results.append((await source.login("1111 2222 3333 4444"))[0])
+        assert results == [400, 400, 429, 429]
+        async with SourceClient(server.url) as source:
+            assert (await source.get("/"))[0] == 200
+
+
+async def test_login_flood_keeps_landing_page_responsive(running_server):
+    async with running_server(keys={"login_attempts_global_per_minute": 10_000,
+                                    "login_attempts_per_session_per_minute": 10_000,
+                                    "max_concurrent_argon2": 1}) as server:
+        clients = [SourceClient(server.url) for _ in range(8)]
+        for c in clients:
+            await c.get("/login")
+
+        async def flood(client: SourceClient) -> None:
+            for _ in range(5):
+                await client.post_form("/login", {"codename": "1111 2222 3333 4444"})
+
+        flooding = asyncio.gather(*(flood(c) for c in clients))
+        async with SourceClient(server.url) as reader:
+            for _ in range(5):
+                assert (await reader.get("/"))[0] == 200
+        await flooding
+        for c in clients:
+            await c.__aexit__()
+
+
+async def test_tor2web_is_refused(running_server):
+    async with (
+        running_server() as server,
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/", headers={"X-Tor2Web": "1"}) as response,
+    ):
+        assert response.status == 403
+        assert_hardened(response)
+        assert "Tor2Web" in await response.text()
+
+
+async def test_session_cookie_attributes(running_server):
+    async with (
+        running_server() as server,
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/start") as response,
+    ):
+        cookie = response.headers["Set-Cookie"]
+    assert re.search(r"(?i)\bHttpOnly\b", cookie)
+    assert re.search(r"(?i)SameSite=Strict", cookie)
+    assert re.search(r"(?i)Path=/(;|$)", cookie)
+    assert not re.search(r"(?i)expires|max-age", cookie)
+
+
+async def test_landing_page_sets_no_cookie(running_server):
+    async with (
+        running_server() as server,
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/") as response,
+    ):
+        assert "Set-Cookie" not in response.headers
+
+
+async def test_multipart_to_a_small_form_is_refused_unread(running_server):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.get("/login")
+        form = aiohttp.FormData()
+        form.add_field("csrf_token", source.csrf)
+        form.add_field("codename", b"x" * 1000, filename="big.bin")
+        async with source.http.post(server.url + "/login", data=form) as response:
+            assert response.status == 400
+
+
+async def test_logout_drops_the_session_and_its_identity(running_server):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.start()
+        sessions = server.state.sessions
+        assert len(sessions) == 1
+        await source.logout()
+        assert len(sessions) == 0
+        _status, page = await source.get("/submit")
+        assert 'id="login-form"' in page
+
+
+async def test_dropped_connection_mid_upload_leaves_nothing(running_server):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.start()
+        cookie = "; ".join(f"{c.key}={c.value}" for c in source.http.cookie_jar)
+        host, port = server.url.removeprefix("http://").split(":")
+        boundary = "b0undary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n"
+                f"{source.csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+                f"name=\"files\"; filename=\"x.bin\"\r\nContent-Type: application/octet-stream"
+                "\r\n\r\n").encode()
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (f"POST /submit HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n"
+             f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+             f"Content-Length: {len(head) + 10_000_000}\r\n\r\n").encode() + head
+            + b"z" * 3_000_000
+        )
+        await writer.drain()
+        saw_partial = False
+        for _ in range(200):  # wait until the server has started writing ciphertext
+            saw_partial = bool(list(server.store_dir.rglob("*.partial")))
+            if saw_partial:
+                break
+            await asyncio.sleep(0.02)
+        assert saw_partial, "the upload never reached the store"
+        writer.close()
+        for _ in range(100):
+            if not server.stored_files():
+                break
+            await asyncio.sleep(0.05)
+        assert server.stored_files() == []
+        assert server.submissions() == []
+        assert (await source.get("/"))[0] == 200
+
+
+def test_security_header_table_matches_the_issue():
+    assert SECURITY_HEADERS["Content-Security-Policy"] == CSP
