@@ -7,9 +7,12 @@ an answer is required. `parse_questionnaire` checks a parsed document and builds
 encrypted manifest, or errors per field in the page's language. Both are pure (no I/O):
 `load_questionnaire` is the one function that reads a file.
 
-Form controls are named "q_<key>", so they can never collide with the page's own fields (message,
-files, the CSRF token); file and audio fields reach `validate` as the list of the file names that
-were uploaded under that name (their bytes went straight into the encryptor).
+Form controls are named "q_<key>", so they can never collide with the page's own fields (the CSRF
+token, the file input "files"); file and audio fields reach `validate` as the list of the file
+names that were uploaded under that name (their bytes went straight into the encryptor). One
+textarea may instead take the page's own name "message" (`name = "message"`): the intake then
+stores it as the submission's message, in its own ciphertext, and the answer only points there.
+`satisfied_by` may name the page's file input "files" ("write it, record it, or send a file").
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ FORM_PREFIX = "q_"
 FALLBACK_LOCALE = "en"
 DEFAULT_MAX_LENGTH = {"text": 500, "textarea": 50_000, "date": 100}
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
+MESSAGE_NAME = "message"  # the page's message textarea, stored as its own ciphertext
+FILES_NAME = "files"  # the page's own file input
 
 
 def N_(message: str) -> str:  # the marker name Babel extracts by default
@@ -79,10 +84,11 @@ class Field:
     required_message: Localized | None = None
     options: tuple[Option, ...] = ()
     max_length: int = 0
+    name: str | None = None  # MESSAGE_NAME, or None for "q_<key>"
 
     @property
     def form_name(self) -> str:
-        return FORM_PREFIX + self.key
+        return self.name or FORM_PREFIX + self.key
 
     @property
     def must_answer(self) -> bool:
@@ -153,8 +159,10 @@ def parse_questionnaire(document: Mapping[str, Any]) -> Questionnaire:
     keys = [f.key for f in fields]
     if len(set(keys)) != len(keys):
         raise QuestionnaireError("two fields have the same key")
+    if sum(1 for f in fields if f.name) > 1:
+        raise QuestionnaireError(f"only one field may be named {MESSAGE_NAME!r}")
     for f in fields:
-        unknown = set(f.satisfied_by) - set(keys)
+        unknown = set(f.satisfied_by) - set(keys) - {FILES_NAME}
         if unknown:
             raise QuestionnaireError(f"field {f.key!r}: satisfied_by names unknown keys "
                                      f"{sorted(unknown)}")
@@ -182,6 +190,12 @@ def _parse_field(raw: Mapping[str, Any], languages: Sequence[str]) -> Field:
     max_length = raw.get("max_length", DEFAULT_MAX_LENGTH.get(str(kind), 0))
     if not isinstance(max_length, int) or max_length < 0:
         raise QuestionnaireError(f"{where}: max_length must be a positive integer")
+    name = raw.get("name")
+    if name is not None and (name != MESSAGE_NAME or kind != "textarea"):
+        raise QuestionnaireError(f"{where}: only a textarea may set name, and only to "
+                                 f"{MESSAGE_NAME!r}")
+    if name is not None:
+        max_length = 0  # the intake's message limit applies
     return Field(
         key=key, type=cast(FieldType, kind),
         label=_localized(raw.get("label"), languages, f"{where} label"),
@@ -190,7 +204,7 @@ def _parse_field(raw: Mapping[str, Any], languages: Sequence[str]) -> Field:
         satisfied_by=tuple(_str_list(raw.get("satisfied_by", []), f"{where} satisfied_by")),
         required_message=_optional_localized(raw.get("required_message"), languages,
                                              f"{where} required_message"),
-        options=options, max_length=max_length,
+        options=options, max_length=max_length, name=name,
     )
 
 
@@ -258,9 +272,11 @@ def validate(definition: Questionnaire, fields: Mapping[str, Sequence[str]], loc
             errors[field.key] = gettext(problem.message) % problem.params
             continue
         if value is not None:
-            answers[field.key] = value
+            answers[field.key] = {"stored_as": MESSAGE_NAME} if field.name else value
+    sent_files = any(fields.get(FILES_NAME, ()))
     for field in definition.fields:
-        if field.must_answer and field.key not in errors and not _answered(field, answers):
+        if (field.must_answer and field.key not in errors and not _answered(field, answers)
+                and not (FILES_NAME in field.satisfied_by and sent_files)):
             errors[field.key] = (field.required_message.text(locale) if field.required_message
                                  else gettext(_REQUIRED[field.type]))
     return Validation(answers, errors)

@@ -40,7 +40,7 @@ def q() -> Questionnaire:
 
 
 def minimal(**extra: list[str]) -> dict[str, list[str]]:
-    fields = {"q_what_happened": ["They came at night."], "q_consent_read": ["understand"]}
+    fields = {"message": ["They came at night."]}
     fields.update(extra)
     return fields
 
@@ -53,9 +53,12 @@ def test_default_has_every_question_the_drop_needs(q: Questionnaire) -> None:
     assert types == {
         "what_happened": "textarea", "what_happened_audio": "audio", "when": "date",
         "province": "choice", "city": "text", "at_risk": "multichoice", "groups": "multichoice",
-        "documents": "multichoice", "urgency": "choice", "consent_read": "consent",
-        "consent_uses": "consent", "contact": "text",
+        "documents": "multichoice", "urgency": "choice", "consent_uses": "consent",
+        "contact": "text",
     }
+    # "What happened" is the page's own message textarea (stored as its own ciphertext).
+    assert q.field("what_happened").form_name == "message"
+    assert q.field("city").form_name == "q_city"
     assert {o.value for o in q.field("province").options} == {
         "khyber_pakhtunkhwa", "balochistan", "punjab", "sindh", "islamabad", "gilgit_baltistan",
         "azad_kashmir", "elsewhere"}
@@ -101,6 +104,8 @@ def test_every_field_type_is_covered_by_the_format() -> None:
     (lambda d: d["field"][0].update(key="Bad Key"), "use a-z"),
     (lambda d: d["field"][3]["option"].clear(), "need options"),
     (lambda d: d["field"][0].update(satisfied_by=["nothing"]), "unknown keys"),
+    (lambda d: d["field"][2].update(name="message"), "only a textarea may set name"),
+    (lambda d: d["field"][0].update(name="files"), "only a textarea may set name"),
     (lambda d: d["questionnaire"].update(version="1"), "version must be an integer"),
     (lambda d: d["questionnaire"]["languages"].remove("en"), "must include 'en'"),
     (lambda d: d.pop("field"), "no [[field]]"),
@@ -125,9 +130,8 @@ def test_an_unreadable_file_names_itself(tmp_path: Any) -> None:
 
 
 def test_a_full_answer_in_pashto_is_kept_as_typed(q: Questionnaire) -> None:
-    story = "  دوی د شپې راغلل.\r\nزما ورور یې ونیو.  "
     result = validate(q, minimal(
-        q_what_happened=[story], q_when=["۱۵ حمل ۱۴۰۳"], q_province=["khyber_pakhtunkhwa"],
+        q_when=["۱۵ حمل ۱۴۰۳"], q_province=["khyber_pakhtunkhwa"],
         q_city=["پېښور"], q_at_risk=["self", "children", "self"], q_groups=["journalist"],
         q_documents=["por_card", "unhcr"], q_urgency=["days"],
         q_consent_uses=["advocacy", "legal"], q_contact=["Signal: @safe"],
@@ -135,11 +139,10 @@ def test_a_full_answer_in_pashto_is_kept_as_typed(q: Questionnaire) -> None:
     ), "ps", identity)
     assert result.errors == {}
     a = result.answers
-    assert a["what_happened"] == "دوی د شپې راغلل.\nزما ورور یې ونیو."
+    assert a["what_happened"] == {"stored_as": "message"}
     assert a["when"] == {"raw": "۱۵ حمل ۱۴۰۳", "iso": "2024-04-03", "precision": "day",
                          "calendar": "solar_hijri"}
     assert a["at_risk"] == ["self", "children"]
-    assert a["consent_read"] == {"understand": True}
     assert a["consent_uses"] == {"advocacy": True, "referral": False, "legal": True}
     assert a["what_happened_audio"] == ["voice.ogg"]
     assert a["city"] == "پېښور"
@@ -148,28 +151,50 @@ def test_a_full_answer_in_pashto_is_kept_as_typed(q: Questionnaire) -> None:
 def test_unanswered_optional_fields_are_left_out(q: Questionnaire) -> None:
     result = validate(q, minimal(q_city=["   "], q_groups=[]), "en", identity)
     assert result.errors == {}
-    assert set(result.answers) == {"what_happened", "consent_read"}
+    assert set(result.answers) == {"what_happened"}
 
 
-def test_a_recording_satisfies_what_happened(q: Questionnaire) -> None:
-    fields = {"q_what_happened_audio": ["note.m4a"], "q_consent_read": ["understand"]}
+@pytest.mark.parametrize("fields", [{"q_what_happened_audio": ["note.m4a"]},
+                                    {"files": ["photo.jpg"]}, {"message": ["x"]}])
+def test_a_message_a_recording_or_a_file_satisfies_what_happened(
+        q: Questionnaire, fields: dict[str, list[str]]) -> None:
     assert validate(q, fields, "en", identity).errors == {}
 
 
-def test_missing_required_answers_get_messages_in_the_page_language(q: Questionnaire) -> None:
-    translated = {"Please tick this box to go on.": "TICK"}
-    result = validate(q, {"q_city": ["Quetta"]}, "ps", lambda m: translated.get(m, m))
+def test_missing_answers_get_the_file_s_message_in_the_page_language(q: Questionnaire) -> None:
+    result = validate(q, {"q_city": ["Quetta"], "message": ["  \r\n "], "files": [""]}, "ps",
+                      identity)
     assert result.errors == {
-        "what_happened": "مهرباني وکړئ ولیکئ چې څه وشول، یا یو غږ ثبت کړئ.",
-        "consent_read": "TICK",
+        "what_happened": "مهرباني وکړئ ولیکئ چې څه وشول، یو غږ ثبت کړئ، یا یو فایل وټاکئ.",
     }
     assert result.answers == {"city": "Quetta"}
+
+
+REQUIRED_CONSENT = {
+    "questionnaire": {"id": "t", "version": 1, "languages": ["en"]},
+    "field": [{"key": "ok", "type": "consent", "label": {"en": "Before you send"},
+               "option": [{"value": "read", "required": True, "label": {"en": "I understand"}},
+                          {"value": "share", "label": {"en": "You may share it"}}]}],
+}
+
+
+@pytest.mark.parametrize(("ticked", "error"), [([], True), (["share"], True), (["read"], False),
+                                               (["read", "share"], False)])
+def test_a_required_consent_box_must_be_ticked(ticked: list[str], error: bool) -> None:
+    translated = {"Please tick this box to go on.": "TICK"}
+    definition = parse_questionnaire(REQUIRED_CONSENT)
+    result = validate(definition, {"q_ok": ticked}, "en", lambda m: translated.get(m, m))
+    assert result.errors == ({"ok": "TICK"} if error else {})
+    if not error:
+        assert result.answers == {"ok": {"read": True, "share": "share" in ticked}}
 
 
 @pytest.mark.parametrize(("fields", "key", "message"), [
     ({"q_province": ["mars"]}, "province", "Please choose from the answers shown."),
     ({"q_urgency": ["days", "weeks"]}, "urgency", "Please choose only one answer."),
     ({"q_consent_uses": ["sell_it"]}, "consent_uses", "Please choose from the answers shown."),
+    ({"q_documents": ["por_card", "ration_card"]}, "documents",
+     "Please choose from the answers shown."),
     ({"q_when": ["31/02/2024"]}, "when", "This date does not exist."),
     ({"q_city": ["x" * 201]}, "city", "Please write at most 200 characters. You wrote 201."),
 ])
@@ -192,7 +217,7 @@ def test_the_manifest_record_is_self_describing(q: Questionnaire) -> None:
     record = manifest_answers(q, result.answers, "fa_AF")
     assert record["questionnaire"] == "amanat-pk-default"
     assert record["locale"] == "fa_AF"
-    assert [a["key"] for a in record["answers"]] == ["what_happened", "urgency", "consent_read"]
+    assert [a["key"] for a in record["answers"]] == ["what_happened", "urgency"]
     assert record["answers"][1] == {"key": "urgency", "type": "choice",
                                     "question": "Do you expect to be arrested or deported soon?",
                                     "value": "weeks"}
