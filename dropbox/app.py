@@ -17,6 +17,7 @@ from aiohttp import web
 
 from dropbox import db, handlers_source, pages
 from dropbox.config import Config, Listen
+from dropbox.questionnaire import load_questionnaire
 from dropbox.security import error_middleware, session_middleware, set_security_headers
 from dropbox.sessions import KeyDeriver, LoginLimiter, SessionStore
 from dropbox.store import CiphertextStore
@@ -58,6 +59,7 @@ def create_app(config: Config) -> web.Application:
         deriver=KeyDeriver(salt, config.keys.profile,
                            config.keys.max_concurrent_argon2),
         limiter=LoginLimiter(config.keys.login_attempts_global_per_minute),
+        questionnaire=load_questionnaire(config.i18n.questionnaire),
     )
     app.on_response_prepare.append(set_security_headers)
     app.cleanup_ctx.append(_database)

@@ -25,6 +25,7 @@ from dropbox.intake import (
     ReceivedSubmission,
     store_submission,
 )
+from dropbox.questionnaire import AnswersInvalidError, intake_check
 from dropbox.security import PageError
 from dropbox.sessions import COOKIE_NAME, CSRF_FIELD, Session
 from dropbox.store import DiskReserveError
@@ -81,9 +82,18 @@ async def submit_page(request: web.Request) -> web.Response:
     session = pages.current_session(request)
     if session is None or not session.logged_in:
         return pages.redirect("/login")
-    replies = await _replies(request, session)
-    return pages.render(request, "submit.html", csrf=True, limits=_limits(request),
-                        replies=replies)
+    return await _submit_form(request, session)
+
+
+async def _submit_form(request: web.Request, session: Session,
+                       invalid: AnswersInvalidError | None = None) -> web.Response:
+    """The submit page; after a refused submission, with the errors and what was typed."""
+    return pages.render(
+        request, "submit.html", status=400 if invalid else 200, csrf=True,
+        limits=_limits(request), replies=await _replies(request, session),
+        questionnaire=pages.state(request).questionnaire,
+        q_values=invalid.values if invalid else {}, q_errors=invalid.errors if invalid else {},
+        q_files_dropped=bool(invalid and invalid.files_dropped))
 
 
 async def submit_post(request: web.Request) -> web.Response:
@@ -97,9 +107,13 @@ async def submit_post(request: web.Request) -> web.Response:
     app_state = pages.state(request)
     intake = Intake(app_state.store, app_state.keyring.active_recipients(),
                     app_state.config.limits, session.check_csrf)
+    code = pages.locale(request)
+    check = intake_check(app_state.questionnaire, code, pages.gettext(request))
     try:
         received = await intake.receive(await request.multipart(), _today(),
-                                        extra={"locale": pages.locale(request)})
+                                        extra={"locale": code}, check=check)
+    except AnswersInvalidError as invalid:  # nothing was kept; ask again, keeping the answers
+        return await _submit_form(request, session, invalid)
     except IntakeError as error:
         raise _intake_page_error(request, error) from None
     except DiskReserveError:

@@ -64,6 +64,12 @@ class EmptySubmissionError(IntakeError):
     """Neither a message nor a file was sent."""
 
 
+# Checks the form before anything is committed: (text fields incl. the message, file names by
+# field) -> what the manifest records under "questionnaire"; raises to refuse the submission
+# (dropbox.questionnaire.AnswersInvalidError), and then every streamed ciphertext is deleted.
+AnswersCheck = Callable[[dict[str, list[str]], dict[str, list[str]]], Any]
+
+
 @dataclass(frozen=True)
 class ReceivedFile:
     """One stored plaintext part: what the manifest says about it, and its ciphertext."""
@@ -120,6 +126,7 @@ class _Open:
     content_type: str
     size: int = 0
     sha256: str = ""
+    text: bytearray | None = None  # the message's plaintext, kept in memory for `check`
 
 
 class Intake:
@@ -140,7 +147,8 @@ class Intake:
         self.check_csrf = check_csrf
 
     async def receive(
-        self, reader: MultipartReader, day: str, extra: dict[str, Any] | None = None
+        self, reader: MultipartReader, day: str, extra: dict[str, Any] | None = None,
+        check: AnswersCheck | None = None,
     ) -> ReceivedSubmission:
         """Read the whole body, then commit every ciphertext; on any failure nothing is kept."""
         budget = _Budget(self.limits)
@@ -163,7 +171,10 @@ class Intake:
             files = [p for p in parts if p.field != MESSAGE_FIELD]
             if message is None and not files:
                 raise EmptySubmissionError("nothing to submit")
-            return await self._commit(day, message, files, answers, extra or {})
+            extra = dict(extra or {})
+            if check is not None:
+                extra["questionnaire"] = check(_with_message(answers, message), _names(files))
+            return await self._commit(day, message, files, answers, extra)
         raise AssertionError("unreachable")  # pragma: no cover - AsyncExitStack re-raises
 
     async def _check_first_field(self, reader: MultipartReader) -> None:
@@ -207,12 +218,15 @@ class Intake:
         encryptor = Encryptor(self.recipients)
         await writer.write(encryptor.header)
         digest = hashlib.sha256()
+        opened.text = bytearray() if is_message else None
         while chunk := await part.read_chunk(READ_CHUNK):
             opened.size += len(chunk)
             if opened.size > limit:
                 raise LimitExceededError("message" if is_message else "file", limit)
             budget.spend(len(chunk))
             digest.update(chunk)
+            if opened.text is not None:
+                opened.text += chunk
             for ciphertext in encryptor.update(chunk):
                 await writer.write(ciphertext)
         if opened.size == 0 and (is_message or not opened.filename):
@@ -301,6 +315,21 @@ def manifest(
         **extra,
     }
     return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
+
+
+def _with_message(answers: dict[str, list[str]], message: _Open | None) -> dict[str, list[str]]:
+    """The text fields as `check` sees them: the answers plus the message's text."""
+    fields = {name: list(values) for name, values in answers.items()}
+    if message is not None and message.text is not None:
+        fields[MESSAGE_FIELD] = [message.text.decode("utf-8", errors="replace")]
+    return fields
+
+
+def _names(files: Sequence[_Open]) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    for item in files:
+        names.setdefault(item.field, []).append(item.filename)
+    return names
 
 
 def _describe(item: ReceivedFile) -> dict[str, Any]:

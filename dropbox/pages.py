@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import i18n
 from dropbox.config import Config
+from dropbox.questionnaire import Questionnaire
 from dropbox.sessions import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -44,6 +45,7 @@ class AppState:
     sessions: SessionStore
     deriver: KeyDeriver
     limiter: LoginLimiter
+    questionnaire: Questionnaire
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
 
 

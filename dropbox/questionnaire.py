@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast, get_args
 
 from dropbox.tolerant_date import ImpossibleDateError, read_date
-from keys.errors import ConfigError
+from keys.errors import ConfigError, InputError
 
 FieldType = Literal["text", "textarea", "choice", "multichoice", "date", "file", "audio", "consent"]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
@@ -119,6 +119,19 @@ class Questionnaire:
 
     def owns_form_name(self, name: str) -> bool:
         return any(f.form_name == name for f in self.fields)
+
+
+class AnswersInvalidError(InputError):
+    """A submission's answers did not validate. `errors` by field key (in the page language),
+    `values` the text fields as sent (to show them again), `files_dropped` whether files had
+    been chosen (their ciphertexts were deleted; the source must choose them again)."""
+
+    def __init__(self, errors: dict[str, str], values: dict[str, list[str]],
+                 files_dropped: bool) -> None:
+        super().__init__(f"{len(errors)} answer(s) need correcting: {', '.join(errors)}")
+        self.errors = errors
+        self.values = values
+        self.files_dropped = files_dropped
 
 
 class Validation(NamedTuple):
@@ -280,6 +293,21 @@ def validate(definition: Questionnaire, fields: Mapping[str, Sequence[str]], loc
             errors[field.key] = (field.required_message.text(locale) if field.required_message
                                  else gettext(_REQUIRED[field.type]))
     return Validation(answers, errors)
+
+
+def intake_check(definition: Questionnaire, locale: str, gettext: Callable[[str], str],
+                 ) -> Callable[[dict[str, list[str]], dict[str, list[str]]], dict[str, Any]]:
+    """The check the intake runs before committing anything (dropbox.intake.AnswersCheck):
+    validate, then return the manifest record, or raise AnswersInvalidError."""
+
+    def check(fields: dict[str, list[str]], files: dict[str, list[str]]) -> dict[str, Any]:
+        result = validate(definition, {**fields, **files}, locale, gettext)
+        if result.errors:
+            dropped = any(name for names in files.values() for name in names)
+            raise AnswersInvalidError(result.errors, fields, dropped)
+        return manifest_answers(definition, result.answers, locale)
+
+    return check
 
 
 def manifest_answers(definition: Questionnaire, answers: Mapping[str, Any], locale: str,
