@@ -1,0 +1,110 @@
+"""The config file: defaults, relative paths, refusals (public addresses, typos, bad values)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dropbox.config import GIB, load_config, parse_config, parse_listen
+from keys.codename import CHEAPEST, PRODUCTION
+from keys.errors import ConfigError
+
+MINIMAL = """
+[storage]
+data_dir = "data"
+[keys]
+org_public_key = "org/org.pub"
+keyring = "org/keyring.json"
+instance_salt = "salt"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "amanat.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_minimal_config_gets_safe_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert str(config.server.listen) == "127.0.0.1:8080"
+    assert config.storage.data_dir == tmp_path / "data"
+    assert config.storage.database_url == f"sqlite+aiosqlite:///{tmp_path}/data/amanat.sqlite3"
+    assert config.keys.keyring == tmp_path / "org" / "keyring.json"
+    assert config.keys.profile == PRODUCTION
+    assert config.limits.max_file_bytes == 2 * GIB
+    assert config.transfer.retention_days == 0
+    assert config.tor.mode == "none"
+    assert config.i18n.default_locale == "en"
+    assert config.path == tmp_path / "amanat.toml"
+
+
+def test_config_is_frozen(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(AttributeError):
+        config.limits.max_files = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:8080", "192.168.1.4:80", "[::]:80",
+                                     "10.0.0.1:1", "example.org:80"])
+def test_public_addresses_are_refused_with_a_reason(tmp_path, address):
+    with pytest.raises(ConfigError, match=r"127\.0\.0\.1|not an IP") as info:
+        load_config(write(tmp_path, f'[server]\nlisten = "{address}"\n' + MINIMAL))
+    if "IP" not in str(info.value):
+        assert "Tor" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1:0", "127.0.0.1:0"),
+    ("127.0.0.2:9", "127.0.0.2:9"),
+    ("[::1]:8080", "[::1]:8080"),
+    ("localhost:80", "127.0.0.1:80"),
+])
+def test_loopback_addresses_are_accepted(tmp_path, text, expected):
+    assert str(parse_listen(text, "listen", tmp_path)) == expected
+
+
+def test_unix_socket_relative_to_config(tmp_path):
+    listen = parse_listen("unix:run/amanat.sock", "listen", tmp_path)
+    assert listen.unix_path == tmp_path / "run" / "amanat.sock"
+
+
+BASE = {
+    "storage": {"data_dir": "data"},
+    "keys": {"org_public_key": "org.pub", "keyring": "keyring.json", "instance_salt": "salt"},
+}
+
+
+@pytest.mark.parametrize(("section", "values"), [
+    ("server", {"lisen": "127.0.0.1:1"}),  # a typo is not silently ignored
+    ("server", {"listen": "127.0.0.1"}),
+    ("limits", {"max_files": "ten"}),
+    ("limits", {"max_files": 0}),
+    ("limits", {"max_file_bytes": 10, "max_submission_bytes": 5}),
+    ("keys", {"argon2_profile": "fast"}),
+    ("tor", {"mode": "sometimes"}),
+    ("i18n", {"default_locale": "de"}),
+    ("nonsense", {"x": 1}),
+])
+def test_bad_settings_are_refused(tmp_path, section, values):
+    data = {name: dict(table) for name, table in BASE.items()}
+    data.setdefault(section, {}).update(values)
+    assert parse_config(BASE, tmp_path)  # the base alone is fine
+    with pytest.raises(ConfigError):
+        parse_config(data, tmp_path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[server\n"))
+    with pytest.raises(ConfigError, match="data_dir"):
+        load_config(write(tmp_path, "[keys]\n"))
+
+
+def test_cheapest_profile_only_when_asked(tmp_path):
+    text = MINIMAL.replace('instance_salt = "salt"', 'instance_salt = "salt"\n'
+                           'argon2_profile = "cheapest"')
+    assert load_config(write(tmp_path, text)).keys.profile == CHEAPEST
