@@ -1,0 +1,171 @@
+"""onion/ against the private Tor network: persistent keys, PoW, client authorization, status,
+and a real submission over the onion landing as ciphertext."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp_socks import ProxyConnector, ProxyError
+from conftest import SourceClient, serve_org
+from conftest_tor import socks_get
+from tornet import StaticSite, TorNetwork, retry
+
+from dropbox.demo import create_demo_org
+from dropbox.pages import STATE
+from onion.client_auth import ClientKeyPair, auth_private_line
+from onion.controller import TorController
+from onion.publish import OnionPaths, add_client, publish_onions, read_state, revoke_client
+from onion.services import ServiceSpec, onion_address, publish, unpublish
+
+pytestmark = pytest.mark.tor
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[StaticSite]:
+    s = StaticSite(b"transfer api stand-in")
+    yield s
+    s.close()
+
+
+async def test_source_key_is_persistent_and_private(
+    service_tor: TorController, tmp_path: Path, site: StaticSite, tor_network: TorNetwork
+) -> None:
+    spec = ServiceSpec("source", tmp_path / "source.key", f"127.0.0.1:{site.port}")
+    first = await publish(service_tor, spec)
+    assert (spec.key_file.stat().st_mode & 0o777) == 0o600
+    assert first.address == onion_address(spec.key_file.read_text().split(":", 1)[1].strip())
+    assert first.pow_defenses  # Debian's tor 0.4.9 takes PoWDefensesEnabled=1
+    again = await publish(service_tor, spec)  # replaces the running copy, same key
+    assert again.address == first.address
+    assert await service_tor.onion_ids(detached=True) == [first.address]
+    status, body = await retry(
+        lambda: socks_get(tor_network.socks_port, f"http://{again.onion}/", timeout=20),
+        timeout=45, what="fetching the re-published onion",
+    )
+    assert (status, body) == (200, "transfer api stand-in")
+    assert await unpublish(service_tor, first.address)
+
+
+async def test_refused_pow_warns_loudly_and_publishes_anyway(
+    service_tor: TorController, tmp_path: Path, site: StaticSite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # tor refuses a negative queue rate, which makes it reject the PoW variant of ADD_ONION.
+    spec = ServiceSpec("source", tmp_path / "k", f"127.0.0.1:{site.port}", pow_queue_rate=-1)
+    with caplog.at_level(logging.WARNING, logger="amanat.onion"):
+        published = await publish(service_tor, spec, await_publication=False)
+    assert not published.pow_defenses
+    assert "REFUSED PROOF-OF-WORK" in caplog.text
+    assert published.address in await service_tor.onion_ids(detached=True)
+    await unpublish(service_tor, published.address)
+
+
+async def test_transfer_onion_needs_the_client_key(
+    service_tor: TorController, tmp_path: Path, site: StaticSite, tor_network: TorNetwork
+) -> None:
+    pair = ClientKeyPair.generate()
+    spec = ServiceSpec("transfer", tmp_path / "transfer.key", f"127.0.0.1:{site.port}",
+                       client_keys={"alice": pair.public})
+    transfer = await publish(service_tor, spec)
+    url = f"http://{transfer.onion}/"
+    try:
+        # Without the key tor fetches the descriptor but cannot decrypt it: with ExtendedErrors
+        # its SOCKS reply is 0xF4, "onion service missing client authorization".
+        async def refused() -> None:
+            with pytest.raises(ProxyError) as info:
+                await socks_get(tor_network.socks_port, url, timeout=20)
+            # python-socks reports codes outside RFC 1928 only in its message
+            assert "0XF4" in str(info.value).upper(), info.value
+        await retry(refused, timeout=45, what="a refusal for the missing client key")
+
+        # With the key, the way a workstation holds it: ClientOnionAuthDir + SIGNAL RELOAD.
+        key_file = tor_network.client_auth_dir / "amanat.auth_private"
+        key_file.write_text(auth_private_line(transfer.address, pair.private) + "\n")
+        key_file.chmod(0o600)
+        client = await tor_network.connect_client()
+        await client.reload()
+        status, body = await retry(
+            lambda: socks_get(tor_network.socks_port, url, timeout=20),
+            timeout=45, what="fetching the transfer onion with the client key",
+        )
+        assert (status, body) == (200, "transfer api stand-in")
+    finally:
+        await unpublish(service_tor, transfer.address)
+        (tor_network.client_auth_dir / "amanat.auth_private").unlink(missing_ok=True)
+
+
+async def _amanat(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dropbox.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_submission_over_the_onion_lands_as_ciphertext(
+    tor_network: TorNetwork, tmp_path: Path
+) -> None:
+    """The real intake app behind a published onion; a source submits through tor's SOCKS
+    port; `amanat onion status/add-client/revoke-client` run as real commands beside it."""
+    assert tor_network.service is not None
+    org = create_demo_org(tmp_path / "org", port=0, cheap_kdf=True)
+    transfer = StaticSite(b"transfer api stand-in")
+    tor = {"mode": "attach", "control_socket": str(tor_network.service.control_socket)}
+    transfer_listen = {"listen": f"127.0.0.1:{transfer.port}"}
+    try:
+        async with (
+            serve_org(org, tor=tor, transfer=transfer_listen) as server,
+            publish_onions(server.config, server.url) as onions,
+        ):
+            assert len(onions) == 1  # no investigator client keys yet: no transfer onion
+            await _submit_over_tor(tor_network, onions[0], server)
+            await _status_and_clients(tor_network, server.config_path)
+        assert read_state(OnionPaths.for_config(server.config))
+    finally:
+        transfer.close()
+
+
+async def _submit_over_tor(tor_network: TorNetwork, onion_url: str, server: object) -> None:
+    canary = "onion-canary-7f3a"
+    async with SourceClient(onion_url.rstrip("/")) as source:
+        await source.http.close()
+        connector = ProxyConnector.from_url(f"socks5://127.0.0.1:{tor_network.socks_port}",
+                                            rdns=True)
+        source.http = aiohttp.ClientSession(connector=connector)
+        await retry(lambda: source.get("/"), timeout=45, what="the onion landing page")
+        await source.start()
+        status, html = await source.submit(canary, [("note.txt", canary.encode(), "text/plain")])
+        assert status == 200 and 'id="submitted"' in html
+    rows = server.submissions()  # type: ignore[attr-defined]
+    assert len(rows) == 1
+    names = server.ciphertexts(rows[0][0])  # type: ignore[attr-defined]
+    message = names["message"][0]
+    stored = server.app[STATE].store.path(message).read_bytes()  # type: ignore[attr-defined]
+    assert canary.encode() not in stored
+    assert server.decrypt(message) == canary.encode()  # type: ignore[attr-defined]
+
+
+async def _status_and_clients(tor_network: TorNetwork, config_path: Path) -> None:
+    code, out = await _amanat("onion", "add-client", "alice", "--config", str(config_path))
+    assert code == 0, out
+    line = out.strip().splitlines()[-1]
+    assert line.count(":") == 3 and ":descriptor:x25519:" in line
+    code, out = await _amanat("onion", "status", "--config", str(config_path))
+    assert code == 0, out
+    assert "bootstrap:       100%" in out
+    assert out.count("descriptor:    published") == 2  # source and transfer
+    assert "transfer onion:" in out and "client auth (1 clients)" in out
+    assert "PoW defenses:  on" in out
+    assert "self-check:      ok: GET http://" in out
+    tor_network.status_output = out  # type: ignore[attr-defined]
+    code, out = await _amanat("onion", "revoke-client", "alice", "--config", str(config_path))
+    assert code == 0, out
+    code, out = await _amanat("onion", "add-client", "bad/name", "--config", str(config_path))
+    assert code == 1 and "client name" in out
