@@ -14,13 +14,13 @@ import pytest
 from aiohttp_socks import ProxyConnector, ProxyError
 from conftest import SourceClient, serve_org
 from conftest_tor import socks_get
-from tornet import StaticSite, TorNetwork, retry
+from tornet import StaticSite, TorNetwork, report, retry
 
 from dropbox.demo import create_demo_org
 from dropbox.pages import STATE
 from onion.client_auth import ClientKeyPair, auth_private_line
 from onion.controller import TorController
-from onion.publish import OnionPaths, add_client, publish_onions, read_state, revoke_client
+from onion.publish import OnionPaths, publish_onions, read_state
 from onion.services import ServiceSpec, onion_address, publish, unpublish
 
 pytestmark = pytest.mark.tor
@@ -110,7 +110,7 @@ async def _amanat(*args: str) -> tuple[int, str]:
 
 
 async def test_submission_over_the_onion_lands_as_ciphertext(
-    tor_network: TorNetwork, tmp_path: Path
+    tor_network: TorNetwork, tmp_path: Path, pytestconfig: pytest.Config
 ) -> None:
     """The real intake app behind a published onion; a source submits through tor's SOCKS
     port; `amanat onion status/add-client/revoke-client` run as real commands beside it."""
@@ -126,7 +126,8 @@ async def test_submission_over_the_onion_lands_as_ciphertext(
         ):
             assert len(onions) == 1  # no investigator client keys yet: no transfer onion
             await _submit_over_tor(tor_network, onions[0], server)
-            await _status_and_clients(tor_network, server.config_path)
+            report("amanat onion status:\n" + await _status_and_clients(server.config_path),
+                   pytestconfig)
         assert read_state(OnionPaths.for_config(server.config))
     finally:
         transfer.close()
@@ -142,7 +143,8 @@ async def _submit_over_tor(tor_network: TorNetwork, onion_url: str, server: obje
         await retry(lambda: source.get("/"), timeout=45, what="the onion landing page")
         await source.start()
         status, html = await source.submit(canary, [("note.txt", canary.encode(), "text/plain")])
-        assert status == 200 and 'id="submitted"' in html
+        assert status == 200
+        assert 'id="submitted"' in html
     rows = server.submissions()  # type: ignore[attr-defined]
     assert len(rows) == 1
     names = server.ciphertexts(rows[0][0])  # type: ignore[attr-defined]
@@ -152,20 +154,24 @@ async def _submit_over_tor(tor_network: TorNetwork, onion_url: str, server: obje
     assert server.decrypt(message) == canary.encode()  # type: ignore[attr-defined]
 
 
-async def _status_and_clients(tor_network: TorNetwork, config_path: Path) -> None:
+async def _status_and_clients(config_path: Path) -> str:
     code, out = await _amanat("onion", "add-client", "alice", "--config", str(config_path))
     assert code == 0, out
     line = out.strip().splitlines()[-1]
-    assert line.count(":") == 3 and ":descriptor:x25519:" in line
+    assert line.count(":") == 3
+    assert ":descriptor:x25519:" in line
     code, out = await _amanat("onion", "status", "--config", str(config_path))
     assert code == 0, out
     assert "bootstrap:       100%" in out
     assert out.count("descriptor:    published") == 2  # source and transfer
-    assert "transfer onion:" in out and "client auth (1 clients)" in out
+    assert "transfer onion:" in out
+    assert "client auth (1 clients)" in out
     assert "PoW defenses:  on" in out
     assert "self-check:      ok: GET http://" in out
-    tor_network.status_output = out  # type: ignore[attr-defined]
+    status_output = out
     code, out = await _amanat("onion", "revoke-client", "alice", "--config", str(config_path))
     assert code == 0, out
     code, out = await _amanat("onion", "add-client", "bad/name", "--config", str(config_path))
-    assert code == 1 and "client name" in out
+    assert code == 1
+    assert "client name" in out
+    return status_output
