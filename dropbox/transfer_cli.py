@@ -1,10 +1,455 @@
-"""Placeholder until its issue lands: registers no commands yet."""
+"""`amanat export` and `amanat transfer ...`: moving ciphertext between server and workstation.
+
+On the server host:
+
+    amanat export --config FILE --out BUNDLE      a signed bundle of every unacknowledged item
+    amanat transfer init-key --config FILE        create the transfer signing key ([transfer]
+                                                  signing_key, mode 0600); prints its public half
+                                                  for `amanat keys pin-transfer-key --key`
+
+On the online workstation, through tor's SOCKS port to the client-authorized transfer onion
+(`--socks` may be left out only for a loopback URL, as tests do):
+
+    amanat transfer pull --url URL --identity FILE --out BUNDLE
+    amanat transfer ack  --url URL --identity FILE (ID... | --bundle BUNDLE)
+    amanat transfer push --url URL --identity FILE REPLY-BUNDLE|OUTBOX...
+
+Every request is signed with the investigator key in the identity file (docs/format.md, 6).
+Progress goes to stderr, results to stdout.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import getpass
+import hashlib
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from urllib.parse import urlsplit
+
+import aiohttp
+from nacl.signing import SigningKey
+
+from keys.bundle import BLOCK, MANIFEST_NAME, MAX_MANIFEST_SIZE, TransferManifest, decode_manifest
+from keys.errors import ConfigError, InputError, TransferError
+from keys.keyring import encode_key
+from keys.transfer_auth import EMPTY_SHA256, sign_request
+
+if TYPE_CHECKING:
+    from dropbox.store import CiphertextStore
+    from dropbox.transfer import PlannedBundle
+
+CHUNK = 256 * 1024
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=120, sock_read=600)
 
 
-def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
-    """Add this module's commands to `amanat`."""
+class TransferClientError(TransferError):
+    """The transfer server refused a request, or could not be reached."""
+
+
+class UsageError(InputError):
+    """The command line asks for something unsafe or impossible."""
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, every 10% otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, total: int | None, stream: Any = None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_step, self.last_draw = -1, 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_draw > 0.1:
+                self.last_draw = now
+                print("\r" + self.line(), end="", file=self.stream, flush=True)
+            return
+        step = self.done * 10 // self.total if self.total else -1
+        if step > self.last_step:
+            self.last_step = step
+            print(self.line(), file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        print(("\r" if self.tty else "") + self.line(), file=self.stream, flush=True)
+
+    def line(self) -> str:
+        mib = self.done / 2**20
+        if not self.total:
+            return f"{self.label}: {mib:.1f} MiB"
+        share = min(self.done / self.total, 1.0)
+        filled = int(share * self.WIDTH)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return f"{self.label}: [{bar}] {share:4.0%} {mib:.1f}/{self.total / 2**20:.1f} MiB"
+
+
+# --- the signed client ------------------------------------------------------------------------
+
+
+def check_route(url: str, socks: str | None) -> tuple[str, tuple[str, int] | None]:
+    """The base URL and SOCKS address; refuses any route that would leave 127.0.0.0/8 without
+    tor (a .onion without --socks, or a public host)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UsageError(f"--url must be http://HOST[:PORT] (an onion, or loopback), not {url!r}")
+    proxy = None
+    if socks is not None:
+        host, _, port = socks.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--socks must be HOST:PORT, e.g. 127.0.0.1:9050, not {socks!r}")
+        proxy = (host, int(port))
+    elif not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"{parts.hostname} is not a loopback address: use --socks 127.0.0.1:9050 so the "
+            "request goes through tor"
+        )
+    return url.rstrip("/"), proxy
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TransferClient:
+    """Signed requests to the transfer API; use as `async with TransferClient(...) as c:`."""
+
+    def __init__(
+        self,
+        url: str,
+        signing_key: SigningKey,
+        socks: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base, self.proxy = check_route(url, socks)
+        self.prefix = urlsplit(self.base).path
+        self.signing_key, self.clock = signing_key, clock
+        self.http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> TransferClient:
+        connector: aiohttp.BaseConnector
+        if self.proxy is not None:
+            from aiohttp_socks import ProxyConnector, ProxyType
+
+            # rdns: tor resolves the onion name; nothing is looked up locally.
+            connector = ProxyConnector(
+                proxy_type=ProxyType.SOCKS5, host=self.proxy[0], port=self.proxy[1], rdns=True
+            )
+        else:
+            connector = aiohttp.TCPConnector()
+        self.http = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    def signed_headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        digest = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        return sign_request(self.signing_key, method, self.prefix + path, digest, self.clock())
+
+    async def _send(self, method: str, path: str, body: bytes = b"") -> aiohttp.ClientResponse:
+        assert self.http is not None, "use the client as an async context manager"
+        headers = self.signed_headers(method, path, body)
+        if body:
+            headers["Content-Type"] = "application/octet-stream"
+        try:
+            response = await self.http.request(
+                method, self.base + path, data=body or None, headers=headers
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransferClientError(f"cannot reach the transfer server: {exc}") from None
+        if response.status != 200:
+            raise await _refusal(response)
+        return response
+
+    async def pull(self, out: BinaryIO, progress: Progress | None = None) -> int:
+        """Stream a transfer bundle into `out`; returns its size. Raises on a short body."""
+        response = await self._send("GET", "/v1/pull")
+        written = 0
+        if progress is not None:
+            progress.total = response.content_length
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+                if progress is not None:
+                    progress.update(len(chunk))
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransferClientError(f"the bundle download broke off: {exc}") from None
+        finally:
+            response.release()
+        if response.content_length is not None and written != response.content_length:
+            raise TransferClientError("the bundle download is incomplete")
+        return written
+
+    async def ack(self, submission_ids: Sequence[str]) -> dict[str, Any]:
+        body = json.dumps({"submission_ids": list(submission_ids)}).encode()
+        return await self._json("POST", "/v1/ack", body)
+
+    async def push(self, bundle: bytes) -> dict[str, Any]:
+        return await self._json("POST", "/v1/push", bundle)
+
+    async def _json(self, method: str, path: str, body: bytes) -> dict[str, Any]:
+        response = await self._send(method, path, body)
+        async with response:
+            answer: dict[str, Any] = await response.json()
+        return answer
+
+
+async def _refusal(response: aiohttp.ClientResponse) -> TransferClientError:
+    async with response:
+        try:
+            data = await response.json(content_type=None)
+            code, message = data["error"], data["message"]
+        except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+            code, message = "http_error", response.reason or ""
+    return TransferClientError(f"the transfer server refused ({response.status} {code}): {message}")
+
+
+# --- command registration ---------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `amanat export` and `amanat transfer ...`."""
+    export = subparsers.add_parser(
+        "export",
+        help="write a signed bundle of every unacknowledged submission (on the server host)",
+    )
+    export.add_argument("--config", required=True, type=Path, help="the TOML config file")
+    export.add_argument("--out", required=True, type=Path, help="the bundle to write (.tar)")
+    export.set_defaults(run=run_export)
+
+    group = subparsers.add_parser("transfer", help="signed transfers with the server")
+    sub = group.add_subparsers(dest="transfer_command", required=True, metavar="SUBCOMMAND")
+    p = sub.add_parser("init-key", help="create the server's transfer signing key")
+    p.add_argument("--config", required=True, type=Path, help="the TOML config file")
+    p.set_defaults(run=run_init_key)
+
+    p = _client_parser(sub, "pull", "download a signed bundle of every unacknowledged item")
+    p.add_argument("--out", required=True, type=Path, help="the bundle to write (.tar)")
+    p.set_defaults(run=run_pull)
+    p = _client_parser(sub, "ack", "tell the server these submissions are safely imported")
+    p.add_argument("ids", nargs="*", metavar="ID", help="submission ids")
+    p.add_argument("--bundle", type=Path, help="acknowledge every submission of this bundle")
+    p.set_defaults(run=run_ack)
+    p = _client_parser(sub, "push", "send reply bundles (files, or OUTBOX folders of them)")
+    p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    p.set_defaults(run=run_push)
+
+
+def _client_parser(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
+    p.add_argument("--url", required=True, help="the transfer onion, http://....onion")
+    p.add_argument("--socks", help="tor's SOCKS port, e.g. 127.0.0.1:9050")
+    p.add_argument("--identity", required=True, type=Path, help="the investigator identity file")
+    p.add_argument("--passphrase-file", type=Path, help="read the passphrase from this file")
+    return p
+
+
+# --- server-side commands ---------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from dropbox.app import load_verified_keyring, read_instance_salt
+    from dropbox.config import load_config
+    from dropbox.store import CiphertextStore
+    from dropbox.transfer import instance_id, load_transfer_key
+
+    config = load_config(args.config)
+    keyring = load_verified_keyring(config)
+    key = load_transfer_key(config.transfer.signing_key, keyring)
+    store = CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes)
+    instance = instance_id(read_instance_salt(config))
+    try:
+        planned = asyncio.run(_plan_export(config.storage.database_url, instance))
+        progress = Progress("export", planned.size)
+        _write_new_file(args.out, lambda out: _export_to(out, planned, store, key, progress))
+    finally:
+        store.close()
+    progress.finish()
+    files = len(planned.manifest.files())
+    print(f"exported {len(planned.submission_ids)} submission(s), {files} file(s), "
+          f"{planned.size} bytes to {args.out}")
+    return 0
+
+
+async def _plan_export(url: str, instance: str) -> PlannedBundle:
+    from dropbox import db
+    from dropbox.transfer import build_transfer
+
+    await db.init_db(url)
+    engine, maker = db.create_engine_and_sessionmaker(url)
+    try:
+        async with maker() as session:
+            return await build_transfer(session, instance, db.today())
+    finally:
+        await engine.dispose()
+
+
+def _export_to(
+    out: BinaryIO,
+    planned: PlannedBundle,
+    store: CiphertextStore,
+    key: SigningKey,
+    progress: Progress,
+) -> None:
+    from dropbox.transfer import write_transfer_bundle
+
+    class Counting:
+        def write(self, data: bytes) -> int:
+            progress.update(len(data))
+            return out.write(data)
+
+    write_transfer_bundle(cast(BinaryIO, Counting()), planned, store, key)
+
+
+def run_init_key(args: argparse.Namespace) -> int:
+    from dropbox.config import load_config
+    from dropbox.transfer import create_transfer_key
+
+    config = load_config(args.config)
+    if config.transfer.signing_key is None:
+        raise ConfigError(f"{args.config}: set [transfer] signing_key to the key file's path")
+    key = create_transfer_key(config.transfer.signing_key)
+    print(f"transfer signing key written to {config.transfer.signing_key} (mode 0600)")
+    print("its public half, for the organization to pin in the keyring:")
+    print(f"  amanat keys pin-transfer-key --dir ORG-DIR --key {encode_key(key.verify_key)}")
+    return 0
+
+
+# --- workstation commands ---------------------------------------------------------------------
+
+
+def _signing_key(args: argparse.Namespace) -> SigningKey:
+    from keys.identity_file import open_identity
+
+    try:
+        data = args.identity.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the identity file {args.identity}: {exc.strerror}") from None
+    if args.passphrase_file is not None:
+        raw = args.passphrase_file.read_bytes()
+        passphrase = raw.removesuffix(b"\n").removesuffix(b"\r")
+    else:
+        passphrase = getpass.getpass(f"Passphrase of {args.identity}: ").encode("utf-8")
+    return open_identity(data, passphrase).signing_key
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    key = _signing_key(args)
+    progress = Progress("pull", None)
+
+    async def pull(out: BinaryIO) -> int:
+        async with TransferClient(args.url, key, args.socks) as client:
+            return await client.pull(out, progress)
+
+    size = 0
+
+    def write(out: BinaryIO) -> None:
+        nonlocal size
+        size = asyncio.run(pull(out))
+
+    _write_new_file(args.out, write)
+    progress.finish()
+    print(f"pulled a bundle of {size} bytes to {args.out}; import it with `amanat-review import`")
+    return 0
+
+
+def run_ack(args: argparse.Namespace) -> int:
+    ids = list(args.ids)
+    if args.bundle is not None:
+        ids += bundle_submission_ids(args.bundle)
+    if not ids:
+        raise UsageError("name the submission ids to acknowledge, or --bundle BUNDLE")
+    key = _signing_key(args)
+
+    async def ack() -> dict[str, Any]:
+        async with TransferClient(args.url, key, args.socks) as client:
+            return await client.ack(ids)
+
+    answer = asyncio.run(ack())
+    print(f"acknowledged {len(answer['acknowledged'])}, already acknowledged "
+          f"{len(answer['already_acknowledged'])}, unknown {len(answer['unknown'])}; "
+          f"{answer['deleted']} ciphertext file(s) deleted (retention "
+          f"{answer['retention_days']} day(s))")
+    for unknown in answer["unknown"]:
+        print(f"  unknown to the server: {unknown}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    paths: list[Path] = []
+    for path in args.bundles:
+        paths += sorted(path.glob("*.tar")) if path.is_dir() else [path]
+    if not paths:
+        raise UsageError("no reply bundle (*.tar) found")
+    key = _signing_key(args)
+
+    async def push() -> None:
+        async with TransferClient(args.url, key, args.socks) as client:
+            progress = Progress("push", len(paths))
+            for path in paths:
+                answer = await client.push(path.read_bytes())
+                progress.update(1)
+                print(f"{path}: stored {len(answer['stored'])} repl(ies), "
+                      f"{len(answer['already_stored'])} already there")
+            progress.finish()
+
+    asyncio.run(push())
+    return 0
+
+
+def bundle_submission_ids(path: Path) -> list[str]:
+    """The submission ids in a transfer bundle's manifest (its first member). The signature is
+    the review tool's to check; here the ids only say what to acknowledge."""
+    with path.open("rb") as src:
+        header = src.read(BLOCK)
+        name = header[:100].split(b"\0", 1)[0]
+        size_field = header[124:136].rstrip(b"\0 ")
+        if len(header) != BLOCK or name != MANIFEST_NAME.encode() or not size_field.isdigit():
+            raise UsageError(f"{path} is not a transfer bundle")
+        size = int(size_field, 8)
+        if size > MAX_MANIFEST_SIZE:
+            raise UsageError(f"{path}: the manifest is too large")
+        manifest = decode_manifest(src.read(size))
+    if not isinstance(manifest, TransferManifest):
+        raise UsageError(f"{path} is a reply bundle, not a transfer bundle")
+    return [item.submission_id for item in manifest.items]
+
+
+def _write_new_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write to a temporary name next to `path` (mode 0600), then rename: a failure leaves no
+    partial bundle behind, and an existing file is never overwritten."""
+    if path.exists():
+        raise UsageError(f"{path} already exists; refusing to overwrite it")
+    temp = path.with_name(f".{path.name}.partial")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temp, path)  # fails if `path` appeared meanwhile
+    finally:
+        temp.unlink(missing_ok=True)

@@ -1,0 +1,423 @@
+"""The transfer API on its own real socket, next to the real intake server and SQLite file.
+
+Submissions go in through the source pages (SourceClient); bundles come out signed; replies go
+back and a source reads them; acknowledgements delete ciphertexts; every refusal is checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import secrets
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from conftest import RunningServer, SourceClient, serve_org
+from nacl.signing import SigningKey
+
+from dropbox import transfer
+from dropbox.app import start_site
+from dropbox.config import Listen, load_config
+from dropbox.demo import DemoOrg, create_demo_org
+from dropbox.transfer_api import STATE, create_transfer_app
+from dropbox.transfer_cli import TransferClient, TransferClientError, bundle_submission_ids
+from keys.age import X25519Recipient, decrypt, encrypt
+from keys.bundle import (
+    Reply,
+    ReplyManifest,
+    TransferManifest,
+    read_bundle,
+    transfer_key_lookup,
+    write_bundle,
+)
+from keys.errors import ConfigError
+from keys.identity_file import InvestigatorSecrets
+from keys.keyring import load_keyring, parse_org_public_key, sign_keyring
+from keys.transfer_auth import EMPTY_SHA256, HEADER_CONTENT_SHA256, sign_request
+
+
+@dataclasses.dataclass
+class Pair:
+    public: RunningServer
+    url: str  # the transfer API
+    app: web.Application
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> DemoOrg:
+    return create_demo_org(tmp_path / "org", port=0, cheap_kdf=True)
+
+
+@contextlib.asynccontextmanager
+async def servers(org: DemoOrg, **overrides: dict[str, Any]) -> AsyncIterator[Pair]:
+    async with serve_org(org, **overrides) as web_server:
+        app = create_transfer_app(web_server.config)
+        runner, url = await start_site(app, Listen("127.0.0.1", 0))
+        try:
+            yield Pair(web_server, url, app)
+        finally:
+            await runner.cleanup()
+
+
+def keyring_of(org: DemoOrg) -> Any:
+    org_pub = parse_org_public_key((org.root / "org" / "org.pub").read_bytes())
+    return load_keyring((org.root / "org" / "keyring.json").read_bytes(), org_pub)
+
+
+def client(pair: Pair, org: DemoOrg, key: SigningKey | None = None) -> TransferClient:
+    return TransferClient(pair.url, key or org.investigator.signing_key)
+
+
+async def submit(pair: Pair, message: str, files: list[tuple[str, bytes, str]]) -> str:
+    async with SourceClient(pair.public.url) as source:
+        codename = await source.start()
+        status, html = await source.submit(message, files)
+        assert status == 200, html
+    return codename
+
+
+async def pull_bundle(pair: Pair, org: DemoOrg) -> Any:
+    out = io.BytesIO()
+    async with client(pair, org) as c:
+        await c.pull(out)
+    out.seek(0)
+    return read_bundle(out, transfer_key_lookup(keyring_of(org).transfer_verify_key))
+
+
+def reply_bundle(
+    org: DemoOrg, item: Any, text: str, signer: InvestigatorSecrets | None = None,
+    instance: str | None = None,
+) -> bytes:
+    signer = signer or org.investigator
+    ciphertext = encrypt(text.encode(), [X25519Recipient.parse(item.reply_recipient)])
+    reply_id = secrets.token_hex(16)
+    reply = Reply(
+        reply_id=reply_id, source_id=item.source_id, reply_recipient=item.reply_recipient,
+        name=f"{reply_id}.age", size=len(ciphertext),
+        sha256=hashlib.sha256(ciphertext).hexdigest(), investigator=signer.label,
+        day=date.today().isoformat(),
+    )
+    manifest = ReplyManifest(
+        instance or transfer.instance_id((org.root / "instance_salt").read_bytes()),
+        secrets.token_hex(16), reply.day, signer.label, (reply,),
+    )
+    out = io.BytesIO()
+    write_bundle(out, manifest, [(reply.name, io.BytesIO(ciphertext), reply.size)],
+                 signer.signing_key)
+    return out.getvalue()
+
+
+async def raw(pair: Pair, method: str, path: str, headers: dict[str, str],
+              body: bytes = b"") -> tuple[int, dict[str, Any], Any]:
+    async with aiohttp.ClientSession() as http, http.request(
+        method, pair.url + path, headers=headers, data=body or None
+    ) as response:
+        return response.status, await response.json(content_type=None), response.headers
+
+
+# --- the happy path ---------------------------------------------------------------------------
+
+
+async def test_pull_gives_a_signed_bundle_of_unacknowledged_items(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "first testimony", [("a.bin", b"A" * 70_000, "application/x-a")])
+        await submit(pair, "second testimony", [])
+        bundle = await pull_bundle(pair, org)
+        manifest = bundle.manifest
+        assert isinstance(manifest, TransferManifest)
+        assert len(manifest.items) == 2
+        names = [c.name for item in manifest.items for c in item.ciphertexts]
+        # every age file the server holds for them, byte for byte
+        for name in names:
+            assert bundle.read_member(name) == pair.public.state.store.path(name).read_bytes()
+        kinds = sorted(c.kind for item in manifest.items for c in item.ciphertexts)
+        assert kinds.count("file") == 1
+        assert kinds.count("message") == 2
+        # source ids are the opaque database ids, never the lookup ids
+        lookups = {r[0] for r in pair.public.query("SELECT lookup_id FROM sources")}
+        assert not {item.source_id for item in manifest.items} & lookups
+        message = next(c for c in manifest.items[1].ciphertexts if c.kind == "message")
+        plain = decrypt(bundle.read_member(message.name), [org.investigator.identity])
+        assert b"testimony" in plain
+
+
+async def test_an_empty_server_gives_an_empty_signed_bundle(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        bundle = await pull_bundle(pair, org)
+        assert bundle.manifest.items == ()
+
+
+async def test_ack_deletes_files_and_rows_at_once_by_default(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "keep me safe", [("f.txt", b"hello", "text/plain")])
+        await submit(pair, "not yet imported", [])
+        bundle = await pull_bundle(pair, org)
+        first = bundle.manifest.items[0]
+        names = [c.name for c in first.ciphertexts]
+        assert all(pair.public.state.store.path(n).exists() for n in names)
+        async with client(pair, org) as c:
+            answer = await c.ack([first.submission_id, "0" * 32])
+        assert answer["acknowledged"] == [first.submission_id]
+        assert answer["unknown"] == ["0" * 32]
+        assert answer["deleted"] == len(names)
+        assert answer["retention_days"] == 0
+        assert not any(pair.public.state.store.path(n).exists() for n in names)
+        assert pair.public.query(
+            "SELECT count(*) FROM ciphertexts WHERE submission_id = ?", first.submission_id
+        ) == [(0,)]
+        # the other one is untouched and still pulled; the acknowledged one is not
+        again = await pull_bundle(pair, org)
+        assert [i.submission_id for i in again.manifest.items] == [
+            bundle.manifest.items[1].submission_id
+        ]
+        async with client(pair, org) as c:
+            repeat = await c.ack([first.submission_id])
+        assert repeat["already_acknowledged"] == [first.submission_id]
+        assert repeat["deleted"] == 0
+
+
+async def test_retention_keeps_acknowledged_files_until_it_runs_out(org: DemoOrg) -> None:
+    async with servers(org, transfer={"retention_days": 3}) as pair:
+        await submit(pair, "retained", [])
+        item = (await pull_bundle(pair, org)).manifest.items[0]
+        async with client(pair, org) as c:
+            answer = await c.ack([item.submission_id])
+        assert answer["deleted"] == 0
+        assert answer["retention_days"] == 3
+        name = item.ciphertexts[0].name
+        state = pair.app[STATE]
+        assert await transfer.purge_due(state.maker, state.store, "2999-01-01") >= 1
+        assert not pair.public.state.store.path(name).exists()
+        assert pair.public.query("SELECT count(*) FROM ciphertexts") == [(0,)]
+
+
+async def test_pushed_reply_is_stored_encrypted_and_the_source_reads_it(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        codename = await submit(pair, "please answer", [])
+        item = (await pull_bundle(pair, org)).manifest.items[0]
+        text = "We received your testimony. — تشکر"
+        data = reply_bundle(org, item, text)
+        async with client(pair, org) as c:
+            answer = await c.push(data)
+            assert len(answer["stored"]) == 1
+            assert answer["already_stored"] == []
+            again = await c.push(data)
+            assert again["stored"] == []
+            assert len(again["already_stored"]) == 1
+        rows = pair.public.query("SELECT name, investigator FROM replies")
+        assert len(rows) == 1
+        assert rows[0][1] == org.investigator.label
+        stored = pair.public.state.store.path(rows[0][0]).read_bytes()
+        assert text.encode() not in stored  # the server only holds ciphertext
+        async with SourceClient(pair.public.url) as source:
+            status, html = await source.login(codename)
+        assert status == 200
+        assert "We received your testimony." in html
+        assert "تشکر" in html
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def signed_headers(key: SigningKey, method: str, path: str, body: bytes = b"",
+                   now: float | None = None) -> dict[str, str]:
+    import time
+
+    digest = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    return sign_request(key, method, path, digest, time.time() if now is None else now)
+
+
+async def test_unsigned_requests_are_refused_without_revealing_routes(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        for path in ("/v1/pull", "/nothing-here", "/"):
+            status, body, headers = await raw(pair, "GET", path, {})
+            assert status == 401
+            assert body["error"] == "malformed_signature_headers"
+            assert "Server" not in headers
+            assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+            assert headers["Cache-Control"] == "no-store"
+
+
+async def test_stale_timestamp_is_refused(org: DemoOrg) -> None:
+    import time
+
+    async with servers(org) as pair:
+        headers = signed_headers(org.investigator.signing_key, "GET", "/v1/pull",
+                                 now=time.time() - 3600)
+        status, body, _ = await raw(pair, "GET", "/v1/pull", headers)
+        assert (status, body["error"]) == (401, "stale_timestamp")
+
+
+async def test_replayed_request_is_refused(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "replay target", [])
+        item = (await pull_bundle(pair, org)).manifest.items[0]
+        body = json.dumps({"submission_ids": [item.submission_id]}).encode()
+        headers = signed_headers(org.investigator.signing_key, "POST", "/v1/ack", body)
+        status, first, _ = await raw(pair, "POST", "/v1/ack", headers, body)
+        assert status == 200
+        assert first["acknowledged"] == [item.submission_id]
+        status, second, _ = await raw(pair, "POST", "/v1/ack", headers, body)
+        assert (status, second["error"]) == (401, "replayed_nonce")
+
+
+async def test_unknown_key_is_refused(org: DemoOrg) -> None:
+    async with servers(org) as pair, client(pair, org, SigningKey.generate()) as c:
+        with pytest.raises(TransferClientError, match="401 unknown_key"):
+            await c.pull(io.BytesIO())
+
+
+async def test_revocation_takes_effect_without_a_restart(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await pull_bundle(pair, org)  # allowed
+        # the organization revokes the investigator and the new keyring is copied over
+        revoked = keyring_of(org).with_revoked(org.investigator.label)
+        (org.root / "org" / "keyring.json").write_bytes(
+            sign_keyring(revoked, org.org_signing_key)
+        )
+        async with client(pair, org) as c:
+            with pytest.raises(TransferClientError, match="403 revoked_key"):
+                await c.pull(io.BytesIO())
+            with pytest.raises(TransferClientError, match="403 revoked_key"):
+                await c.ack(["0" * 32])
+
+
+async def test_a_body_other_than_the_signed_one_is_refused(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "do not delete", [])
+        item = (await pull_bundle(pair, org)).manifest.items[0]
+        signed = json.dumps({"submission_ids": ["0" * 32]}).encode()
+        swapped = json.dumps({"submission_ids": [item.submission_id]}).encode()
+        headers = signed_headers(org.investigator.signing_key, "POST", "/v1/ack", signed)
+        status, body, _ = await raw(pair, "POST", "/v1/ack", headers, swapped)
+        assert (status, body["error"]) == (400, "body_hash_mismatch")
+        assert pair.public.query("SELECT acknowledged_day FROM submissions") == [(None,)]
+
+
+async def test_pull_with_a_body_hash_that_is_not_empty_is_refused(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        headers = signed_headers(org.investigator.signing_key, "GET", "/v1/pull")
+        headers[HEADER_CONTENT_SHA256] = "0" * 64  # breaks the signature too
+        status, body, _ = await raw(pair, "GET", "/v1/pull", headers)
+        assert (status, body["error"]) == (401, "bad_signature")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [[], {"submission_ids": []}, {"submission_ids": ["../x"]}, {"ids": ["a"]}, "nope"],
+)
+async def test_malformed_ack_lists_are_refused(org: DemoOrg, document: object) -> None:
+    async with servers(org) as pair:
+        body = json.dumps(document).encode()
+        headers = signed_headers(org.investigator.signing_key, "POST", "/v1/ack", body)
+        status, answer, _ = await raw(pair, "POST", "/v1/ack", headers, body)
+        assert (status, answer["error"]) == (400, "bad_request")
+
+
+async def test_reply_bundles_that_cannot_be_stored_are_refused_whole(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "reply to me", [])
+        item = (await pull_bundle(pair, org)).manifest.items[0]
+        other = InvestigatorSecrets.generate("Somebody else")
+        good = reply_bundle(org, item, "hello")
+        tampered = bytearray(good)
+        tampered[-2048] ^= 1  # inside the reply's age file
+        cases = {
+            "signed by someone not in the keyring": reply_bundle(org, item, "x", signer=other),
+            "for another instance": reply_bundle(org, item, "x", instance="f" * 32),
+            "to an unknown source": reply_bundle(
+                org, dataclasses.replace(item, source_id="e" * 32), "x"
+            ),
+            "tampered": bytes(tampered),
+            "garbage": b"\x00garbage" * 100,
+        }
+        async with client(pair, org) as c:
+            for what, data in cases.items():
+                with pytest.raises(TransferClientError, match="400 reply_refused"):
+                    await c.push(data)
+                assert pair.public.query("SELECT count(*) FROM replies") == [(0,)], what
+
+
+async def test_a_reply_bundle_must_be_signed_by_the_requesting_investigator(
+    org: DemoOrg,
+) -> None:
+    second = InvestigatorSecrets.generate("Second")
+    ring = keyring_of(org).with_investigator(second.public_entry(date.today()))
+    (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+    async with servers(org) as pair:
+        await submit(pair, "reply to me", [])
+        item = (await pull_bundle(pair, org)).manifest.items[0]
+        by_first = reply_bundle(org, item, "from the first investigator")
+        async with client(pair, org, second.signing_key) as c:
+            with pytest.raises(TransferClientError, match="reply_refused"):
+                await c.push(by_first)
+            assert len((await c.push(reply_bundle(org, item, "ok", signer=second)))["stored"]) == 1
+
+
+async def test_a_transfer_bundle_pushed_as_a_reply_is_refused(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "x", [])
+        out = io.BytesIO()
+        async with client(pair, org) as c:
+            await c.pull(out)
+            with pytest.raises(TransferClientError, match="reply_refused"):
+                await c.push(out.getvalue())
+
+
+async def test_bundle_submission_ids_reads_the_manifest(org: DemoOrg, tmp_path: Path) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "one", [])
+        out = io.BytesIO()
+        async with client(pair, org) as c:
+            await c.pull(out)
+        path = tmp_path / "b.tar"
+        path.write_bytes(out.getvalue())
+        bundle = read_bundle(io.BytesIO(out.getvalue()),
+                             transfer_key_lookup(keyring_of(org).transfer_verify_key))
+        assert isinstance(bundle.manifest, TransferManifest)
+        assert bundle_submission_ids(path) == [bundle.manifest.items[0].submission_id]
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_the_transfer_app_refuses_an_unpinned_or_wrong_key(org: DemoOrg) -> None:
+    config = load_config(org.config_path)
+    ring = keyring_of(org)
+    other = SigningKey.generate()
+    (org.root / "org" / "keyring.json").write_bytes(
+        sign_keyring(ring.with_transfer_key(other.verify_key), org.org_signing_key)
+    )
+    with pytest.raises(ConfigError, match="different transfer key"):
+        create_transfer_app(config)
+
+
+def test_the_transfer_app_needs_its_own_listener(org: DemoOrg) -> None:
+    config = load_config(org.config_path)
+    same = dataclasses.replace(
+        config, transfer=dataclasses.replace(config.transfer, listen=Listen("127.0.0.1", 8080)),
+        server=dataclasses.replace(config.server, listen=Listen("127.0.0.1", 8080)),
+    )
+    with pytest.raises(ConfigError, match="never the public"):
+        create_transfer_app(same)
+    unset = dataclasses.replace(config, transfer=dataclasses.replace(config.transfer, listen=None))
+    with pytest.raises(ConfigError, match="listen is not set"):
+        create_transfer_app(unset)
+
+
+def test_the_client_never_leaves_loopback_without_tor() -> None:
+    key = SigningKey.generate()
+    for url in ("http://example.org", "http://abc.onion", "http://10.0.0.1:80"):
+        with pytest.raises(ValueError, match="--socks"):
+            TransferClient(url, key)
+    with pytest.raises(ValueError, match="http://"):
+        TransferClient("https://127.0.0.1:1", key)
+    TransferClient("http://abc.onion", key, socks="127.0.0.1:9050")  # fine through tor
