@@ -4,10 +4,11 @@ On first use the folder gets everything a real deployment has, made with the sam
 
     org/org.key, org/org.pub, org/keyring.json   the organization (amanat keys init-org)
     investigator.age                             one investigator's identity file (passphrase)
+    transfer.key                                 the server's transfer signing key (pinned)
     instance_salt                                the per-instance codename salt
     amanat.toml                                  the service config
     data/                                        the ciphertext store and the SQLite database
-    demo.json                                    url, config, investigator_identity and
+    demo.json                                    url, transfer_url, config, investigator_identity,
                                                  investigator_passphrase, for people and tests
 
 The passphrase is printed once when it is created (and kept in demo.json: this is a demo).
@@ -29,6 +30,7 @@ from nacl.signing import SigningKey
 
 from dropbox.config import Config, Listen, load_config
 from dropbox.serve_cli import serve
+from dropbox.transfer import create_transfer_key
 from keys.cli import KEYRING, ORG_KEY, ORG_PUB, write_private, write_public
 from keys.codename import generate_codename
 from keys.identity_file import DEFAULT_WORK_FACTOR, InvestigatorSecrets, protect_identity
@@ -42,6 +44,7 @@ from keys.keyring import (
 CONFIG_NAME = "amanat.toml"
 IDENTITY_NAME = "investigator.age"
 SALT_NAME = "instance_salt"
+TRANSFER_KEY_NAME = "transfer.key"
 STATE_NAME = "demo.json"
 INVESTIGATOR_LABEL = "Demo investigator"
 DEFAULT_PORT = 8080
@@ -69,8 +72,12 @@ def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = F
     signing_key = SigningKey.generate()
     investigator = InvestigatorSecrets.generate(INVESTIGATOR_LABEL)
     today = datetime.now(UTC).date()
-    keyring = empty_keyring(signing_key.verify_key).with_investigator(
-        investigator.public_entry(today)
+    # The server's transfer key, pinned by the organization as `amanat keys pin-transfer-key` does.
+    transfer_key = create_transfer_key(root / TRANSFER_KEY_NAME)
+    keyring = (
+        empty_keyring(signing_key.verify_key)
+        .with_investigator(investigator.public_entry(today))
+        .with_transfer_key(transfer_key.verify_key)
     )
     write_private(org_dir / ORG_KEY, format_org_signing_key(signing_key))
     write_public(org_dir / ORG_PUB, format_org_public_key(signing_key.verify_key))
@@ -104,6 +111,11 @@ keyring = "org/{KEYRING}"
 instance_salt = "{SALT_NAME}"
 argon2_profile = "{profile}"
 
+[transfer]
+# the signed transfer API, for the online workstation only: never the public listener
+listen = "127.0.0.1:{port + 1 if port else 0}"
+signing_key = "{TRANSFER_KEY_NAME}"
+
 [tor]
 mode = "{tor_mode}"
 """
@@ -126,9 +138,12 @@ def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
         print(f"  its passphrase (shown once; also in {STATE_NAME}): {passphrase}")
     config = _runtime_config(load_config(config_path), port, tor)
 
+    transfer_url: list[str] = []
+
     def ready(address: str, onions: list[str]) -> None:
         state: dict[str, object] = {
             "url": address,
+            "transfer_url": transfer_url[0] if transfer_url else None,
             "config": str(config_path),
             "investigator_identity": str(root / IDENTITY_NAME),
             "investigator_passphrase": passphrase,
@@ -136,11 +151,13 @@ def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
         }
         _write_state(state_path, state)
         print(f"amanat demo: serving {address}", flush=True)
+        if transfer_url:
+            print(f"amanat demo: transfer API {transfer_url[0]}", flush=True)
         for url in onions:
             print(f"amanat demo: onion service {url}", flush=True)
         print(f"  config: {config_path}\n  state:  {state_path}\n  stop with Ctrl-C", flush=True)
 
-    return asyncio.run(serve(config, ready))
+    return asyncio.run(serve(config, ready, transfer_url.append))
 
 
 def _runtime_config(config: Config, port: int | None, tor: bool) -> Config:

@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from dropbox.app import create_app, start_site
 from dropbox.config import Config, load_config
@@ -56,7 +58,10 @@ def run_serve(args: argparse.Namespace) -> int:
         for url in onions:
             print(f"amanat: onion service {url}", flush=True)
 
-    return asyncio.run(serve(config, ready))
+    def transfer_ready(address: str) -> None:
+        print(f"amanat: transfer API on {address}", flush=True)
+
+    return asyncio.run(serve(config, ready, transfer_ready))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -65,16 +70,42 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo.run(args.data, port=args.port, tor=not args.no_tor, cheap_kdf=args.cheap_kdf)
 
 
-async def serve(config: Config, ready: Ready) -> int:
-    """Serve until SIGTERM or SIGINT; `ready(address, onion_urls)` is called once listening."""
+async def serve(
+    config: Config, ready: Ready, transfer_ready: Callable[[str], None] | None = None
+) -> int:
+    """Serve until SIGTERM or SIGINT; `ready(address, onion_urls)` is called once listening.
+    With `[transfer] listen` set, the transfer API also runs on its own listener and
+    `transfer_ready(address)` is called (before `ready`) once it listens."""
     app = create_app(config)  # refuses a keyring that does not verify, before listening
+    with _stop_on_signals() as stop:  # a signal during startup still ends in a clean exit
+        return await _serve_until(app, config, stop, ready, transfer_ready)
+
+
+async def _serve_until(
+    app: web.Application,
+    config: Config,
+    stop: asyncio.Event,
+    ready: Ready,
+    transfer_ready: Callable[[str], None] | None,
+) -> int:
     runner, address = await start_site(app, config.server.listen)
+    runners = [runner]
     try:
+        if config.transfer.listen is not None:
+            from dropbox.transfer_api import create_transfer_app
+
+            transfer_runner, transfer_address = await start_site(
+                create_transfer_app(config), config.transfer.listen
+            )
+            runners.append(transfer_runner)
+            if transfer_ready is not None:
+                transfer_ready(transfer_address)
         async with _onions(config, address) as onions:
             ready(address, onions)
-            await _until_signal()
+            await stop.wait()
     finally:
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
     return 0
 
 
@@ -97,14 +128,15 @@ async def _no_onions() -> AsyncIterator[list[str]]:
     yield []
 
 
-async def _until_signal() -> None:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-
