@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +124,9 @@ mode = "{tor_mode}"
 
 def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
     """The `amanat demo` command (prints: it is a CLI)."""
+    if tor and shutil.which("tor") is None:  # onion publishing needs a local tor
+        print("amanat demo: tor is not installed; serving without an onion service")
+        tor = False
     root = root.resolve()
     config_path = root / CONFIG_NAME
     state_path = root / STATE_NAME
