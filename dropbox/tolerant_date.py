@@ -62,7 +62,7 @@ _SOLAR_MONTHS: tuple[tuple[str, ...], ...] = (
 )
 
 # Words that may stand beside a month name without making the text more than a date.
-_CONNECTORS = frozenset({"of", "the", "سال", "کال", "sal", "in", "در", "په", "میں", "في"})
+_CONNECTORS = frozenset({"of", "the", "سال", "کال", "sal", "in", "در", "په", "د", "میں", "في"})
 
 
 @dataclass(frozen=True)
