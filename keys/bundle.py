@@ -560,6 +560,10 @@ class VerifiedBundle:
     _src: BinaryIO
     _offsets: Mapping[str, tuple[int, int, str]]  # name -> (offset, size, sha256)
 
+    def offset(self, name: str) -> int:
+        """Where the member's bytes start in the bundle (for callers that keep the bundle)."""
+        return self._offsets[name][0]
+
     def iter_member(self, name: str) -> Iterator[bytes]:
         offset, size, sha256 = self._offsets[name]
         self._src.seek(offset)

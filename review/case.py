@@ -42,14 +42,20 @@ def _inside(directory: Path, name: str) -> Path:
     return target
 
 
-def _write_verified(vault: Vault, directory: Path, attachment: dict[str, Any], name: str) -> Path:
+def _ciphertext(sub: dict[str, Any], attachment: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in sub["ciphertexts"] if c["sha256"] == attachment["object"])
+
+
+def _write_verified(
+    vault: Vault, directory: Path, sub: dict[str, Any], attachment: dict[str, Any], name: str
+) -> Path:
     """Decrypt one attachment into `directory` under `name`; verified before it gets the name."""
     tmp = _inside(directory, f".amanat-partial-{secrets.token_hex(8)}")
     digest, size = hashlib.sha256(), 0
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
-            for chunk in vault.decrypt_object(attachment["object"]):
+            for chunk in vault.decrypt_ciphertext(_ciphertext(sub, attachment)):
                 digest.update(chunk)
                 size += len(chunk)
                 out.write(chunk)
@@ -93,7 +99,7 @@ def _extract_into(
     written = []
     for n, att in enumerate(sub["attachments"]):
         name = unique_name(safe_filename(att["name"]), taken)
-        path = _write_verified(vault, out_dir, att, name)
+        path = _write_verified(vault, out_dir, sub, att, name)
         taken.add(path.name)
         written.append({"name": path.name, "size": att["size"], "sha256": att["sha256"]})
         if progress:

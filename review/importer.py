@@ -10,10 +10,11 @@ step fails, the objects this import added are removed and the state is left as i
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from keys.age import decrypt
 from keys.bundle import (
@@ -43,20 +44,23 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
     transfer_key = vault.keyring.transfer_verify_key
     if transfer_key is None:
         raise ConfigError("the keyring pins no server transfer key: cannot check any bundle")
-    with open(path, "rb") as src:
-        bundle = read_bundle(src, transfer_key_lookup(transfer_key))
+    with open(path, "rb") as raw:
+        src = _HashingReader(raw)
+        bundle = read_bundle(cast(BinaryIO, src), transfer_key_lookup(transfer_key))
+        bundle_sha256 = src.hexdigest()  # read_bundle read every byte once, in order
         manifest = bundle.manifest
         assert isinstance(manifest, TransferManifest)  # the lookup accepts nothing else
         _refuse_replay(vault, manifest)
         new_items = _new_items(vault, manifest)
         records = {}
         for n, item in enumerate(new_items):
-            records[item.submission_id] = _open_item(vault, bundle, manifest, item)
+            records[item.submission_id] = _open_item(vault, bundle, manifest, item, bundle_sha256)
             if progress:
                 progress(n + 1, len(new_items))
-        added = _store_objects(vault, bundle, new_items)
-        src.seek(0)
-        bundle_sha256 = _file_sha256(src)
+        stored = vault.bundle_path(bundle_sha256)
+        added = [] if stored.exists() or not new_items else [stored]
+        if added:
+            vault.store_bundle(raw, bundle_sha256)
     try:
         vault.state["submissions"].update(records)
         vault.state["bundles"][manifest.bundle_id] = {
@@ -77,7 +81,8 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         )
         vault.save()
     except BaseException:
-        _remove(vault, added)
+        for path in added:
+            path.unlink(missing_ok=True)
         raise
     return {
         "bundle_id": manifest.bundle_id,
@@ -113,7 +118,11 @@ def _new_items(vault: Vault, manifest: TransferManifest) -> list[TransferItem]:
 
 
 def _open_item(
-    vault: Vault, bundle: VerifiedBundle, manifest: TransferManifest, item: TransferItem
+    vault: Vault,
+    bundle: VerifiedBundle,
+    manifest: TransferManifest,
+    item: TransferItem,
+    bundle_sha256: str,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": item.submission_id,
@@ -124,7 +133,14 @@ def _open_item(
         "reply_recipient": item.reply_recipient,
         "imported_at": now(),
         "ciphertexts": [
-            {"name": c.name, "kind": c.kind, "size": c.size, "sha256": c.sha256}
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "size": c.size,
+                "sha256": c.sha256,
+                "bundle": bundle_sha256,
+                "offset": bundle.offset(c.name),
+            }
             for c in item.ciphertexts
         ],
         "tags": [],
@@ -209,27 +225,30 @@ def _attachments(
     return out
 
 
-def _store_objects(vault: Vault, bundle: VerifiedBundle, items: list[TransferItem]) -> list[str]:
-    added: list[str] = []
-    try:
-        for item in items:
-            for ct in item.ciphertexts:
-                if not vault.has_object(ct.sha256):
-                    vault.write_object(ct.sha256, bundle.iter_member(ct.name))
-                    added.append(ct.sha256)
-    except BaseException:
-        _remove(vault, added)
-        raise
-    return added
+class _HashingReader(io.RawIOBase):
+    """Passes reads through and hashes them: the bundle's SHA-256 in the same pass that
+    verifies it, so the copy kept in the vault is provably the bytes that were verified."""
 
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
 
-def _remove(vault: Vault, shas: list[str]) -> None:
-    for sha in shas:
-        vault.object_path(sha).unlink(missing_ok=True)
+    def readable(self) -> bool:
+        return True
 
+    def seekable(self) -> bool:
+        return True
 
-def _file_sha256(src: Any) -> str:
-    digest = hashlib.sha256()
-    while chunk := src.read(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._digest.update(data)
+        return data
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()

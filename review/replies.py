@@ -69,7 +69,7 @@ def make_reply(vault: Vault, source_id: str, message: str, outbox: Path) -> Path
     outbox.mkdir(parents=True, exist_ok=True)
     path = outbox / f"reply-{manifest.bundle_id}.tar"
     write_atomic(path, [out.getvalue()])
-    vault.write_object(sha256, [ciphertext])
+    vault.write_object(sha256, ciphertext)
     vault.state["replies"].append(
         {
             "reply_id": reply_id,
@@ -78,6 +78,7 @@ def make_reply(vault: Vault, source_id: str, message: str, outbox: Path) -> Path
             "day": reply.day,
             "by": me.label,
             "sha256": sha256,
+            "size": len(ciphertext),
             "bundle_id": manifest.bundle_id,
         }
     )

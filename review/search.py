@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_FOLD = str.maketrans(
+_FOLD: dict[str, str] = (
     {
         "\u064a": "\u06cc",  # ARABIC YEH -> FARSI YEH
         "\u0649": "\u06cc",  # ALEF MAKSURA -> FARSI YEH
@@ -29,26 +29,41 @@ _FOLD = str.maketrans(
         "\u0671": "\u0627",  # ALEF WASLA -> ALEF
         "\u0624": "\u0648",  # WAW WITH HAMZA -> WAW
         "\u0626": "\u06cc",  # YEH WITH HAMZA -> FARSI YEH
-        "\u200c": None,  # ZERO WIDTH NON-JOINER
-        "\u200d": None,  # ZERO WIDTH JOINER
-        "\u0640": None,  # TATWEEL
-        "\u200e": None,  # LRM
-        "\u200f": None,  # RLM
-        "\u061c": None,  # ARABIC LETTER MARK
+        "\u200c": "",  # ZERO WIDTH NON-JOINER
+        "\u200d": "",  # ZERO WIDTH JOINER
+        "\u0640": "",  # TATWEEL
+        "\u200e": "",  # LRM
+        "\u200f": "",  # RLM
+        "\u061c": "",  # ARABIC LETTER MARK
     }
-    | {0x06F0 + d: str(d) for d in range(10)}  # Persian digits
-    | {0x0660 + d: str(d) for d in range(10)}  # Arabic-Indic digits
+    | {chr(0x06F0 + d): str(d) for d in range(10)}  # Persian digits
+    | {chr(0x0660 + d): str(d) for d in range(10)}  # Arabic-Indic digits
 )
-_SPACES = re.compile(r"\s+")
+# Regexes rather than str.translate: the variants are rare in real text, and re's charset scan
+# is several times faster than translate() on non-ASCII strings.
+_FOLD_RE = re.compile("[" + "".join(_FOLD) + "]")
+
+
+def _mark_ranges() -> str:
+    """A character class of every combining mark in the BMP (harakat, hamza above, accents)."""
+    marks = [cp for cp in range(0x300, 0x10000) if unicodedata.combining(chr(cp))]
+    ranges: list[list[int]] = []
+    for cp in marks:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+
+
+_MARKS_RE = re.compile(f"[{_mark_ranges()}]+")
 
 
 def normalize(text: str) -> str:
     """Fold case, compatibility forms, Arabic-script letter variants, diacritics and digits."""
-    text = unicodedata.normalize("NFKD", text)
-    # Drop combining marks (Arabic harakat, Latin accents) after decomposition.
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = unicodedata.normalize("NFC", text).translate(_FOLD).casefold()
-    return _SPACES.sub(" ", text).strip()
+    text = _MARKS_RE.sub("", unicodedata.normalize("NFKD", text))
+    text = _FOLD_RE.sub(lambda m: _FOLD[m.group()], text)
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
 @dataclass(frozen=True)

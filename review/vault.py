@@ -7,7 +7,9 @@
       state.age       the index: submissions, messages, answers, tags, notes, imported bundle ids,
                       replies and the chain-of-custody log, as JSON encrypted to the investigator's
                       own recipient and signed inside the encryption with their Ed25519 key
-      objects/ab/<sha256>.age   every ciphertext exactly as it arrived (age files), by SHA-256
+      bundles/<sha256>.tar      every imported transfer bundle, byte for byte as verified: the
+                                server's signed evidence; ciphertexts are read from it by offset
+      objects/ab/<sha256>.age   ciphertexts made here (replies), by SHA-256
       .lock           held (flock) by whichever command has the vault open
 
 Nothing in the folder is plaintext testimony. Writes go to a temporary name, are fsynced, then
@@ -92,6 +94,7 @@ def verify_chain(entries: list[dict[str, Any]]) -> None:
 
 
 def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write under a temporary name, fsync, rename over `path`, fsync the directory."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "xb") as out:
@@ -252,10 +255,23 @@ class Vault:
     def has_object(self, sha256: str) -> bool:
         return self.object_path(sha256).is_file()
 
-    def write_object(self, sha256: str, chunks: Iterable[bytes]) -> None:
-        """Store a ciphertext under its SHA-256, checking the hash before the final rename."""
+    def write_object(self, sha256: str, data: bytes) -> None:
+        """Store a ciphertext made here under its SHA-256."""
         path = self.object_path(sha256)
         path.parent.mkdir(mode=0o700, exist_ok=True)
+        self._write_checked(path, [data], sha256)
+
+    def bundle_path(self, sha256: str) -> Path:
+        self.object_path(sha256)  # same shape check
+        return self.root / "bundles" / f"{sha256}.tar"
+
+    def store_bundle(self, src: BinaryIO, sha256: str) -> None:
+        """Copy a verified bundle into the vault; the copy must hash to what was verified."""
+        (self.root / "bundles").mkdir(mode=0o700, exist_ok=True)
+        src.seek(0)
+        self._write_checked(self.bundle_path(sha256), iter(lambda: src.read(CHUNK), b""), sha256)
+
+    def _write_checked(self, path: Path, chunks: Iterable[bytes], sha256: str) -> None:
         digest = hashlib.sha256()
 
         def hashed() -> Iterator[bytes]:
@@ -263,25 +279,33 @@ class Vault:
                 digest.update(chunk)
                 yield chunk
             if digest.hexdigest() != sha256:
-                raise VaultIntegrityError(f"ciphertext {sha256} changed while being stored")
+                raise VaultIntegrityError(f"{path.name} changed while being stored")
 
         write_atomic(path, hashed())
 
-    def read_object(self, sha256: str) -> Iterator[bytes]:
-        with open(self.object_path(sha256), "rb") as f:
-            while chunk := f.read(CHUNK):
+    def read_ciphertext(self, ct: dict[str, Any]) -> Iterator[bytes]:
+        """A ciphertext's bytes, from its bundle (by offset) or the objects folder, hashed as
+        they are read: VaultIntegrityError at the end if they are not what was recorded."""
+        if "bundle" in ct:
+            path, offset = self.bundle_path(ct["bundle"]), int(ct["offset"])
+        else:
+            path, offset = self.object_path(ct["sha256"]), 0
+        digest, left = hashlib.sha256(), int(ct["size"])
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
                 yield chunk
+        if left or digest.hexdigest() != ct["sha256"]:
+            raise VaultIntegrityError(f"ciphertext {ct['sha256']} in the vault was altered")
 
-    def decrypt_object(self, sha256: str) -> Iterator[bytes]:
-        """Plaintext chunks; an exception at any point means the whole object failed."""
-        return decrypt_iter(self.read_object(sha256), [self.identity])
-
-    def hash_object(self, sha256: str) -> tuple[int, str]:
-        digest, size = hashlib.sha256(), 0
-        for chunk in self.read_object(sha256):
-            digest.update(chunk)
-            size += len(chunk)
-        return size, digest.hexdigest()
+    def decrypt_ciphertext(self, ct: dict[str, Any]) -> Iterator[bytes]:
+        """Plaintext chunks; an exception at any point means the whole file failed."""
+        return decrypt_iter(self.read_ciphertext(ct), [self.identity])
 
 
 def _take_lock(root: Path) -> BinaryIO:
@@ -324,30 +348,68 @@ def _check_membership(keyring: Keyring, investigator: InvestigatorSecrets) -> No
 def verify_vault(
     vault: Vault, progress: Callable[[int, int], None] | None = None
 ) -> tuple[int, list[str]]:
-    """Re-hash every ciphertext the state refers to, check the custody chain, and look for
-    objects nobody refers to. The state signature was checked when the vault was opened."""
-    expected: dict[str, int] = {}
+    """Re-verify every stored bundle (transfer-key signature and every member hash), check that
+    each ciphertext the state refers to is where and what it was at import, re-hash replies,
+    check the custody chain, and report files nobody refers to. (The state's own signature was
+    checked when the vault was opened.)"""
+    refs: dict[str, list[dict[str, Any]]] = {}
     for sub in vault.state["submissions"].values():
         for ct in sub["ciphertexts"]:
-            expected[ct["sha256"]] = ct["size"]
-    for reply in vault.state["replies"]:
-        expected.setdefault(reply["sha256"], -1)
-    problems = []
-    for n, (sha, size) in enumerate(sorted(expected.items())):
-        try:
-            got_size, got_sha = vault.hash_object(sha)
-        except OSError as exc:
-            problems.append(f"ciphertext {sha} is missing or unreadable ({exc.strerror})")
-        else:
-            if got_sha != sha or (size >= 0 and got_size != size):
-                problems.append(f"ciphertext {sha} was altered (now {got_size} bytes, {got_sha})")
+            refs.setdefault(ct["bundle"], []).append(ct)
+    problems: list[str] = []
+    steps = len(refs) + len(vault.state["replies"])
+    for n, (bundle_sha, cts) in enumerate(sorted(refs.items())):
+        problems += _verify_bundle(vault, bundle_sha, cts)
         if progress:
-            progress(n + 1, len(expected))
+            progress(n + 1, steps)
+    for n, reply in enumerate(vault.state["replies"]):
+        ct = {"sha256": reply["sha256"], "size": reply["size"]}
+        try:
+            for _ in vault.read_ciphertext(ct):
+                pass
+        except (OSError, VaultIntegrityError) as exc:
+            problems.append(f"reply {reply['reply_id']}: {exc}")
+        if progress:
+            progress(len(refs) + n + 1, steps)
     try:
         verify_chain(vault.state["custody"])
     except VaultIntegrityError as exc:
         problems.append(str(exc))
-    for path in sorted((vault.root / "objects").glob("*/*")):
-        if path.name.removesuffix(".age") not in expected:
+    known = {f"bundles/{b}.tar" for b in refs}
+    known |= {
+        vault.object_path(r["sha256"]).relative_to(vault.root).as_posix()
+        for r in vault.state["replies"]
+    }
+    for path in sorted([*vault.root.glob("bundles/*"), *vault.root.glob("objects/*/*")]):
+        if path.relative_to(vault.root).as_posix() not in known:
             problems.append(f"unexpected file in the vault: {path.relative_to(vault.root)}")
-    return len(expected), problems
+    checked = sum(len(c) for c in refs.values()) + len(vault.state["replies"])
+    return checked, problems
+
+
+def _verify_bundle(vault: Vault, bundle_sha: str, cts: list[dict[str, Any]]) -> list[str]:
+    from keys.bundle import BundleError, read_bundle, transfer_key_lookup
+
+    key = vault.keyring.transfer_verify_key
+    path = vault.bundle_path(bundle_sha)
+    if key is None:
+        return ["the keyring no longer pins a transfer key: bundles cannot be re-verified"]
+    try:
+        with open(path, "rb") as f:
+            bundle = read_bundle(f, transfer_key_lookup(key))
+            f.seek(0)
+            digest = hashlib.sha256()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        return [f"bundle {bundle_sha} is missing or unreadable ({exc.strerror})"]
+    except BundleError as exc:
+        return [f"bundle {bundle_sha} was altered: {exc}"]
+    problems = []
+    if digest.hexdigest() != bundle_sha:
+        problems.append(f"bundle {bundle_sha} was altered: it now hashes to {digest.hexdigest()}")
+    listed = {name: sha for name, _, sha in bundle.manifest.files()}
+    for ct in cts:
+        if listed.get(ct["name"]) != ct["sha256"] or bundle.offset(ct["name"]) != ct["offset"]:
+            problems.append(f"ciphertext {ct['sha256']} is not where the import recorded it")
+    return problems

@@ -344,8 +344,9 @@ def test_verify_reports_damage(tmp_path: Path, org: Org, subs: list[Submission])
     good = review("verify", "--vault", vault, "--passphrase-file", passfile)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "OK" in good.stdout
-    victim = next((vault / "objects").glob("*/*.age"))
-    victim.write_bytes(_flip(victim.read_bytes(), 100))
+    (victim,) = (vault / "bundles").iterdir()
+    data = victim.read_bytes()
+    victim.write_bytes(_flip(data, _in_last_member(data)))
     bad = review("verify", "--vault", vault, "--passphrase-file", passfile)
     assert bad.returncode == 1
     assert "was altered" in bad.stdout
