@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,12 @@ from aiohttp import web
 from dropbox import db, handlers_source, pages
 from dropbox.config import Config, Listen
 from dropbox.questionnaire import load_questionnaire
-from dropbox.security import error_middleware, session_middleware, set_security_headers
+from dropbox.security import (
+    HardenedRequest,
+    error_middleware,
+    session_middleware,
+    set_security_headers,
+)
 from dropbox.sessions import KeyDeriver, LoginLimiter, SessionStore
 from dropbox.store import CiphertextStore
 from keys.codename import MIN_SALT_BYTES
@@ -97,6 +103,8 @@ async def start_site(app: web.Application, listen: Listen) -> tuple[web.AppRunne
                            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
                            max_headers=MAX_HEADERS)
     await runner.setup()
+    assert runner.server is not None
+    runner.server.request_factory = functools.partial(app._make_request, _cls=HardenedRequest)
     site: web.BaseSite
     if listen.unix_path is not None:
         site = web.UnixSite(runner, str(listen.unix_path))

@@ -74,6 +74,19 @@ async def set_security_headers(request: web.BaseRequest, response: web.StreamRes
     response.headers.popall("Server", None)
 
 
+class HardenedRequest(web.Request):
+    """A request whose responses always get the security headers and lose the Server header.
+
+    aiohttp answers a malformed request (a bad request line, headers over the size limits) itself,
+    before any route matches, so `on_response_prepare` never sees those responses: without this
+    they would carry "Server: Python/3.x aiohttp/3.x". `start_site` makes aiohttp build every
+    request with this class."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        await super()._prepare_hook(response)
+        await set_security_headers(self, response)
+
+
 def error_page(request: web.Request, error: PageError) -> web.Response:
     _ = pages.gettext(request)
     return pages.render(request, "error.html", status=error.status,

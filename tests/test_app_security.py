@@ -232,3 +232,74 @@ async def test_dropped_connection_mid_upload_leaves_nothing(running_server):
 
 def test_security_header_table_matches_the_issue():
     assert SECURITY_HEADERS["Content-Security-Policy"] == CSP
+
+
+async def raw_request(url: str, request: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers before closing."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(65536), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",  # header too long
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",           # request line too long
+    b"BAD(METHOD / HTTP/1.1\r\nHost: x\r\n\r\n",                         # not HTTP
+    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100)) + b"\r\n",
+])
+async def test_malformed_requests_get_hardened_errors(running_server, request_bytes):
+    async with running_server() as server:
+        answer = await raw_request(server.url, request_bytes)
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert re.match(r"HTTP/1\.[01] 4\d\d ", head), head
+    assert "\r\nServer:" not in head
+    assert f"Content-Security-Policy: {CSP}" in head
+    assert "Cache-Control: no-store" in head
+
+
+async def test_oversized_small_form_is_refused(running_server):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.get("/login")
+        status, page = await source.post_form("/login", {"codename": "1" * 100_000})
+        assert status == 413
+        assert "Too large" in page
+
+
+async def test_unexpected_errors_show_no_internals(running_server, monkeypatch):
+    from dropbox import handlers_source
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("internal detail /etc/secret")
+
+    monkeypatch.setattr(handlers_source, "generate_codename", broken)
+    async with (
+        running_server() as server,
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/start", headers={"Accept": "text/html"}) as r,
+    ):
+        assert r.status == 500
+        assert_hardened(r)
+        body = await r.text()
+    assert "internal detail" not in body
+    assert "Traceback" not in body
+    assert "Something went wrong" in body
+
+
+async def test_content_length_over_the_limit_is_refused_before_reading(running_server):
+    async with running_server(limits={"max_file_bytes": 1000,
+                                      "max_submission_bytes": 1000}) as server:
+        async with SourceClient(server.url) as source:
+            await source.start()
+            cookie = "; ".join(f"{c.key}={c.value}" for c in source.http.cookie_jar)
+        answer = await raw_request(server.url, (
+            "POST /submit HTTP/1.1\r\nHost: x\r\nCookie: " + cookie + "\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {50 * 1024**3}\r\n\r\n--b\r\n").encode())
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert server.stored_files() == []
