@@ -10,8 +10,8 @@ noisy, so the methods run interleaved, round after round; the best round of each
   any pynacl-based age implementation pays (pynacl only accepts `bytes`, so slicing is included).
 - Encryptor, 64 KiB pieces: the same slices fed to `Encryptor.update`, then `finalize`.
 - Encryptor, 8191 B / 1 MiB pieces: odd and large pieces, as network reads deliver them.
-- raw pynacl, 1 MiB pieces: the baseline fed like the 1 MiB line above, to show how much of
-  that line is the cost of big pieces themselves (allocator churn), not of the Encryptor.
+- raw pynacl, 1 MiB pieces: the baseline fed the same 1 MiB pieces, for comparison with the
+  line above (that line varies most from run to run on a loaded machine).
 - Decryptor, 64 KiB pieces: the ciphertext fed back in slices (authenticated plaintext out).
 - age CLI: `age -r` reading the input from a file and writing to /dev/null (wall time,
   including process start).
@@ -52,8 +52,7 @@ def raw_pynacl(data: bytes) -> None:
 
 
 def raw_pynacl_pieces(piece: int) -> Callable[[bytes], None]:
-    """Raw pynacl again, but fed the input in `piece`-sized slices and keeping each piece's
-    output until the next, as a consumer of Encryptor.update does."""
+    """Raw pynacl fed `piece`-sized slices, holding each piece's output as Encryptor does."""
 
     def run(data: bytes) -> None:
         key = os.urandom(32)
@@ -130,39 +129,46 @@ def main() -> None:
             methods["age CLI (age -r)"] = age_cli(path)
         else:
             print("age CLI not found: skipped")
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+        samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in methods}
         for _ in range(args.rounds):
             for name, method in methods.items():
                 samples[name].append(measure(method, data))
     report(samples, len(data), args.rounds)
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (the age CLI)."""
+def usage() -> tuple[float, int]:
+    """CPU seconds and minor page faults of this process and its finished children (age CLI)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return cpu, own.ru_minflt + kids.ru_minflt
 
 
-def measure(method: Callable[[bytes], None], data: bytes) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), cpu_seconds()
+def measure(method: Callable[[bytes], None], data: bytes) -> tuple[float, float, int]:
+    wall = time.perf_counter()
+    cpu, faults = usage()
     method(data)
-    return time.perf_counter() - wall, cpu_seconds() - cpu
+    cpu_after, faults_after = usage()
+    return time.perf_counter() - wall, cpu_after - cpu, faults_after - faults
 
 
-def report(samples: dict[str, list[tuple[float, float]]], size: int, rounds: int) -> None:
+def report(samples: dict[str, list[tuple[float, float, int]]], size: int, rounds: int) -> None:
     # Other work on a shared machine only ever slows a run down, so the best round is the
-    # closest to the true cost; CPU seconds are less disturbed by waiting for a core.
-    best_wall = {name: min(w for w, _ in runs) for name, runs in samples.items()}
-    best_cpu = {name: min(c for _, c in runs) for name, runs in samples.items()}
+    # closest to the true cost; CPU seconds are less disturbed by waiting for a core. Minor page
+    # faults (fewest in any round) hint at C-heap churn.
+    best_wall = {name: min(run[0] for run in runs) for name, runs in samples.items()}
+    best_cpu = {name: min(run[1] for run in runs) for name, runs in samples.items()}
+    faults = {name: min(run[2] for run in runs) for name, runs in samples.items()}
     base_wall, base_cpu = best_wall[BASELINE], best_cpu[BASELINE]
     print(f"age encryption of {size // MiB} MiB, best of {rounds} interleaved rounds")
-    print(f"{'method':<28} {'MB/s wall':>10} {'ratio':>6} {'MB/s CPU':>10} {'ratio':>6}")
+    print(
+        f"{'method':<28} {'MB/s wall':>10} {'ratio':>6} {'MB/s CPU':>10} {'ratio':>6} {'faults':>7}"
+    )
     for name in samples:
         wall, cpu = best_wall[name], best_cpu[name]
         print(
             f"{name:<28} {size / wall / 1e6:>10.0f} {base_wall / wall:>6.2f}"
-            f" {size / cpu / 1e6:>10.0f} {base_cpu / cpu:>6.2f}"
+            f" {size / cpu / 1e6:>10.0f} {base_cpu / cpu:>6.2f} {faults[name]:>7}"
         )
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores, shared)")
 
