@@ -144,10 +144,19 @@ async def publish_all(
 
 
 def _torrc_service(name: str, hs_dir: Path, options: dict[str, list[str]]) -> PublishedService:
-    clients = tuple(ClientRegistry(hs_dir / "authorized_clients").names())
     pow_on = options.get("HiddenServicePoWDefensesEnabled", ["0"])[-1] == "1"
+    try:  # tor turns client auth on as soon as authorized_clients/ holds a key
+        clients: tuple[str, ...] | None = tuple(sorted(
+            p.name.removesuffix(".auth") for p in (hs_dir / "authorized_clients").iterdir()
+            if p.name.endswith(".auth")
+        ))
+    except FileNotFoundError:
+        clients = ()
+    except PermissionError:
+        clients = None  # only root and debian-tor may look
     return PublishedService(name, read_hostname(hs_dir), pow_defenses=pow_on,
-                            client_auth=bool(clients), clients=clients, torrc_dir=str(hs_dir))
+                            client_auth=clients is None or bool(clients), clients=clients,
+                            torrc_dir=str(hs_dir))
 
 
 def write_state(paths: OnionPaths, services: list[PublishedService]) -> None:
@@ -161,8 +170,12 @@ def read_state(paths: OnionPaths) -> list[PublishedService]:
         raw = json.loads(paths.state.read_text())
     except FileNotFoundError:
         return []
-    return [PublishedService(**{**item, "clients": tuple(item.get("clients", ()))})
+    return [PublishedService(**{**item, "clients": _tuple_or_none(item.get("clients"))})
             for item in raw]
+
+
+def _tuple_or_none(value: list[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
 
 
 @contextlib.asynccontextmanager
@@ -253,6 +266,16 @@ async def revoke_client(config: Config, name: str) -> None:
 
 
 async def status(config: Config, *, self_check: bool = True) -> StatusReport:
+    """Ephemeral services from the state file; torrc services looked up afresh (as this user)."""
     async with attach_for_cli(config) as controller:
-        services = read_state(OnionPaths.for_config(config))
+        services = [s for s in read_state(OnionPaths.for_config(config)) if not s.torrc_dir]
+        in_torrc = await torrc_services(controller)
+        hs_conf = await controller.hidden_service_conf()
+        targets = {"source": listen_target(config.server.listen)}
+        if config.transfer.listen is not None:
+            targets["transfer"] = listen_target(config.transfer.listen)
+        for name, target in targets.items():
+            if target in in_torrc and all(s.name != name for s in services):
+                hs_dir = in_torrc[target]
+                services.append(_torrc_service(name, hs_dir, hs_conf.get(str(hs_dir), {})))
         return await collect(controller, services, self_check=self_check)

@@ -116,7 +116,7 @@ class PublishedService:
     address: str  # 56 characters, no ".onion"
     pow_defenses: bool
     client_auth: bool
-    clients: tuple[str, ...] = field(default=())
+    clients: tuple[str, ...] | None = field(default=())  # None: not readable by this user
     torrc_dir: str = ""  # set when torrc owns the service (HiddenServiceDir)
 
     @property

@@ -41,7 +41,10 @@ class StatusReport:
 
     @property
     def ok(self) -> bool:
-        services_ok = all(s.running and s.published for s in self.services)
+        services_ok = all(
+            s.running and s.published and (s.service.client_auth or s.service.name == "source")
+            for s in self.services
+        )
         check_ok = self.self_check is None or self.self_check.ok
         return self.bootstrap.done and bool(self.services) and services_ok and check_ok
 
@@ -57,7 +60,7 @@ class StatusReport:
         for rep in self.services:
             s = rep.service
             how = f"torrc {s.torrc_dir}" if s.torrc_dir else "ephemeral, key in data folder"
-            auth = f"client auth ({len(s.clients)} clients)" if s.client_auth else "public"
+            auth = _auth_text(s)
             lines += [
                 f"{s.name} onion:".ljust(17) + s.onion,
                 f"  kind:          {how}; {auth}",
@@ -70,6 +73,14 @@ class StatusReport:
             verdict = "ok" if c.ok else "FAILED"
             lines.append(f"self-check:      {verdict}: {c.detail} ({c.seconds:.1f} s through tor)")
         return "\n".join(lines)
+
+
+def _auth_text(s: PublishedService) -> str:
+    if not s.client_auth:
+        return "public" if s.name == "source" else "PUBLIC: NO CLIENT AUTHORIZATION"
+    if s.clients is None:
+        return "client auth (clients not readable by this user; run as root to list)"
+    return f"client auth ({len(s.clients)} clients)"
 
 
 async def collect(
