@@ -64,7 +64,8 @@ X25519_PUBLIC_HRP = "age"
 SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
 SCRYPT_SALT_SIZE = 16
 _WORK_FACTOR = re.compile(r"[1-9][0-9]*")
-_MAX_SANE_WORK_FACTOR = 40
+# What age (and ScryptIdentity by default) accepts: a file with a higher factor would not open.
+_MAX_WRITE_WORK_FACTOR = 22
 
 
 # --- base64 and small crypto helpers ----------------------------------------------------------
@@ -363,8 +364,8 @@ class ScryptRecipient:
     __slots__ = ("_passphrase", "work_factor")
 
     def __init__(self, passphrase: bytes | str, work_factor: int = 18) -> None:
-        if not 1 <= work_factor <= _MAX_SANE_WORK_FACTOR:
-            raise KeyFormatError(f"scrypt work factor {work_factor} is out of range 1..40")
+        if not 1 <= work_factor <= _MAX_WRITE_WORK_FACTOR:
+            raise KeyFormatError(f"scrypt work factor {work_factor} is out of range 1..22")
         self._passphrase = _passphrase_bytes(passphrase)
         self.work_factor = work_factor
 
