@@ -37,9 +37,37 @@ from review.importer import import_bundle  # noqa: E402
 from review.search import SearchIndex, normalize  # noqa: E402
 from review.vault import Vault  # noqa: E402
 
-WORDS_FA = "خانه پولیس مدارک کابل پشاور خانواده تهدید کمپ شب روز کودک زن مرد کار بازار".split()
-WORDS_PS = "کور کورنۍ ګواښ پېښور ماشوم ښځه سړی کار ورځ شپه".split()
-WORDS_EN = "police house documents family threat camp night day child deported border".split()
+WORDS_FA = [
+    "خانه",
+    "پولیس",
+    "مدارک",
+    "کابل",
+    "پشاور",
+    "خانواده",
+    "تهدید",
+    "کمپ",
+    "شب",
+    "روز",
+    "کودک",
+    "زن",
+    "مرد",
+    "کار",
+    "بازار",
+]
+WORDS_PS = ["کور", "کورنۍ", "ګواښ", "پېښور", "ماشوم", "ښځه", "سړی", "کار", "ورځ", "شپه"]
+WORDS_EN = [
+    "police",
+    "house",
+    "documents",
+    "family",
+    "threat",
+    "camp",
+    "night",
+    "day",
+    "child",
+    "deported",
+    "border",
+]
 
 
 def _text(rng: random.Random, n: int) -> str:
