@@ -465,11 +465,23 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _create_private_sqlite_file(url: str) -> None:
-    """Create a SQLite file 0600 before SQLite does: its -wal and -shm files copy that mode."""
+    """Create a SQLite file 0600 before SQLite does: its -wal and -shm files copy that mode.
+
+    An existing file is never opened here: closing any descriptor of the database file drops
+    every POSIX lock this process holds on it, including the SHARED lock of a connection that is
+    already open (`init_db` may run while the service's engine is up, e.g. for the transfer
+    listener). Without that lock another process closing the database would take itself for
+    the last user, checkpoint and delete the WAL under us, and later commits would be lost.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return
     path = Path(parsed.database)
+    if path.exists():
+        return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -152,6 +155,26 @@ async def test_a_committed_row_survives_closing_and_reopening(db_path: Path) -> 
     await engine.dispose()
     assert again.id == submission_id
     assert [c.name for c in again.ciphertexts] == [stored(n).name for n in (1, 2, 3)]
+
+
+async def test_init_db_while_the_service_runs_keeps_later_commits_durable(db_path: Path) -> None:
+    """Regression: init_db once opened and closed the database file, which dropped this
+    process's POSIX locks; another process closing the database then deleted the live WAL."""
+    url = f"sqlite+aiosqlite:///{db_path}"
+    await db.init_db(url)
+    engine, sessions = db.create_engine_and_sessionmaker(url)
+    await new_source(sessions, "1" * 64)  # the service's pool now holds an open connection
+    await db.init_db(url)  # e.g. the transfer listener starting in the same process
+    reader = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "c.execute('SELECT count(*) FROM sources').fetchall(); c.close()"
+    )
+    subprocess.run([sys.executable, "-c", reader, str(db_path)], check=True)
+    await new_source(sessions, "2" * 64)
+    assert db_path.with_name(db_path.name + "-wal").exists()
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        assert raw.execute("SELECT count(*) FROM sources").fetchone() == (2,)
+    await engine.dispose()
 
 
 async def test_nothing_is_stored_unless_the_caller_commits(
