@@ -1,0 +1,171 @@
+// Drives Debian's /usr/bin/chromium through every source page of a running Amanat server.
+// Run by tests/test_pages_browser.py:  node pages.js JOB.json  -> prints one JSON result.
+//
+// JOB: { base, locales: [...], screenshot_locales: [...], screenshot_dir,
+//        submissions: [{ locale, answers: {name: value|[values]}, file: {name, mimeType, text} }] }
+//
+// Two kinds of browser context, as the pages are really met:
+//  * JavaScript enabled, only to inject axe-core: every page in every locale is audited, and the
+//    page width at 320 px is measured (no sideways scrolling);
+//  * JavaScript disabled (Tor Browser at "Safest"): testimonies are submitted with plain HTML
+//    forms, and phone-sized screenshots (360x740) are saved.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const AXE_SOURCE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const PHONE = { width: 360, height: 740 };
+const NARROW = { width: 320, height: 640 };
+
+async function axe(page) {
+  // Injected over the DevTools protocol (Runtime.evaluate), which the page's CSP does not govern,
+  // so the pages are audited with their strict CSP in force.
+  if (!(await page.evaluate(() => Boolean(window.axe)))) { await page.evaluate(AXE_SOURCE); }
+  return page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return result.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' ')),
+    }));
+  });
+}
+
+async function widthAt320(page) {
+  await page.setViewportSize(NARROW);
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  await page.setViewportSize(PHONE);
+  return width;
+}
+
+async function audit(page, locale, name, results) {
+  const html = await page.evaluate(() => ({
+    lang: document.documentElement.getAttribute('lang'),
+    dir: document.documentElement.getAttribute('dir'),
+    scripts: document.scripts.length,
+  }));
+  results.audits.push({
+    locale, page: name, url: new URL(page.url()).pathname, ...html,
+    violations: await axe(page), width320: await widthAt320(page),
+  });
+}
+
+async function fillAnswers(page, answers) {
+  for (const [name, value] of Object.entries(answers)) {
+    const values = Array.isArray(value) ? value : [value];
+    const control = page.locator(`[name="${name}"]`).first();
+    const type = await control.getAttribute('type');
+    if (type === 'radio' || type === 'checkbox') {
+      for (const v of values) { await page.check(`[name="${name}"][value="${v}"]`); }
+    } else {
+      await control.fill(values[0]);
+    }
+  }
+}
+
+// Every page in one locale, with JavaScript on (for axe only).
+async function auditLocale(browser, base, locale, results) {
+  const context = await browser.newContext({ viewport: PHONE, locale: locale.replace('_', '-') });
+  const page = await context.newPage();
+  try {
+    await page.goto(`${base}/?l=${locale}`);
+    await audit(page, locale, 'landing', results);
+    await page.click('#start');
+    const codename = (await page.textContent('#codename')).trim();
+    await audit(page, locale, 'codename', results);
+    await page.click('#confirm-codename');
+    await page.waitForSelector('#submit-form');
+    await audit(page, locale, 'submit', results);
+    await page.click('#submit-form [type="submit"]');  // nothing answered: errors, localized
+    await page.waitForSelector('#submit-form');
+    await audit(page, locale, 'submit-errors', results);
+    await fillAnswers(page, { q_what_happened: 'axe', q_consent_read: 'understand' });
+    await page.click('#submit-form [type="submit"]');
+    await page.waitForSelector('#submitted');
+    await audit(page, locale, 'success', results);
+    await page.goto(`${base}/login`);
+    await audit(page, locale, 'login', results);
+    await page.fill('#login-form [name="codename"]', '1234');
+    await page.click('#login-form [type="submit"]');
+    await audit(page, locale, 'login-error', results);
+    await page.fill('#login-form [name="codename"]', codename);
+    await page.click('#login-form [type="submit"]');
+    await page.waitForSelector('#replies');
+    await audit(page, locale, 'replies', results);
+    await page.goto(`${base}/no-such-page`);
+    await audit(page, locale, 'error', results);
+  } catch (error) {
+    results.errors.push(`${locale} audit: ${error.message}`);
+  } finally {
+    await context.close();
+  }
+}
+
+async function shot(page, dir, name) {
+  const file = path.join(dir, `${name}.png`);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+// A whole testimony with JavaScript off: landing, codename, questionnaire, success.
+async function submitWithoutJavaScript(browser, base, job, submission, results) {
+  const { locale } = submission;
+  const context = await browser.newContext({
+    viewport: PHONE, javaScriptEnabled: false, locale: locale.replace('_', '-'),
+  });
+  const page = await context.newPage();
+  const shots = job.screenshot_locales.includes(locale);
+  const record = { locale, screenshots: [] };
+  try {
+    await page.goto(`${base}/?l=${locale}`);
+    if (shots) { record.screenshots.push(await shot(page, job.screenshot_dir, `landing-${locale}`)); }
+    await page.click('#start');
+    record.codename = (await page.textContent('#codename')).trim();
+    if (shots) { record.screenshots.push(await shot(page, job.screenshot_dir, `codename-${locale}`)); }
+    await page.click('#confirm-codename');
+    await page.waitForSelector('#submit-form');
+    if (shots) { record.screenshots.push(await shot(page, job.screenshot_dir, `submit-${locale}`)); }
+    await fillAnswers(page, submission.answers);
+    if (submission.file) {
+      const { name, mimeType, text } = submission.file;
+      await page.setInputFiles('#submit-form input[name="files"]',
+        { name, mimeType, buffer: Buffer.from(text, 'utf8') });
+    }
+    if (shots) {
+      const file = path.join(job.screenshot_dir, `submit-${locale}-full.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      record.screenshots.push(file);
+    }
+    await page.click('#submit-form [type="submit"]');
+    await page.waitForSelector('#submitted');
+    record.submitted = (await page.textContent('#submitted')).trim();
+    record.lang = await page.getAttribute('html', 'lang');
+    record.dir = await page.getAttribute('html', 'dir');
+  } catch (error) {
+    results.errors.push(`${locale} submission: ${error.message}`);
+  } finally {
+    await context.close();
+  }
+  results.submissions.push(record);
+}
+
+async function main() {
+  const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+  fs.mkdirSync(job.screenshot_dir, { recursive: true });
+  const results = { audits: [], submissions: [], errors: [] };
+  const browser = await chromium.launch({ executablePath: job.chromium || '/usr/bin/chromium',
+    args: LAUNCH_ARGS });
+  try {
+    for (const locale of job.locales) { await auditLocale(browser, job.base, locale, results); }
+    for (const submission of job.submissions) {
+      await submitWithoutJavaScript(browser, job.base, job, submission, results);
+    }
+  } finally {
+    await browser.close();
+  }
+  process.stdout.write(JSON.stringify(results));
+}
+
+main().catch((error) => { process.stderr.write(`${error.stack}\n`); process.exit(1); });
