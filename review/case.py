@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from review.answers import answer_pairs
 from review.sanitize import clean, safe_filename, unique_name
 from review.vault import (
     GENESIS,
@@ -126,7 +127,12 @@ def export_case(
         folder = out_dir / safe_filename(sub["id"])
         (folder / "attachments").mkdir(parents=True)
         (folder / "message.txt").write_text(sub["message"], encoding="utf-8")
-        answers = json.dumps(sub["answers"], ensure_ascii=False, indent=2, sort_keys=True)
+        answers = json.dumps(
+            {"answers": sub["answers"], "questionnaire": sub.get("questionnaire")},
+            ensure_ascii=False,
+            indent=2,
+            sort_keys=True,
+        )
         (folder / "answers.json").write_text(answers + "\n", encoding="utf-8")
         exported[sub["id"]] = _extract_into(vault, sub, folder / "attachments", None)
         if progress:
@@ -203,7 +209,7 @@ def _summary_html(
         )
         parts.append(f'<h3>Message</h3><pre dir="auto">{_e(sub["message"])}</pre>')
         parts.append("<h3>Answers</h3><table>")
-        for key, value in sorted(sub["answers"].items()):
+        for key, value in answer_pairs(sub):
             parts.append(f'<tr><th dir="auto">{_e(key)}</th><td dir="auto">{_e(value)}</td></tr>')
         parts.append("</table><h3>Attachments</h3><table><tr><th>file</th><th>size</th>")
         parts.append("<th>SHA-256</th></tr>")

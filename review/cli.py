@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from keys.errors import AmanatError, WrongPassphraseError
+from review.answers import answer_pairs
 from review.sanitize import clean, display_lines, isolate, json_dumps, one_line
 
 Run = Callable[[argparse.Namespace], int]
@@ -138,6 +139,7 @@ def _show_json(vault: Any, sub: dict[str, Any]) -> dict[str, Any]:
         "message": sub["message"],
         "message_sha256": sub.get("message_sha256"),
         "answers": sub["answers"],
+        "questionnaire": sub.get("questionnaire"),
         "attachments": [
             {k: a[k] for k in ("name", "size", "sha256", "content_type", "field")}
             for a in sub["attachments"]
@@ -163,9 +165,8 @@ def run_show(args: argparse.Namespace) -> int:
     for line in display_lines(sub["message"]):
         out(f"  {line}")
     out("\nanswers:")
-    for key, value in sub["answers"].items():
-        text = value if isinstance(value, str) else json_dumps(value, indent=None)
-        out(f"  {isolate(str(key))}:")
+    for label, text in answer_pairs(sub):
+        out(f"  {isolate(label)}:")
         for line in display_lines(text, 74):
             out(f"      {line}")
     out("\nattachments:")
@@ -186,7 +187,7 @@ def search_documents(subs: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     """What `search` looks through: message text, then every answer (question id and value)."""
     docs = []
     for sub in subs:
-        answers = " ".join(f"{k} {v}" for k, v in sub["answers"].items())
+        answers = " ".join(f"{label} {text}" for label, text in answer_pairs(sub))
         docs.append((sub["id"], f"{sub['message']} {answers}"))
     return docs
 

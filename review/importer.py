@@ -163,63 +163,90 @@ def _open_item(
         return record
     except AgeError as exc:
         raise BundleConflictError(f"submission {item.submission_id}: {exc}") from exc
-    _check_message(item, intake, message)
+    _check_message(item, intake, message, by_kind["message"])
+    questionnaire = intake.get("questionnaire")
     record.update(
         readable=True,
         message=message.decode("utf-8", errors="replace"),
         message_sha256=hashlib.sha256(message).hexdigest(),
         received_day=str(intake.get("received_day", item.day)),
-        answers=intake.get("answers") or {},
+        answers=_dict(intake.get("answers"), item, "answers"),
+        questionnaire=_dict(questionnaire, item, "questionnaire") if questionnaire else None,
         attachments=_attachments(item, intake, by_kind["file"]),
     )
     return record
 
 
+def _dict(value: object, item: TransferItem, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BundleConflictError(f"submission {item.submission_id}: {what} is not an object")
+    return value
+
+
 KINDS = ("message", "file", "manifest")
+INTAKE_MANIFEST_FORMAT = "amanat-manifest/v1"  # dropbox/intake.py MANIFEST_FORMAT
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
+    """The submission manifest written by dropbox/intake.py (format amanat-manifest/v1)."""
     try:
         value = json.loads(data)
     except ValueError as exc:
         raise BundleConflictError(f"an encrypted submission manifest is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise BundleConflictError("an encrypted submission manifest is not a JSON object")
+    if value.get("format") != INTAKE_MANIFEST_FORMAT:
+        raise BundleConflictError(
+            f"unknown submission manifest format {str(value.get('format'))[:40]!r}"
+        )
     return value
 
 
-def _check_message(item: TransferItem, intake: dict[str, Any], message: bytes) -> None:
-    expected = intake.get("message_sha256")
-    if expected is not None and expected != hashlib.sha256(message).hexdigest():
+def _check_message(
+    item: TransferItem, intake: dict[str, Any], message: bytes, cts: list[Any]
+) -> None:
+    """The message ciphertext and the manifest's `message` entry agree, down to the SHA-256."""
+    entry = intake.get("message")
+    where = f"submission {item.submission_id}"
+    if entry is None and not cts:
+        return
+    if not isinstance(entry, dict) or not cts or entry.get("ciphertext") != cts[0].name:
+        raise BundleConflictError(f"{where}: the manifest and the bundle disagree on the message")
+    if entry.get("sha256") != hashlib.sha256(message).hexdigest() or entry.get("size") != len(
+        message
+    ):
         raise BundleConflictError(
-            f"submission {item.submission_id}: the message does not match the SHA-256 "
-            "recorded at intake"
+            f"{where}: the message does not match the size and SHA-256 recorded at intake"
         )
 
 
 def _attachments(
     item: TransferItem, intake: dict[str, Any], files: list[Any]
 ) -> list[dict[str, Any]]:
+    """Each `file` ciphertext described exactly once by the manifest's `files` (by name)."""
     entries = intake.get("files") or []
-    if not isinstance(entries, list) or len(entries) != len(files):
-        raise BundleConflictError(
-            f"submission {item.submission_id}: the intake manifest lists {len(entries)} files, "
-            f"the bundle carries {len(files)}"
-        )
     by_name = {c.name: c for c in files}
+    described = [e.get("ciphertext") for e in entries if isinstance(e, dict)]
+    if len(described) != len(entries) or sorted(map(str, described)) != sorted(by_name):
+        raise BundleConflictError(
+            f"submission {item.submission_id}: the manifest's files and the bundle's "
+            "file ciphertexts do not match one to one"
+        )
     out = []
-    for entry, ciphertext in zip(entries, files, strict=True):
-        if not isinstance(entry, dict):
+    for entry in entries:
+        size, sha256 = entry.get("size"), entry.get("sha256")
+        if not isinstance(size, int) or not isinstance(sha256, str) or len(sha256) != 64:
             raise BundleConflictError(f"submission {item.submission_id}: bad file entry")
-        ct = by_name.get(str(entry.get("ciphertext", entry.get("name", ""))), ciphertext)
         out.append(
             {
-                "name": str(entry.get("filename", entry.get("original_filename", "attachment"))),
-                "content_type": str(entry.get("content_type", "application/octet-stream")),
-                "size": int(entry.get("size", 0)),
-                "sha256": str(entry.get("sha256", "")),
+                "name": str(entry.get("filename") or "attachment"),
+                "content_type": str(entry.get("content_type") or "application/octet-stream"),
+                "size": size,
+                "sha256": sha256,
                 "field": str(entry.get("field", "")),
-                "object": ct.sha256,
+                "object": by_name[entry["ciphertext"]].sha256,
             }
         )
     return out

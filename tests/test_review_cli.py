@@ -97,7 +97,8 @@ def test_show_json(imported: dict[str, Any], subs: list[Submission]) -> None:
     shown = ok_json(imported, "show", subs[0].submission_id)
     assert shown["id"] == subs[0].submission_id
     assert shown["message"] == DARI
-    assert shown["answers"]["threat"] == "تهديد از طرف پوليس"
+    assert shown["answers"]["threat"] == ["تهديد از طرف پوليس"]
+    assert shown["questionnaire"]["answers"][0]["question"] == "Question city?"
     assert [(a["name"], a["size"], a["sha256"]) for a in shown["attachments"]] == [
         ("عکس خانه.jpg", len(PHOTO), hashlib.sha256(PHOTO).hexdigest()),
         ("../../etc/passwd", len(DOC), hashlib.sha256(DOC).hexdigest()),
@@ -181,6 +182,53 @@ def test_later_bundle_with_known_items_only_adds_new(
     result = review("import", second, "--vault", vault, "--passphrase-file", passfile)
     assert result.returncode == 1
     assert "already in the vault with other content" in result.stderr
+
+
+def _set(key: str, value: object) -> Any:
+    return lambda m: m.update({key: value})
+
+
+def _edit_message(key: str, value: object) -> Any:
+    return lambda m: m["message"].update({key: value})
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (_set("format", "amanat-manifest/v9"), "unknown submission manifest format"),
+        (_edit_message("sha256", "0" * 64), "message does not match"),
+        (_edit_message("ciphertext", "other.age"), "disagree on the message"),
+        (_set("files", []), "do not match one to one"),
+    ],
+    ids=["format", "message-hash", "message-name", "files-missing"],
+)
+def test_intake_manifest_must_agree_with_bundle(
+    tmp_path: Path, org: Org, tamper: Any, reason: str
+) -> None:
+    vault, passfile = make_vault(tmp_path, org)
+    good = Submission("fine", source_id="ok")
+    bad = Submission("x", files=[("a.txt", b"a", "text/plain")], tamper=tamper)
+    bundle = tmp_path / "b.tar"
+    bundle.write_bytes(build_bundle(org, [good, bad]))
+    before = tree_digest(vault)
+    result = review("import", bundle, "--vault", vault, "--passphrase-file", passfile)
+    assert result.returncode == 1
+    assert reason in result.stderr
+    assert tree_digest(vault) == before  # refused whole: not even the good submission
+
+
+def test_files_only_submission(tmp_path: Path, org: Org) -> None:
+    vault, passfile = make_vault(tmp_path, org)
+    sub = Submission("", files=[("voice.ogg", b"OggS...", "audio/ogg")])
+    bundle = tmp_path / "b.tar"
+    bundle.write_bytes(build_bundle(org, [sub]))
+    assert review("import", bundle, "--vault", vault, "--passphrase-file", passfile).returncode == 0
+    shown = review(
+        "show", sub.submission_id, "--json", "--vault", vault, "--passphrase-file", passfile
+    )
+    data = json.loads(shown.stdout)
+    assert data["message"] == ""
+    assert [a["name"] for a in data["attachments"]] == ["voice.ogg"]
 
 
 def test_search_folds_arabic_script_variants(

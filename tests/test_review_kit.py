@@ -15,9 +15,11 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -72,6 +74,7 @@ class Submission:
     submission_id: str = field(default_factory=lambda: secrets.token_hex(16))
     reply_identity: X25519Identity = field(default_factory=X25519Identity.generate)
     wrong_sha256_for: str | None = None  # record a wrong intake hash for this file name
+    tamper: Callable[[dict[str, Any]], None] | None = None  # edit the manifest before encryption
 
 
 def encrypt_submission(
@@ -81,7 +84,7 @@ def encrypt_submission(
     blobs: dict[str, bytes] = {}
     cts: list[Ciphertext] = []
 
-    def add(kind: str, plaintext: bytes) -> str:
+    def add(kind: str, plaintext: bytes) -> str:  # returns the ciphertext's member name
         data = encrypt(plaintext, recipients)
         name = f"{secrets.token_hex(12)}.age"
         blobs[name] = data
@@ -89,28 +92,47 @@ def encrypt_submission(
         return name
 
     message = sub.message.encode("utf-8")
-    add("message", message)
+
+    def describe(
+        field: str, filename: str, content_type: str, data: bytes, name: str
+    ) -> dict[str, object]:
+        return {
+            "field": field,
+            "filename": filename,
+            "content_type": content_type,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "ciphertext": name,
+        }
+
+    message_entry = (
+        describe("message", "", "text/plain", message, add("message", message)) if message else None
+    )
     entries = []
     for filename, data, content_type in sub.files:
-        add("file", data)
-        digest = hashlib.sha256(data).hexdigest()
+        entry = describe("files", filename, content_type, data, add("file", data))
         if sub.wrong_sha256_for == filename:
-            digest = hashlib.sha256(data + b"x").hexdigest()
-        entries.append(
-            {
-                "filename": filename,
-                "content_type": content_type,
-                "size": len(data),
-                "sha256": digest,
-                "field": "files",
-            }
-        )
+            entry["sha256"] = hashlib.sha256(data + b"x").hexdigest()
+        entries.append(entry)
+    # The shape dropbox/intake.py's manifest() writes (format amanat-manifest/v1).
     manifest = {
+        "format": "amanat-manifest/v1",
         "received_day": sub.day,
-        "message_sha256": hashlib.sha256(message).hexdigest(),
-        "answers": sub.answers,
+        "message": message_entry,
         "files": entries,
+        "answers": {k: v if isinstance(v, list) else [v] for k, v in sub.answers.items()},
+        "questionnaire": {
+            "questionnaire": "test",
+            "version": 1,
+            "locale": "fa",
+            "answers": [
+                {"key": k, "type": "text", "question": f"Question {k}?", "value": v}
+                for k, v in sub.answers.items()
+            ],
+        },
     }
+    if sub.tamper:
+        sub.tamper(manifest)
     add("manifest", json.dumps(manifest, ensure_ascii=False).encode("utf-8"))
     item = TransferItem(
         submission_id=sub.submission_id,
