@@ -2,7 +2,8 @@
 // Run by tests/test_pages_browser.py:  node pages.js JOB.json  -> prints one JSON result.
 //
 // JOB: { base, locales: [...], screenshot_locales: [...], screenshot_dir,
-//        submissions: [{ locale, answers: {name: value|[values]}, file: {name, mimeType, text} }] }
+//        submissions: [{ locale, answers: {name: value|[values]},
+//                        files: [{ field, name, mimeType, text }] }] }
 //
 // Two kinds of browser context, as the pages are really met:
 //  * JavaScript enabled, only to inject axe-core: every page in every locale is audited, and the
@@ -78,10 +79,13 @@ async function auditLocale(browser, base, locale, results) {
     await page.click('#confirm-codename');
     await page.waitForSelector('#submit-form');
     await audit(page, locale, 'submit', results);
-    await page.click('#submit-form [type="submit"]');  // nothing answered: errors, localized
-    await page.waitForSelector('#submit-form');
+    // A date that cannot exist: the page comes back with the errors next to the fields.
+    await fillAnswers(page, { message: 'axe', q_when: '31/2/2024', q_documents: ['none', 'acc'] });
+    await page.click('#submit-form [type="submit"]');
+    await page.waitForSelector('#q-errors');
     await audit(page, locale, 'submit-errors', results);
-    await fillAnswers(page, { q_what_happened: 'axe', q_consent_read: 'understand' });
+    await page.fill('[name="q_when"]', '2024');
+    await page.uncheck('[name="q_documents"][value="none"]');
     await page.click('#submit-form [type="submit"]');
     await page.waitForSelector('#submitted');
     await audit(page, locale, 'success', results);
@@ -128,9 +132,8 @@ async function submitWithoutJavaScript(browser, base, job, submission, results) 
     await page.waitForSelector('#submit-form');
     if (shots) { record.screenshots.push(await shot(page, job.screenshot_dir, `submit-${locale}`)); }
     await fillAnswers(page, submission.answers);
-    if (submission.file) {
-      const { name, mimeType, text } = submission.file;
-      await page.setInputFiles('#submit-form input[name="files"]',
+    for (const { field, name, mimeType, text } of submission.files || []) {
+      await page.setInputFiles(`#submit-form input[name="${field}"]`,
         { name, mimeType, buffer: Buffer.from(text, 'utf8') });
     }
     if (shots) {
