@@ -17,7 +17,12 @@ from typing import Any
 
 from keys.errors import AmanatError, WrongPassphraseError
 from review.answers import answer_pairs
+from review.case import export_case, extract_files
+from review.importer import import_bundle
+from review.replies import make_reply
 from review.sanitize import clean, display_lines, isolate, json_dumps, one_line
+from review.search import SearchIndex
+from review.vault import Vault, now, verify_vault
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -58,9 +63,7 @@ def read_passphrase(args: argparse.Namespace, prompt: str) -> bytes:
     return getpass.getpass(prompt).encode("utf-8")
 
 
-def open_vault(args: argparse.Namespace) -> Any:
-    from review.vault import Vault
-
+def open_vault(args: argparse.Namespace) -> Vault:
     return Vault.open(args.vault, read_passphrase(args, f"Passphrase for {args.vault}: "))
 
 
@@ -72,8 +75,6 @@ def out(line: str = "") -> None:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from review.vault import Vault
-
     passphrase = read_passphrase(args, f"Passphrase of {args.identity}: ")
     with Vault.create(
         args.vault,
@@ -88,8 +89,6 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from review.importer import import_bundle
-
     with open_vault(args) as vault:
         summary = import_bundle(vault, args.bundle, Progress("import"))
     out(
@@ -133,7 +132,7 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_json(vault: Any, sub: dict[str, Any]) -> dict[str, Any]:
+def _show_json(vault: Vault, sub: dict[str, Any]) -> dict[str, Any]:
     return _row(sub) | {
         "received_day": sub.get("received_day"),
         "message": sub["message"],
@@ -193,8 +192,6 @@ def search_documents(subs: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from review.search import SearchIndex
-
     with open_vault(args) as vault:
         subs = vault.state["submissions"]
     index = SearchIndex(search_documents(list(subs.values())))
@@ -234,8 +231,6 @@ def run_tag(args: argparse.Namespace) -> int:
 
 
 def run_note(args: argparse.Namespace) -> int:
-    from review.vault import now
-
     with open_vault(args) as vault:
         sub = vault.submission(args.id)
         sub["notes"].append({"at": now(), "by": vault.label, "text": args.text})
@@ -245,8 +240,6 @@ def run_note(args: argparse.Namespace) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from review.case import extract_files
-
     with open_vault(args) as vault:
         written = extract_files(vault, args.id, args.out, Progress("extract"))
     for item in written:
@@ -256,8 +249,6 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_export_case(args: argparse.Namespace) -> int:
-    from review.case import export_case
-
     with open_vault(args) as vault:
         folder = export_case(vault, args.ids, args.out, Progress("export-case"))
     out(f"case written to {folder}; check it with: cd {folder} && sha256sum -c SHA256SUMS")
@@ -265,8 +256,6 @@ def run_export_case(args: argparse.Namespace) -> int:
 
 
 def run_reply(args: argparse.Namespace) -> int:
-    from review.replies import make_reply
-
     with open_vault(args) as vault:
         path = make_reply(vault, args.source, args.message, args.out)
     out(f"reply bundle written: {path}  (carry it with `amanat transfer push`)")
@@ -274,8 +263,6 @@ def run_reply(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from review.vault import verify_vault
-
     with open_vault(args) as vault:
         checked, problems = verify_vault(vault, Progress("verify"))
     for problem in problems:

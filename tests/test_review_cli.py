@@ -203,9 +203,9 @@ def _edit_message(key: str, value: object) -> Any:
     ids=["format", "message-hash", "message-name", "files-missing"],
 )
 def test_intake_manifest_must_agree_with_bundle(
-    tmp_path: Path, org: Org, tamper: Any, reason: str
+    tmp_path: Path, imported: dict[str, Any], org: Org, tamper: Any, reason: str
 ) -> None:
-    vault, passfile = make_vault(tmp_path, org)
+    vault, passfile = imported["vault"], imported["passfile"]
     good = Submission("fine", source_id="ok")
     bad = Submission("x", files=[("a.txt", b"a", "text/plain")], tamper=tamper)
     bundle = tmp_path / "b.tar"
