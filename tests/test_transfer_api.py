@@ -6,16 +6,19 @@ back and a source reads them; acknowledgements delete ciphertexts; every refusal
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -421,3 +424,63 @@ def test_the_client_never_leaves_loopback_without_tor() -> None:
     with pytest.raises(ValueError, match="http://"):
         TransferClient("https://127.0.0.1:1", key)
     TransferClient("http://abc.onion", key, socks="127.0.0.1:9050")  # fine through tor
+
+
+# --- through tor: a client-authorized onion and the real CLI on tor's SOCKS port -------------
+
+
+async def _amanat(*args: object) -> tuple[int, str]:
+    # asyncio's subprocess: the transfer app serving this test runs on the same event loop
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dropbox.cli", *map(str, args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.tor
+async def test_pull_and_ack_through_a_client_authorized_onion(
+    org: DemoOrg, tmp_path: Path, service_tor: Any, tor_network: Any
+) -> None:
+    from tornet import retry
+
+    from onion.client_auth import ClientKeyPair, auth_private_line
+    from onion.services import ServiceSpec, publish, unpublish
+
+    pair_keys = ClientKeyPair.generate()
+    key_file = tor_network.client_auth_dir / "amanat-transfer-test.auth_private"
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(org.passphrase + "\n")
+    async with servers(org) as pair:
+        await submit(pair, "carried over tor", [("a.txt", b"through the onion", "text/plain")])
+        spec = ServiceSpec("transfer", tmp_path / "transfer-onion.key",
+                           f"127.0.0.1:{urlsplit(pair.url).port}",
+                           client_keys={"workstation": pair_keys.public})
+        onion = await publish(service_tor, spec)
+        key_file.write_text(auth_private_line(onion.address, pair_keys.private) + "\n")
+        key_file.chmod(0o600)
+        client_tor = await tor_network.connect_client()
+        await client_tor.reload()
+        common = ["--url", f"http://{onion.onion}", "--socks",
+                  f"127.0.0.1:{tor_network.socks_port}", "--identity", org.identity_path,
+                  "--passphrase-file", passphrase]
+        bundle = tmp_path / "over-tor.tar"
+        try:
+            async def pull() -> None:
+                code, out = await _amanat("transfer", "pull", *common, "--out", bundle)
+                assert code == 0, out
+
+            await retry(pull, timeout=60, what="pulling through the transfer onion")
+            ids = bundle_submission_ids(bundle)
+            assert len(ids) == 1
+            with bundle.open("rb") as src:  # signed by the pinned transfer key
+                read_bundle(src, transfer_key_lookup(keyring_of(org).transfer_verify_key))
+            code, out = await _amanat("transfer", "ack", *common, "--bundle", bundle)
+            assert code == 0, out
+            assert "acknowledged 1" in out
+            assert pair.public.query("SELECT count(*) FROM ciphertexts") == [(0,)]
+        finally:
+            await client_tor.close()
+            key_file.unlink(missing_ok=True)
+            await unpublish(service_tor, onion.address)
