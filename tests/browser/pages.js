@@ -161,7 +161,12 @@ async function main() {
   const browser = await chromium.launch({ executablePath: job.chromium || '/usr/bin/chromium',
     args: LAUNCH_ARGS });
   try {
-    for (const locale of job.locales) { await auditLocale(browser, job.base, locale, results); }
+    // Two locales at a time: each audit mostly waits on the server and on axe.
+    const queue = [...job.locales];
+    const worker = async () => {
+      while (queue.length) { await auditLocale(browser, job.base, queue.shift(), results); }
+    };
+    await Promise.all([worker(), worker()]);
     for (const submission of job.submissions) {
       await submitWithoutJavaScript(browser, job.base, job, submission, results);
     }
