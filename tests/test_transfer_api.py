@@ -43,7 +43,7 @@ from keys.bundle import (
 )
 from keys.errors import ConfigError
 from keys.identity_file import InvestigatorSecrets
-from keys.keyring import load_keyring, parse_org_public_key, sign_keyring
+from keys.keyring import encode_key, load_keyring, parse_org_public_key, sign_keyring
 from keys.transfer_auth import EMPTY_SHA256, HEADER_CONTENT_SHA256, sign_request
 
 
@@ -484,3 +484,46 @@ async def test_pull_and_ack_through_a_client_authorized_onion(
             await client_tor.close()
             key_file.unlink(missing_ok=True)
             await unpublish(service_tor, onion.address)
+
+
+# --- server-side commands ---------------------------------------------------------------------
+
+
+def test_init_key_writes_a_private_key_once_and_prints_its_public_half(
+    org: DemoOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dropbox.cli import main
+
+    config = org.config_path.read_text().replace('signing_key = "transfer.key"',
+                                                 'signing_key = "keys/new-transfer.key"')
+    org.config_path.write_text(config)
+    assert main(["transfer", "init-key", "--config", str(org.config_path)]) == 0
+    path = org.root / "keys" / "new-transfer.key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = transfer.parse_transfer_key(path.read_bytes(), str(path))
+    printed = capsys.readouterr().out
+    assert f"pin-transfer-key --dir ORG-DIR --key {encode_key(key.verify_key)}" in printed
+    assert main(["transfer", "init-key", "--config", str(org.config_path)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert transfer.parse_transfer_key(path.read_bytes(), str(path)) == key
+    # until the organization pins it, the server refuses to export with it
+    with pytest.raises(ConfigError, match="different transfer key"):
+        create_transfer_app(load_config(org.config_path))
+
+
+def test_export_never_overwrites_and_leaves_nothing_on_failure(
+    org: DemoOrg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dropbox.cli import main
+
+    out = tmp_path / "bundle.tar"
+    assert main(["export", "--config", str(org.config_path), "--out", str(out)]) == 0
+    assert "exported 0 submission(s)" in capsys.readouterr().out
+    first = out.read_bytes()
+    assert main(["export", "--config", str(org.config_path), "--out", str(out)]) == 1
+    assert out.read_bytes() == first
+    (org.root / "transfer.key").write_text("garbage\n")
+    other = tmp_path / "other.tar"
+    assert main(["export", "--config", str(org.config_path), "--out", str(other)]) == 1
+    assert "not a transfer signing key" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith("tar")) == ["bundle.tar"]
