@@ -18,6 +18,7 @@ from conftest import RunningServer, SourceClient
 
 from dropbox import i18n
 from keys.codename import to_locale_digits
+from keys.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = {"en": ("en", "ltr"), "fa_AF": ("fa-AF", "rtl"), "ps": ("ps", "rtl"),
@@ -247,3 +248,61 @@ async def test_answers_in_dari_and_pashto_come_back_intact(running_server: Any, 
     assert (answers["when"]["iso"], answers["when"]["precision"]) == expected
     for secret in (typed["q_city"], typed["message"].split("\n")[0]):
         assert secret.encode() not in database
+
+
+ORG_QUESTIONNAIRE = """
+[questionnaire]
+id = "org-edited"
+version = 3
+languages = ["en", "ps"]
+
+[[field]]
+key = "story"
+type = "textarea"
+name = "message"
+required = true
+satisfied_by = ["files"]
+label = { en = "Your story", ps = "ستاسو کیسه" }
+
+[[field]]
+key = "agree"
+type = "consent"
+label = { en = "Before you send", ps = "د لېږلو مخکې" }
+[[field.option]]
+value = "read"
+required = true
+label = { en = "I understand who will read this", ps = "پوهېږم چې دا به څوک ولولي" }
+"""
+
+
+async def test_an_organization_s_own_questionnaire_is_served_and_enforced(
+        running_server: Any, tmp_path: Path) -> None:
+    path = tmp_path / "ours.toml"
+    path.write_text(ORG_QUESTIONNAIRE, "utf-8")
+    async with running_server(i18n={"questionnaire": str(path)}) as server, \
+            SourceClient(server.url) as source:
+        await source.get("/?l=ps")
+        await source.start()
+        _, page = await source.get("/submit")
+        assert ">ستاسو کیسه <span" in page
+        assert 'id="q_agree-read" value="read" aria-required="true"' in page
+        assert "q_city" not in page  # the default questionnaire is not used
+        status, page = await post_submission(source, [("message", "کیسه")], [])
+        assert status == 400
+        assert f'id="q_agree-error">{ps("Please tick this box to go on.")}<' in unescape(page)
+        status, page = await post_submission(source, [("message", "کیسه"), ("q_agree", "read")],
+                                              [])
+        assert status == 200, page
+    record = manifest_of(server)["questionnaire"]
+    assert (record["questionnaire"], record["version"]) == ("org-edited", 3)
+    assert record["answers"][1] == {"key": "agree", "type": "consent",
+                                    "question": "Before you send", "value": {"read": True}}
+
+
+async def test_a_broken_questionnaire_stops_the_server_before_it_listens(
+        running_server: Any, tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text(ORG_QUESTIONNAIRE.replace('ps = "ستاسو کیسه"', 'ur = "x"'), "utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.toml.*no text for ps"):
+        async with running_server(i18n={"questionnaire": str(path)}):
+            pass
