@@ -62,24 +62,7 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         if added:
             vault.store_bundle(raw, bundle_sha256)
     try:
-        vault.state["submissions"].update(records)
-        vault.state["bundles"][manifest.bundle_id] = {
-            "instance": manifest.instance_id,
-            "created_day": manifest.created_day,
-            "imported_at": now(),
-            "sha256": bundle_sha256,
-            "items": len(manifest.items),
-            "new": len(new_items),
-        }
-        vault.log(
-            "import",
-            sorted(records),
-            bundle_id=manifest.bundle_id,
-            bundle_sha256=bundle_sha256,
-            instance=manifest.instance_id,
-            skipped=len(manifest.items) - len(new_items),
-        )
-        vault.save()
+        _record(vault, manifest, records, bundle_sha256)
     except BaseException:
         for path in added:
             path.unlink(missing_ok=True)
@@ -89,6 +72,30 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         "imported": len(new_items),
         "skipped": len(manifest.items) - len(new_items),
     }
+
+
+def _record(
+    vault: Vault, manifest: TransferManifest, records: dict[str, Any], bundle_sha256: str
+) -> None:
+    """Add the new submissions, the bundle id (for replay checks) and a custody entry; save."""
+    vault.state["submissions"].update(records)
+    vault.state["bundles"][manifest.bundle_id] = {
+        "instance": manifest.instance_id,
+        "created_day": manifest.created_day,
+        "imported_at": now(),
+        "sha256": bundle_sha256,
+        "items": len(manifest.items),
+        "new": len(records),
+    }
+    vault.log(
+        "import",
+        sorted(records),
+        bundle_id=manifest.bundle_id,
+        bundle_sha256=bundle_sha256,
+        instance=manifest.instance_id,
+        skipped=len(manifest.items) - len(records),
+    )
+    vault.save()
 
 
 def _refuse_replay(vault: Vault, manifest: TransferManifest) -> None:
