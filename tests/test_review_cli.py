@@ -231,6 +231,23 @@ def test_files_only_submission(tmp_path: Path, org: Org) -> None:
     assert [a["name"] for a in data["attachments"]] == ["voice.ogg"]
 
 
+def test_submission_not_encrypted_to_me_is_listed_but_sealed(tmp_path: Path, org: Org) -> None:
+    vault, passfile = make_vault(tmp_path, org)  # Alice's vault
+    sub = Submission("for Bob only", files=[("b.txt", b"b", "text/plain")])
+    bundle = tmp_path / "b.tar"
+    bundle.write_bytes(
+        build_bundle(org, [sub], recipients=[org.investigators[1].identity.recipient()])
+    )
+    assert review("import", bundle, "--vault", vault, "--passphrase-file", passfile).returncode == 0
+    common = ["--vault", vault, "--passphrase-file", passfile]
+    (row,) = json.loads(review("list", "--json", *common).stdout)
+    assert row["readable"] is False
+    assert "not encrypted to your key" in review("show", sub.submission_id, *common).stdout
+    refused = review("extract", sub.submission_id, "--out", tmp_path / "o", *common)
+    assert refused.returncode == 1
+    assert "not encrypted to this investigator" in refused.stderr
+
+
 def test_search_folds_arabic_script_variants(
     imported: dict[str, Any], subs: list[Submission]
 ) -> None:

@@ -151,10 +151,11 @@ def build_bundle(
     bundle_id: str | None = None,
     key: SigningKey | None = None,
     instance: str = "inst1",
+    recipients: list[X25519Recipient] | None = None,
 ) -> bytes:
     items, blobs = [], {}
     for sub in subs:
-        item, item_blobs = encrypt_submission(sub, org.recipients())
+        item, item_blobs = encrypt_submission(sub, recipients or org.recipients())
         items.append(item)
         blobs.update(item_blobs)
     manifest = TransferManifest(instance, bundle_id or secrets.token_hex(16), DAY, tuple(items))
