@@ -33,9 +33,11 @@ from keys.age import X25519Identity, decrypt
 from keys.codename import SourceKeys, generate_codename, group_codename, to_locale_digits
 from keys.errors import AgeError, CodenameError
 
-# A multipart body costs more on disk than its plaintext: age adds 16 bytes per 64 KiB chunk and
-# a header per part. Twice the body is a generous bound for the early reserve check.
-DISK_OVERHEAD_FACTOR = 2
+
+def expected_disk_bytes(content_length: int) -> int:
+    """A bound on what a body of `content_length` bytes takes in the store: age adds 16 bytes per
+    64 KiB chunk (1/4096) and a header of about 200 bytes per part; the manifest is small."""
+    return content_length + content_length // 1024 + 1024 * 1024
 Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
 
 
@@ -74,7 +76,7 @@ async def start_confirm(request: web.Request) -> web.Response:
     async with _db(request) as dbs, dbs.begin():
         source = await db.create_source(dbs, keys.lookup_id, str(keys.reply_identity.recipient()),
                                         _today())
-    session.log_in(source.id, keys.reply_identity)
+    pages.log_in(request, session, source.id, keys.reply_identity)
     return pages.redirect("/submit")
 
 
@@ -145,7 +147,7 @@ async def login_post(request: web.Request) -> web.Response:
     if source is None:
         return _login_error(request, N_("No testimony was found for that codename. Please "
                                         "check it and try again."))
-    session.log_in(source.id, keys.reply_identity)
+    pages.log_in(request, session, source.id, keys.reply_identity)
     return pages.redirect("/submit")
 
 
@@ -196,7 +198,7 @@ def _refuse_early(request: web.Request) -> None:
     if length > app_state.config.limits.max_submission_bytes + 1024 * 1024:
         raise PageError(413)
     try:
-        app_state.store.ensure_room(length * DISK_OVERHEAD_FACTOR)
+        app_state.store.ensure_room(expected_disk_bytes(length))
     except DiskReserveError:
         raise PageError(507) from None
 
@@ -246,7 +248,7 @@ def _codename_context(request: web.Request, session: Session) -> dict[str, str]:
     return {"codename": grouped, "codename_local": local if local != grouped else ""}
 
 
-async def _replies(request: web.Request, session: Session) -> list[dict[str, str]]:
+async def _replies(request: web.Request, session: Session) -> list[dict[str, str | None]]:
     """The source's replies, decrypted in memory for this page only."""
     identity = session.reply_identity
     if session.source_id is None or identity is None:
@@ -254,18 +256,19 @@ async def _replies(request: web.Request, session: Session) -> list[dict[str, str
     app_state = pages.state(request)
     async with _db(request) as dbs:
         rows = await db.replies_for(dbs, session.source_id)
-    shown = []
+    shown: list[dict[str, str | None]] = []
     for row in rows:
         text = await asyncio.to_thread(_read_reply, app_state.store.path(row.name), identity)
         shown.append({"day": row.day, "text": text})
     return shown
 
 
-def _read_reply(path: Path, identity: X25519Identity) -> str:
+def _read_reply(path: Path, identity: X25519Identity) -> str | None:
+    """The reply's text; None if it cannot be opened (damaged, or not for this codename)."""
     try:
         return decrypt(path.read_bytes(), [identity]).decode("utf-8", "replace")
     except (AgeError, OSError):
-        return ""
+        return None
 
 
 def _db(request: web.Request) -> AsyncSession:

@@ -27,6 +27,7 @@ from dropbox.sessions import (
     SessionStore,
 )
 from dropbox.store import CiphertextStore
+from keys.age import X25519Identity
 from keys.keyring import Keyring
 
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("amanat_session")
@@ -72,6 +73,14 @@ def ensure_session(request: web.Request) -> Session:
         request[SESSION_KEY] = session
         request[NEW_SESSION_KEY] = True
     return session
+
+
+def log_in(request: web.Request, session: Session, source_id: str,
+           reply_identity: X25519Identity) -> None:
+    """Attach a source to the session under a fresh cookie value and CSRF token."""
+    session.log_in(source_id, reply_identity)
+    state(request).sessions.rotate(session)
+    request[NEW_SESSION_KEY] = True
 
 
 def locale(request: web.Request) -> str:

@@ -128,6 +128,12 @@ class SessionStore:
         self._sessions[session.key] = session
         return session
 
+    def rotate(self, session: Session) -> None:
+        """Give `session` a new cookie value (at login), so a value known before is useless."""
+        self._sessions.pop(session.key, None)
+        session.key = secrets.token_urlsafe(32)
+        self._sessions[session.key] = session
+
     def drop(self, key: str) -> None:
         """End a session (logout, timeout): its reply identity is gone from memory with it."""
         session = self._sessions.pop(key, None)

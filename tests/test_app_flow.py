@@ -91,8 +91,16 @@ async def test_replies_are_decrypted_for_the_logged_in_source(running_server):
             source_row = await db.get_source_by_lookup(dbs, keys.lookup_id)
             await db.add_reply(dbs, source_row.id, stored, "2026-01-02", "Demo investigator")
 
+        foreign = encrypt(b"for someone else", [X25519Identity.generate().recipient()])
+        async with state.store.writer() as writer:
+            await writer.write(foreign)
+            stored = await writer.commit()
+        async with state.db.begin() as dbs:
+            await db.add_reply(dbs, source_row.id, stored, "2026-01-03", "Demo investigator")
+
         _, page = await source.get("/submit")
         assert 'id="replies"' in page
+        assert "This reply could not be opened." in page
         assert "Thank you. We are reading it. &lt;b&gt;" in page  # escaped, never raw HTML
         await source.logout()
         _status, page = await source.login(codename)

@@ -303,3 +303,19 @@ async def test_content_length_over_the_limit_is_refused_before_reading(running_s
             f"Content-Length: {50 * 1024**3}\r\n\r\n--b\r\n").encode())
         assert answer.startswith(b"HTTP/1.1 413")
         assert server.stored_files() == []
+
+
+async def test_login_gives_a_new_session_cookie(running_server):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.get("/start")
+        before = {c.key: c.value for c in source.http.cookie_jar}
+        codename = await source.start()
+        after_confirm = {c.key: c.value for c in source.http.cookie_jar}
+        assert before.keys() == after_confirm.keys()
+        assert before != after_confirm
+        await source.logout()
+        await source.get("/login")
+        before_login = {c.key: c.value for c in source.http.cookie_jar}
+        await source.login(codename)
+        assert {c.key: c.value for c in source.http.cookie_jar} != before_login
+        assert len(server.state.sessions) == 1  # the old value is gone, not kept beside
