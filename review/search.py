@@ -12,7 +12,7 @@ import bisect
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _FOLD: dict[str, str] = (
     {
@@ -66,8 +66,7 @@ def normalize(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):  # a tuple: cheap to make thousands of for a common word
     id: str
     snippet: str
 
