@@ -70,8 +70,8 @@ async def start_confirm(request: web.Request) -> web.Response:
     """The source wrote the codename down: only now is the source record created."""
     session, _form = await _checked_form(request)
     codename = session.pending_codename
-    if codename is None:
-        return pages.redirect("/start")
+    if codename is None:  # a second click on the button, or a page from an old session
+        return pages.redirect("/submit" if session.logged_in else "/start")
     keys = await _derive(request, session, codename)
     async with _db(request) as dbs, dbs.begin():
         source = await db.create_source(dbs, keys.lookup_id, str(keys.reply_identity.recipient()),

@@ -203,3 +203,15 @@ async def test_disk_reserve_refuses_before_reading(running_server):
             assert "Nothing you sent was kept" in page
         assert server.submissions() == []
         assert server.stored_files() == []
+
+
+async def test_a_second_confirm_click_keeps_the_first_codename(running_server):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.get("/start")
+        token = source.csrf
+        await source.post_form("/start", {"csrf_token": token})
+        status, page = await source.post_form("/start", {})  # the new token, after login
+        assert status == 200
+        assert 'id="submit-form"' in page
+        assert 'id="codename"' not in page
+    assert len(server.query("SELECT id FROM sources")) == 1
