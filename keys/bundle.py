@@ -439,7 +439,8 @@ class _Reader:
         what = f"the header of {expected}" if expected else "the end-of-archive marker"
         block = _read_exact(self.src, BLOCK, what)
         if not any(block):
-            _read_exact(self.src, BLOCK, "the end-of-archive marker")
+            if any(_read_exact(self.src, BLOCK, "the end-of-archive marker")):
+                raise BundleMalformedError("the end-of-archive marker is not two zero blocks")
             self._check_trailer()
             return None
         name, size = _parse_header(block)

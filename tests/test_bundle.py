@@ -389,3 +389,17 @@ def test_nonzero_padding_refused() -> None:
     end_of_a = _offset_of(data, "a.age") + 500
     with pytest.raises(b.BundleMalformedError, match="padding"):
         _read(data[:end_of_a] + b"X" + data[end_of_a + 1 :])
+
+
+def test_every_single_byte_flip_and_every_truncation_is_refused() -> None:
+    """Exhaustive on a small bundle: headers carry checksums, the manifest a signature, members
+    hashes, padding and the end marker must be zero; so no byte can change unnoticed."""
+    small = {"m.age": b"message ciphertext", "f.age": b"x" * 600}
+    data = _build(small)
+    lookup = b.transfer_key_lookup(KEY.verify_key)
+    for at in range(len(data)):
+        with pytest.raises(b.BundleError):
+            b.read_bundle(io.BytesIO(_flip(data, at)), lookup)
+    for cut in range(len(data)):
+        with pytest.raises(b.BundleError):
+            b.read_bundle(io.BytesIO(data[:cut]), lookup)
