@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -120,6 +121,8 @@ async def submit_post(request: web.Request) -> web.Response:
         raise _intake_page_error(request, error) from None
     except DiskReserveError:
         raise PageError(507) from None
+    except (ValueError, HttpProcessingError):  # aiohttp's multipart parser: a malformed body
+        raise PageError(400) from None
 
     async def record(submission: ReceivedSubmission) -> None:
         async with _db(request) as dbs, dbs.begin():
@@ -201,6 +204,8 @@ def _refuse_early(request: web.Request) -> None:
         app_state.store.ensure_room(expected_disk_bytes(length))
     except DiskReserveError:
         raise PageError(507) from None
+    except (ValueError, HttpProcessingError):  # aiohttp's multipart parser: a malformed body
+        raise PageError(400) from None
 
 
 def _intake_page_error(request: web.Request, error: IntakeError) -> PageError:

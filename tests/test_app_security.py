@@ -319,3 +319,23 @@ async def test_login_gives_a_new_session_cookie(running_server):
         await source.login(codename)
         assert {c.key: c.value for c in source.http.cookie_jar} != before_login
         assert len(server.state.sessions) == 1  # the old value is gone, not kept beside
+
+
+@pytest.mark.parametrize("body", [
+    b"not multipart at all",
+    b"--b\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\nx\r\n--b--\r\n",
+    b"--other\r\n\r\n",
+])
+async def test_malformed_multipart_is_a_clear_400(running_server, body):
+    async with running_server() as server, SourceClient(server.url) as source:
+        await source.start()
+        body = body.replace(b'"csrf_token"\r\n\r\nx', b'"csrf_token"\r\n\r\n'
+                            + source.csrf.encode() + b"\r\n--b\r\nbroken")
+        async with source.http.post(
+            server.url + "/submit", data=body,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        ) as response:
+            assert response.status in (400, 403)
+            assert "Traceback" not in await response.text()
+        assert server.submissions() == []
+        assert server.stored_files() == []
