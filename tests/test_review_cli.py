@@ -354,6 +354,8 @@ def test_export_case(imported: dict[str, Any], subs: list[Submission], tmp_path:
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.count(": OK") == len([p for p in case.rglob("*") if p.is_file()]) - 1
     assert (case / ids[0] / "attachments" / "عکس خانه.jpg").read_bytes() == PHOTO
+    for path in [case, *case.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
     assert (case / ids[0] / "message.txt").read_text(encoding="utf-8") == DARI
     html = (case / "summary.html").read_text(encoding="utf-8")
     assert "<script" not in html.lower()
