@@ -345,6 +345,7 @@ def test_rtl_lines_are_isolated_for_display(
 def test_export_case(imported: dict[str, Any], subs: list[Submission], tmp_path: Path) -> None:
     case = tmp_path / "case"
     ids = [subs[0].submission_id, subs[2].submission_id]
+    assert run(imported, "extract", ids[0], "--out", tmp_path / "x").returncode == 0
     result = run(imported, "export-case", *ids, "--out", case)
     assert result.returncode == 0, result.stderr
     if shutil.which("sha256sum"):
