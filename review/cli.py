@@ -106,7 +106,7 @@ def _row(sub: dict[str, Any]) -> dict[str, Any]:
         "source": sub["source"],
         "instance": sub["instance"],
         "readable": sub.get("readable", True),
-        "attachments": len(sub["attachments"]),
+        "attachment_count": len(sub["attachments"]),
         "tags": sub["tags"],
         "notes": len(sub["notes"]),
     }
