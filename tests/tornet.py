@@ -34,7 +34,7 @@ from typing import Any
 
 from onion.controller import LaunchedTor, TorController, launch_tor
 
-RELAYS = 3
+RELAYS = 3  # plus the authority: onion circuits need four distinct relays
 _live_pids: set[int] = set()
 _handlers_installed = False
 
@@ -155,6 +155,7 @@ class TorNetwork:
     def _base(self, name: str, control_port: int) -> tuple[Path, list[tuple[str, str]]]:
         data = self.root / name
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data.chmod(0o700)
         return data, [
             ("TestingTorNetwork", "1"),
             ("DataDirectory", str(data)),
@@ -183,49 +184,71 @@ class TorNetwork:
         _install_exit_handlers()
         self._t0 = time.monotonic()
         deadline = self._t0 + timeout
-        dir_port = self._make_authority()
-        for i in range(RELAYS):
-            self._make_relay(f"relay{i}")
+        relays = [f"relay{i}" for i in range(RELAYS)]
+        orports = {name: self.ports.take() for name in ["auth", *relays]}
+        dir_port = self.ports.take()
+        self._fingerprints(orports, dir_port)
+        self._make_authority(orports["auth"], dir_port)
+        for name in relays:
+            self._make_relay(name, orports[name])
         for node in self.nodes:
             node.start(self.tor)
         self._wait_for_consensus(dir_port, RELAYS + 1, deadline)
+        self._freeze_descriptors()
         self.launch_to_consensus = time.monotonic() - self._t0
         self._make_client().start(self.tor)
 
-    def _make_authority(self) -> int:
-        orport, dirport, ctl = self.ports.take(), self.ports.take(), self.ports.take()
-        data = self.root / "auth"
-        keys = data / "keys"
-        keys.mkdir(mode=0o700, parents=True)
-        data.chmod(0o700)
+    def _fingerprints(self, orports: dict[str, int], dir_port: int) -> dict[str, str]:
+        """Make every relay's identity key (and the authority's v3 keys), all at once."""
+        placeholder = "placeholder 127.0.0.1:1 " + "0" * 40  # TestingTorNetwork insists
+        jobs = {}
+        for name, orport in orports.items():
+            data = self.root / name
+            data.mkdir(mode=0o700, parents=True)
+            jobs[name] = subprocess.Popen(
+                [self.tor, "--defaults-torrc", os.devnull, "--list-fingerprint",
+                 "--DataDirectory", str(data), "--ORPort", str(orport), "--Address", "127.0.0.1",
+                 "--Nickname", name, "--TestingTorNetwork", "1", "--DirAuthority", placeholder],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+        v3ident = self._authority_certificate(dir_port)
+        fingerprints = {}
+        for name, job in jobs.items():
+            out, _ = job.communicate(timeout=30)
+            assert job.returncode == 0, out
+            fingerprints[name] = out.strip().splitlines()[-1].split(" ", 1)[1].replace(" ", "")
+        self.dir_authority_line = (
+            f"auth orport={orports['auth']} v3ident={v3ident} 127.0.0.1:{dir_port} "
+            f"{fingerprints['auth']}"
+        )
+        return fingerprints
+
+    def _authority_certificate(self, dir_port: int) -> str:
+        keys = self.root / "auth" / "keys"
+        keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         subprocess.run(
             [self.gencert, "--create-identity-key", "--passphrase-fd", "0", "-m", "12",
              "-i", str(keys / "authority_identity_key"), "-s", str(keys / "authority_signing_key"),
-             "-c", str(keys / "authority_certificate"), "-a", f"127.0.0.1:{dirport}"],
-            input=b"\n", check=True, capture_output=True, cwd=data,
+             "-c", str(keys / "authority_certificate"), "-a", f"127.0.0.1:{dir_port}"],
+            input=b"\n", check=True, capture_output=True, cwd=keys,
         )
         cert = (keys / "authority_certificate").read_text()
-        v3ident = next(ln.split()[1] for ln in cert.splitlines() if ln.startswith("fingerprint "))
-        fingerprint = subprocess.run(
-            [self.tor, "--defaults-torrc", os.devnull, "--list-fingerprint", "--DataDirectory",
-             str(data), "--ORPort", str(orport), "--Address", "127.0.0.1", "--Nickname", "auth",
-             "--TestingTorNetwork", "1", "--DirAuthority", "placeholder 127.0.0.1:1 " + "0" * 40],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1].split(" ", 1)[1].replace(" ", "")
-        self.dir_authority_line = (
-            f"auth orport={orport} v3ident={v3ident} 127.0.0.1:{dirport} {fingerprint}"
-        )
-        _, options = self._base("auth", ctl)
+        return next(ln.split()[1] for ln in cert.splitlines() if ln.startswith("fingerprint "))
+
+    def _make_authority(self, orport: int, dir_port: int) -> None:
+        ctl = self.ports.take()
+        data, options = self._base("auth", ctl)
         # First consensus about 5.5 s after launch: its vote then lands after the authority's own
         # descriptor (an earlier first vote costs a whole extra voting round).
         offset = int(time.time() + 5.5) % 5
         options += [
-            ("ORPort", str(orport)), ("Address", "127.0.0.1"), ("DirPort", str(dirport)),
+            ("ORPort", str(orport)), ("Address", "127.0.0.1"), ("DirPort", str(dir_port)),
             ("SocksPort", "0"), ("ExitRelay", "0"), ("ExitPolicy", "reject *:*"),
             ("AuthoritativeDirectory", "1"), ("V3AuthoritativeDirectory", "1"),
             ("AssumeReachable", "1"), ("ContactInfo", "amanat-tests@127.0.0.1"),
             ("TestingDirAuthVoteGuard", "*"), ("TestingDirAuthVoteHSDir", "*"),
             ("TestingDirAuthVoteExit", "*"), ("TestingMinExitFlagThreshold", "0"),
+            ("TestingMinFastFlagThreshold", "0"),
             ("V3AuthNIntervalsValid", "2"),
             ("TestingV3AuthInitialVotingInterval", "5"),
             ("TestingV3AuthInitialVoteDelay", "2"), ("TestingV3AuthInitialDistDelay", "2"),
@@ -233,10 +256,9 @@ class TorNetwork:
             ("TestingV3AuthVotingStartOffset", str(offset)),
         ]
         self.nodes.append(Node("auth", data, ctl, options))
-        return dirport
 
-    def _make_relay(self, name: str) -> None:
-        orport, ctl = self.ports.take(), self.ports.take()
+    def _make_relay(self, name: str, orport: int) -> None:
+        ctl = self.ports.take()
         data, options = self._base(name, ctl)
         options += [
             ("ORPort", str(orport)), ("Address", "127.0.0.1"), ("SocksPort", "0"),
@@ -283,17 +305,46 @@ class TorNetwork:
         )
         return self.service_owner
 
-    def _wait_for_consensus(self, dir_port: int, relays: int, deadline: float) -> None:
+    def _freeze_descriptors(self) -> None:
+        """Stop every relay from publishing a new descriptor for the rest of the session.
+
+        A relay's first descriptor advertises 0 KB/s (no traffic seen yet), so the first
+        consensus weighs all relays 0 and clients pick uniformly. About a minute later each relay
+        would republish with the bandwidth it has since seen; in a consensus that mixes zero and
+        non-zero weights the zero-weight relays are never picked, fewer than four stay usable and
+        circuits stall ("Failed to find node for hop #1", bootstrap stuck at 75%).
+        """
+        self._check_alive()
+        for node in self.nodes:
+            cookie = (node.data_dir / "control_auth_cookie").read_bytes().hex()
+            # A raw control connection: stem would send TAKEOWNERSHIP (our PID owns these tors)
+            # and the relay would exit when the connection closes.
+            with socket.create_connection(("127.0.0.1", node.control_port), timeout=5) as conn:
+                conn.sendall(f"AUTHENTICATE {cookie}\r\nSETCONF PublishServerDescriptor=0\r\n"
+                             "QUIT\r\n".encode())
+                reply = b""
+                while chunk := conn.recv(4096):
+                    reply += chunk
+            if reply.count(b"250 ") < 3:
+                raise RuntimeError(f"tor {node.name} refused SETCONF: {reply!r}")
+
+    def _wait_for_consensus(self, dir_port: int, usable: int, deadline: float) -> None:
+        """Until the authority serves a consensus with `usable` relays of non-zero weight."""
         url = f"http://127.0.0.1:{dir_port}/tor/status-vote/current/consensus-microdesc"
         while time.monotonic() < deadline:
             self._check_alive()
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(url, timeout=2) as response:
                     body = response.read().decode(errors="replace")
-                if sum(line.startswith("r ") for line in body.splitlines()) >= relays:
+                listed = [ln for ln in body.splitlines() if ln.startswith("r ")]
+                weights = {ln.split()[1] for ln in body.splitlines() if ln.startswith("w ")}
+                # all weights equal: uniform choice (see _freeze_descriptors)
+                if len(listed) >= usable and len(weights) == 1:
                     return
             time.sleep(0.2)
-        raise RuntimeError(f"no consensus listing {relays} relays; see {self.root}/*/notice.log")
+        raise RuntimeError(
+            f"no consensus with {usable} usable relays; see {self.root}/*/notice.log"
+        )
 
     def _check_alive(self) -> None:
         for node in self.nodes:
