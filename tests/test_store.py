@@ -91,6 +91,21 @@ async def test_names_are_random_and_distinct(store: CiphertextStore) -> None:
     assert all("same" not in name for name in names)
 
 
+async def test_short_writes_are_completed(
+    store: CiphertextStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may write fewer bytes than asked; every byte still lands, in order."""
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        return real_writev(fd, [buffers[0][:1000]])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    data = os.urandom(FLUSH_BYTES + 4321)
+    stored = await store_bytes(store, data, chunk=7777)
+    assert store.path(stored.name).read_bytes() == data
+
+
 async def test_empty_file_commits(store: CiphertextStore) -> None:
     async with store.writer() as writer:
         stored = await writer.commit()
