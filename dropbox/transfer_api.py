@@ -196,7 +196,15 @@ async def pull(request: web.Request) -> web.StreamResponse:
     def produce(out: BinaryIO) -> None:
         transfer.write_transfer_bundle(out, planned, state.store, state.signing_key)
 
-    await stream_from_thread(response, produce)
+    try:
+        await stream_from_thread(response, produce)
+    except (BundleError, StorageError, OSError) as exc:
+        # Headers are gone: the only honest signal left is a short body. Drop the connection so
+        # the client sees fewer bytes than Content-Length (and the bundle would not verify).
+        logger.error("pull aborted: %s", type(exc).__name__)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 

@@ -527,3 +527,70 @@ def test_export_never_overwrites_and_leaves_nothing_on_failure(
     assert main(["export", "--config", str(org.config_path), "--out", str(other)]) == 1
     assert "not a transfer signing key" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith("tar")) == ["bundle.tar"]
+
+
+# --- streaming: damage on disk and clients that go away -----------------------------------------
+
+
+async def test_a_ciphertext_damaged_on_disk_breaks_the_pull_instead_of_passing(
+    org: DemoOrg, tmp_path: Path
+) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "will be damaged", [("f.bin", b"x" * 200_000, "application/x-f")])
+        name = pair.public.query("SELECT name FROM ciphertexts WHERE kind = 'file'")[0][0]
+        path = pair.public.state.store.path(name)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 1
+        path.write_bytes(bytes(data))
+        async with client(pair, org) as c:
+            with pytest.raises(TransferClientError, match=r"broke off|incomplete"):
+                await c.pull(io.BytesIO())
+        # the CLI leaves no partial bundle behind
+        work = tmp_path / "workstation"
+        work.mkdir()
+        passphrase = work / "pass"
+        passphrase.write_text(org.passphrase)
+        out = work / "b.tar"
+        code, text = await _amanat("transfer", "pull", "--url", pair.url, "--identity",
+                                   org.identity_path, "--passphrase-file", passphrase,
+                                   "--out", out)
+        assert code == 1, text
+        assert "broke off" in text or "incomplete" in text
+        assert list(work.iterdir()) == [passphrase]
+
+
+async def test_a_client_that_goes_away_stops_the_bundle_writer() -> None:
+    from dropbox.transfer_api import stream_from_thread
+
+    finished = asyncio.Event()
+    written = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1 << 30
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+
+        def produce(out: Any) -> None:
+            nonlocal written
+            try:
+                for _ in range(1 << 14):  # 1 GiB in 64 KiB writes, far more than any buffer
+                    out.write(b"\0" * 65536)
+                    written += 65536
+            finally:
+                loop.call_soon_threadsafe(finished.set)
+
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await stream_from_thread(response, produce)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner, url = await start_site(app, Listen("127.0.0.1", 0))
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url + "/") as response:
+            await response.content.readexactly(1 << 20)
+        await asyncio.wait_for(finished.wait(), 10)
+        assert written < 64 << 20  # stopped long before the end
+    finally:
+        await runner.cleanup()
