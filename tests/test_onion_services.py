@@ -18,7 +18,7 @@ from tornet import StaticSite, TorNetwork, report, retry
 
 from dropbox.demo import create_demo_org
 from dropbox.pages import STATE
-from onion.client_auth import ClientKeyPair, auth_private_line
+from onion.client_auth import ClientKeyPair, auth_line, auth_private_line
 from onion.controller import TorController
 from onion.publish import OnionPaths, publish_onions, read_state
 from onion.services import ServiceSpec, onion_address, publish, unpublish
@@ -175,3 +175,64 @@ async def _status_and_clients(config_path: Path) -> str:
     assert code == 1
     assert "client name" in out
     return status_output
+
+
+async def test_torrc_services_production_style(
+    tor_network: TorNetwork, service_tor: TorController, tmp_path: Path
+) -> None:
+    """torrc owns both onions (HiddenServiceDir, as deploy/torrc does): amanat reads their
+    addresses, adds a client to authorized_clients/ and reports on them."""
+    assert tor_network.service is not None
+    tmp_path.chmod(0o700)
+    source_dir, transfer_dir = tmp_path / "hs-source", tmp_path / "hs-transfer"
+    (transfer_dir / "authorized_clients").mkdir(mode=0o700, parents=True)
+    placeholder = transfer_dir / "authorized_clients" / "install-placeholder.auth"
+    placeholder.write_text(auth_line(ClientKeyPair.generate().public) + "\n")
+    transfer = StaticSite(b"transfer api stand-in")
+    socket_path = tmp_path / "source.sock"
+    await service_tor.msg(
+        f'SETCONF HiddenServiceDir="{source_dir}" '
+        f'HiddenServicePort="80 unix:{socket_path}" HiddenServicePoWDefensesEnabled=1 '
+        f'HiddenServiceDir="{transfer_dir}" HiddenServicePort="80 127.0.0.1:{transfer.port}" '
+        "HiddenServicePoWDefensesEnabled=1"
+    )
+    await service_tor.msg("SAVECONF")  # so that SIGNAL RELOAD (add-client) keeps them
+    org = create_demo_org(tmp_path / "org", port=0, cheap_kdf=True)
+    tor = {"mode": "attach", "control_socket": str(tor_network.service.control_socket)}
+    try:
+        async with (
+            serve_org(org, tor=tor, server={"listen": f"unix:{socket_path}"},
+                      transfer={"listen": f"127.0.0.1:{transfer.port}"}) as server,
+            publish_onions(server.config, server.url) as onions,
+        ):
+            source_address = (source_dir / "hostname").read_text().strip()
+            transfer_address = (transfer_dir / "hostname").read_text().strip()
+            assert onions == [f"http://{source_address}/", f"http://{transfer_address}/"]
+            assert await service_tor.onion_ids(detached=True) == []  # nothing ephemeral added
+            code, out = await _amanat("onion", "add-client", "bob", "--config",
+                                      str(server.config_path))
+            assert code == 0, out
+            line = out.strip().splitlines()[-1]
+            assert line.startswith(transfer_address.removesuffix(".onion") + ":descriptor:")
+            assert (transfer_dir / "authorized_clients" / "bob.auth").exists()
+            key_file = tor_network.client_auth_dir / "bob.auth_private"
+            key_file.write_text(line + "\n")
+            await (await tor_network.connect_client()).reload()
+            status, body = await retry(
+                lambda: socks_get(tor_network.socks_port, f"http://{transfer_address}/", 20),
+                timeout=60, what="the torrc transfer onion with bob's key",
+            )
+            assert (status, body) == (200, "transfer api stand-in")
+
+            async def status_ok() -> str:
+                code, out = await _amanat("onion", "status", "--config", str(server.config_path))
+                assert code == 0, out
+                return out
+            out = await retry(status_ok, timeout=60, what="amanat onion status", pause=2)
+            assert f"kind:          torrc {transfer_dir}; client auth (2 clients)" in out
+            assert out.count("PoW defenses:  on") == 2
+    finally:
+        transfer.close()
+        (tor_network.client_auth_dir / "bob.auth_private").unlink(missing_ok=True)
+        await service_tor.msg("RESETCONF HiddenServiceDir")
+        await service_tor.msg("SAVECONF")
