@@ -1,0 +1,173 @@
+"""onion/ pieces that need no tor: formats, commands, parsing, rendering (fed values)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from nacl.bindings import crypto_scalarmult
+
+from onion.client_auth import (
+    ClientKeyPair,
+    ClientRegistry,
+    auth_line,
+    auth_private_line,
+    b32encode_key,
+    control_port_private_key,
+    normalize_address,
+    parse_auth_line,
+    parse_auth_private_line,
+)
+from onion.controller import BootstrapState, render_torrc
+from onion.errors import ClientAuthKeyError, OnionKeyError, TorCommandError, TorLaunchError
+from onion.services import (
+    PublishedService,
+    ServiceSpec,
+    add_onion_command,
+    generate_service_key,
+    load_or_create_key,
+    onion_address,
+)
+from onion.status import SelfCheck, ServiceReport, StatusReport
+
+# A v3 address from rend-spec-v3 examples' shape: 56 base32 characters.
+ADDRESS = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd"
+
+
+def test_client_key_pair_is_x25519() -> None:
+    a, b = ClientKeyPair.generate(), ClientKeyPair.generate()
+    assert crypto_scalarmult(a.private, b.public) == crypto_scalarmult(b.private, a.public)
+    assert "private" not in repr(a)
+    assert b32encode_key(a.private) not in repr(a)
+
+
+def test_auth_lines_round_trip() -> None:
+    pair = ClientKeyPair.generate()
+    line = auth_line(pair.public)
+    assert line.startswith("descriptor:x25519:")
+    assert len(line.split(":")[2]) == 52  # base32 of 32 bytes, no padding
+    assert parse_auth_line(line) == pair.public
+    private_line = auth_private_line(ADDRESS + ".onion", pair.private)
+    assert private_line.startswith(ADDRESS + ":descriptor:x25519:")
+    assert parse_auth_private_line(private_line) == (ADDRESS, pair.private)
+    assert control_port_private_key(pair.private) == "x25519:" + base64.b64encode(
+        pair.private).decode()
+
+
+@pytest.mark.parametrize("bad", ["", "descriptor:x25519:", "descriptor:ed25519:AAAA",
+                                 "descriptor:x25519:not base32!", "descriptor:x25519:AAAA"])
+def test_bad_auth_lines_are_input_errors(bad: str) -> None:
+    with pytest.raises(ClientAuthKeyError) as info:
+        parse_auth_line(bad)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("bad", ["example.com", ADDRESS[:-1], ADDRESS.upper() + "1", ""])
+def test_bad_addresses(bad: str) -> None:
+    with pytest.raises(ClientAuthKeyError):
+        normalize_address(bad)
+
+
+def test_registry_adds_once_and_removes(tmp_path: Path) -> None:
+    registry = ClientRegistry(tmp_path / "authorized_clients")
+    pair = ClientKeyPair.generate()
+    path = registry.add("laptop-a", pair.public)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert registry.public_keys() == {"laptop-a": pair.public}
+    with pytest.raises(ClientAuthKeyError, match="already exists"):
+        registry.add("laptop-a", pair.public)
+    for bad in ("../x", "a/b", "", ".hidden", "x.auth"):
+        with pytest.raises(ClientAuthKeyError):
+            registry.add(bad, pair.public)
+    registry.remove("laptop-a")
+    assert registry.names() == []
+    with pytest.raises(ClientAuthKeyError, match="no client"):
+        registry.remove("laptop-a")
+
+
+def test_service_key_is_created_once_private_and_stable(tmp_path: Path) -> None:
+    path = tmp_path / "source.key"
+    blob = load_or_create_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_key(path) == blob
+    address = onion_address(blob)
+    assert len(address) == 56
+    assert address.endswith("d")  # version byte 3 in the last base32 character
+    path.chmod(0o644)
+    with pytest.raises(OnionKeyError, match="readable by others"):
+        load_or_create_key(path)
+
+
+def test_onion_address_rejects_garbage() -> None:
+    with pytest.raises(OnionKeyError):
+        onion_address("not base64!")
+    with pytest.raises(OnionKeyError):
+        onion_address(base64.b64encode(b"short").decode())
+    assert onion_address(generate_service_key()) != onion_address(generate_service_key())
+
+
+def test_add_onion_command() -> None:
+    pair = ClientKeyPair.generate()
+    spec = ServiceSpec("transfer", Path("k"), "unix:/run/amanat/transfer.sock",
+                       max_streams=8, client_keys={"a": pair.public})
+    command = add_onion_command(spec, "BLOB", pow_defenses=True)
+    flags = "Flags=Detach,MaxStreamsCloseCircuit,V3Auth"
+    assert command.startswith(f"ADD_ONION ED25519-V3:BLOB {flags} ")
+    assert "MaxStreams=8 Port=80,unix:/run/amanat/transfer.sock" in command
+    assert f"ClientAuthV3={b32encode_key(pair.public)}" in command
+    assert "PoWDefensesEnabled=1 PoWQueueRate=" in command
+    public = ServiceSpec("source", Path("k"), "127.0.0.1:8080")
+    plain = add_onion_command(public, "BLOB", pow_defenses=False)
+    assert "PoW" not in plain
+    assert "V3Auth" not in plain
+    assert "ClientAuthV3" not in plain
+    with pytest.raises(OnionKeyError, match="no clients"):
+        add_onion_command(ServiceSpec("transfer", Path("k"), "x", client_keys={}), "B",
+                          pow_defenses=False)
+
+
+def test_bootstrap_state_parse() -> None:
+    state = BootstrapState.parse('NOTICE BOOTSTRAP PROGRESS=75 TAG=enough_dirinfo '
+                                 'SUMMARY="Loaded enough directory info to build circuits"')
+    assert (state.progress, state.tag, state.done) == (75, "enough_dirinfo", False)
+    assert state.summary == "Loaded enough directory info to build circuits"
+    assert BootstrapState.parse("NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY=\"Done\"").done
+    with pytest.raises(TorCommandError):
+        BootstrapState.parse("garbage")
+
+
+def test_torrc_rendering_refuses_injection() -> None:
+    assert render_torrc([("SocksPort", "auto")]) == "SocksPort auto\n"
+    with pytest.raises(TorLaunchError):
+        render_torrc([("SocksPort", "auto\nControlPort 9051")])
+    with pytest.raises(TorLaunchError):
+        render_torrc([("Socks Port", "1")])
+
+
+def _report(*services: ServiceReport, check: SelfCheck | None) -> StatusReport:
+    return StatusReport("0.4.9.11", BootstrapState(100, "done", "Done"), ("127.0.0.1", 9050),
+                        services, check)
+
+
+def test_status_report_ok_and_render() -> None:
+    source = PublishedService("source", ADDRESS, pow_defenses=True, client_auth=False)
+    transfer = PublishedService("transfer", ADDRESS, pow_defenses=False, client_auth=True,
+                                clients=("a", "b"))
+    good = _report(ServiceReport(source, True, True), ServiceReport(transfer, True, True),
+                   check=SelfCheck(True, "GET / -> HTTP 200", 0.4))
+    assert good.ok
+    text = good.render()
+    assert f"source onion:    {ADDRESS}.onion" in text
+    assert "client auth (2 clients)" in text
+    assert "PoW defenses:  OFF" in text
+    assert "self-check:      ok" in text
+    unpublished = _report(ServiceReport(source, True, False), check=None)
+    assert not unpublished.ok
+    assert "NOT FOUND" in unpublished.render()
+    public_transfer = PublishedService("transfer", ADDRESS, pow_defenses=True, client_auth=False)
+    assert not _report(ServiceReport(public_transfer, True, True), check=None).ok
+    assert "PUBLIC: NO CLIENT AUTHORIZATION" in _report(
+        ServiceReport(public_transfer, True, True), check=None).render()
+    assert not _report(ServiceReport(source, True, True),
+                       check=SelfCheck(False, "timeout", 30.0)).ok
