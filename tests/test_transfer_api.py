@@ -594,3 +594,15 @@ async def test_a_client_that_goes_away_stops_the_bundle_writer() -> None:
         assert written < 64 << 20  # stopped long before the end
     finally:
         await runner.cleanup()
+
+
+async def test_a_rolled_back_keyring_stops_the_transfer_api(org: DemoOrg) -> None:
+    keyring_file = org.root / "org" / "keyring.json"
+    old = keyring_file.read_bytes()
+    async with servers(org) as pair:
+        keyring_file.write_bytes(sign_keyring(keyring_of(org).bumped(), org.org_signing_key))
+        await pull_bundle(pair, org)  # the newer keyring is accepted and remembered
+        keyring_file.write_bytes(old)  # an attacker restores the older one
+        async with client(pair, org) as c:
+            with pytest.raises(TransferClientError, match="503 keyring_unusable"):
+                await c.pull(io.BytesIO())
