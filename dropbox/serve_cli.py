@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from dropbox.app import create_app, start_site
-from dropbox.config import Config, load_config
+from dropbox.config import Config, Listen, load_config
 from keys.errors import ConfigError
 
 Ready = Callable[[str, list[str]], None]
@@ -77,12 +78,18 @@ async def serve(
     With `[transfer] listen` set, the transfer API also runs on its own listener and
     `transfer_ready(address)` is called (before `ready`) once it listens."""
     app = create_app(config)  # refuses a keyring that does not verify, before listening
+    transfer_app = None
+    if config.transfer.listen is not None:
+        from dropbox.transfer_api import create_transfer_app
+
+        transfer_app = create_transfer_app(config)  # refuses an unpinned key, before listening
     with _stop_on_signals() as stop:  # a signal during startup still ends in a clean exit
-        return await _serve_until(app, config, stop, ready, transfer_ready)
+        return await _serve_until(app, transfer_app, config, stop, ready, transfer_ready)
 
 
 async def _serve_until(
     app: web.Application,
+    transfer_app: web.Application | None,
     config: Config,
     stop: asyncio.Event,
     ready: Ready,
@@ -91,13 +98,12 @@ async def _serve_until(
     runner, address = await start_site(app, config.server.listen)
     runners = [runner]
     try:
-        if config.transfer.listen is not None:
-            from dropbox.transfer_api import create_transfer_app
-
+        if transfer_app is not None and config.transfer.listen is not None:
             transfer_runner, transfer_address = await start_site(
-                create_transfer_app(config), config.transfer.listen
+                transfer_app, config.transfer.listen
             )
             runners.append(transfer_runner)
+            config = _with_bound_transfer_port(config, transfer_address)
             if transfer_ready is not None:
                 transfer_ready(transfer_address)
         async with _onions(config, address) as onions:
@@ -107,6 +113,15 @@ async def _serve_until(
         for each in reversed(runners):
             await each.cleanup()
     return 0
+
+
+def _with_bound_transfer_port(config: Config, address: str) -> Config:
+    """With `[transfer] listen` on port 0, the port actually bound (for its onion to point to)."""
+    listen = config.transfer.listen
+    if listen is None or listen.unix_path is not None or listen.port != 0:
+        return config
+    bound = Listen(host=listen.host, port=int(address.rsplit(":", 1)[1]))
+    return dataclasses.replace(config, transfer=dataclasses.replace(config.transfer, listen=bound))
 
 
 def _onions(config: Config, address: str) -> AbstractAsyncContextManager[list[str]]:

@@ -606,3 +606,26 @@ async def test_a_rolled_back_keyring_stops_the_transfer_api(org: DemoOrg) -> Non
         async with client(pair, org) as c:
             with pytest.raises(TransferClientError, match="503 keyring_unusable"):
                 await c.pull(io.BytesIO())
+
+
+def test_serve_refuses_an_unpinned_transfer_key_before_listening(
+    org: DemoOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dropbox.cli import main
+
+    ring = keyring_of(org).with_transfer_key(SigningKey.generate().verify_key)
+    (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+    assert main(["serve", "--config", str(org.config_path)]) == 1
+    captured = capsys.readouterr()
+    assert "different transfer key" in captured.err
+    assert "serving on" not in captured.out
+
+
+def test_an_onion_for_a_transfer_listener_on_port_0_gets_the_bound_port(org: DemoOrg) -> None:
+    from dropbox.serve_cli import _with_bound_transfer_port
+
+    config = load_config(org.config_path)
+    assert config.transfer.listen == Listen("127.0.0.1", 0)
+    bound = _with_bound_transfer_port(config, "http://127.0.0.1:43210")
+    assert bound.transfer.listen == Listen("127.0.0.1", 43210)
+    assert _with_bound_transfer_port(bound, "http://127.0.0.1:1") == bound
