@@ -7,6 +7,8 @@ import hashlib
 import os
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,6 +164,44 @@ async def test_cancelling_a_writing_task_leaves_nothing(store: CiphertextStore) 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert files_under(store.root) == []
+
+
+async def test_abort_waits_for_a_flush_still_running_in_its_thread(
+    store: CiphertextStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The descriptor must not be closed (and maybe reused) under a thread writing to it."""
+    real_writev = os.writev
+    in_write = threading.Event()
+    outcomes: list[str] = []
+
+    def slow_writev(fd: int, buffers: list[memoryview]) -> int:
+        in_write.set()
+        time.sleep(0.3)
+        try:
+            written = real_writev(fd, buffers)
+        except OSError as error:  # EBADF here would mean abort closed the file under us
+            outcomes.append(f"error {error.errno}")
+            raise
+        outcomes.append("written")
+        return written
+
+    monkeypatch.setattr(os, "writev", slow_writev)
+    writer = store.writer()
+    await writer.write(os.urandom(FLUSH_BYTES))  # hands the buffer to a thread
+    await asyncio.to_thread(in_write.wait, 5)
+    await writer.abort()
+    assert outcomes == ["written"]
+    assert files_under(store.root) == []
+
+
+async def test_concurrent_writers_keep_their_bytes_apart(store: CiphertextStore) -> None:
+    blobs = [os.urandom(FLUSH_BYTES + 1000 * i) for i in range(8)]
+    stored = await asyncio.gather(
+        *(store_bytes(store, b, chunk=10_000 + i) for i, b in enumerate(blobs))
+    )
+    for blob, result in zip(blobs, stored, strict=True):
+        assert store.path(result.name).read_bytes() == blob
+        assert result.sha256 == hashlib.sha256(blob).hexdigest()
 
 
 async def test_sweep_deletes_leftover_partials_and_keeps_objects(tmp_path: Path) -> None:
