@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from keys.errors import ConfigError, TorError
 from onion.client_auth import ClientKeyPair, ClientRegistry, auth_private_line
 from onion.controller import LaunchedTor, TorController, launch_tor
+from onion.errors import TorTimeoutError
 from onion.services import (
     PublishedService,
     ServiceSpec,
@@ -88,7 +89,13 @@ async def tor_for(config: Config) -> AsyncIterator[TorController]:
         launched: LaunchedTor | None = None
         try:
             launched, controller = await launch_tor(data_dir, tor_binary=tor.tor_binary)
-            await controller.wait_bootstrapped(180)
+            try:
+                await controller.wait_bootstrapped(180)
+            except TorTimeoutError as exc:
+                raise TorTimeoutError(
+                    f"{exc}. Can this machine reach the Tor network? (See {data_dir}/notice.log;"
+                    " `amanat demo --no-tor` serves without an onion.)"
+                ) from exc
             yield controller
         finally:
             if launched is not None:
