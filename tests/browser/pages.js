@@ -6,8 +6,8 @@
 //                        files: [{ field, name, mimeType, text }] }] }
 //
 // Two kinds of browser context, as the pages are really met:
-//  * JavaScript enabled, only to inject axe-core: every page in every locale is audited, and the
-//    page width at 320 px is measured (no sideways scrolling);
+//  * JavaScript enabled, only to inject axe-core: every page in every locale is audited at 320 px
+//    wide, and the page width is measured there (no sideways scrolling);
 //  * JavaScript disabled (Tor Browser at "Safest"): testimonies are submitted with plain HTML
 //    forms, and phone-sized screenshots (360x740) are saved.
 'use strict';
@@ -34,22 +34,16 @@ async function axe(page) {
   });
 }
 
-async function widthAt320(page) {
-  await page.setViewportSize(NARROW);
-  const width = await page.evaluate(() => document.documentElement.scrollWidth);
-  await page.setViewportSize(PHONE);
-  return width;
-}
-
 async function audit(page, locale, name, results) {
   const html = await page.evaluate(() => ({
     lang: document.documentElement.getAttribute('lang'),
     dir: document.documentElement.getAttribute('dir'),
     scripts: document.scripts.length,
+    width: document.documentElement.scrollWidth,  // the context is 320 px wide
   }));
   results.audits.push({
     locale, page: name, url: new URL(page.url()).pathname, ...html,
-    violations: await axe(page), width320: await widthAt320(page),
+    violations: await axe(page), width320: html.width,
   });
 }
 
@@ -68,7 +62,8 @@ async function fillAnswers(page, answers) {
 
 // Every page in one locale, with JavaScript on (for axe only).
 async function auditLocale(browser, base, locale, results) {
-  const context = await browser.newContext({ viewport: PHONE, locale: locale.replace('_', '-') });
+  // Audited at 320 px, the narrowest phone: a page must not scroll sideways there.
+  const context = await browser.newContext({ viewport: NARROW, locale: locale.replace('_', '-') });
   const page = await context.newPage();
   try {
     await page.goto(`${base}/?l=${locale}`);
