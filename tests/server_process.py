@@ -332,6 +332,9 @@ async def upload(
                 piece = piece[: drop_after - sent]
             writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked and piece else piece)
             await writer.drain()
+            # drain() need not block on loopback; yield so the response reader can notice an
+            # early answer before the whole body has been pushed.
+            await asyncio.sleep(0)
             sent += len(piece)
             if on_sent is not None:
                 on_sent(sent)
