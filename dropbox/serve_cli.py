@@ -18,10 +18,10 @@ import contextlib
 import dataclasses
 import importlib
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -29,6 +29,7 @@ from dropbox.app import create_app, start_site
 from dropbox.config import Config, Listen, load_config
 from keys.errors import ConfigError
 
+T = TypeVar("T")
 Ready = Callable[[str, list[str]], None]
 
 
@@ -106,9 +107,13 @@ async def _serve_until(
             config = _with_bound_transfer_port(config, transfer_address)
             if transfer_ready is not None:
                 transfer_ready(transfer_address)
-        async with _onions(config, address) as onions:
-            ready(address, onions)
-            await stop.wait()
+        async with contextlib.AsyncExitStack() as stack:
+            # Publishing can wait minutes on tor's bootstrap: a signal must still end it.
+            publishing = stack.enter_async_context(_onions(config, address))
+            onions = await _unless_stopped(stop, publishing)
+            if onions is not None:
+                ready(address, onions)
+                await stop.wait()
     finally:
         for each in reversed(runners):
             await each.cleanup()
@@ -122,6 +127,20 @@ def _with_bound_transfer_port(config: Config, address: str) -> Config:
         return config
     bound = Listen(host=listen.host, port=int(address.rsplit(":", 1)[1]))
     return dataclasses.replace(config, transfer=dataclasses.replace(config.transfer, listen=bound))
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
+    """The result of `work`, or None (with `work` cancelled) if `stop` is set first."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 def _onions(config: Config, address: str) -> AbstractAsyncContextManager[list[str]]:
