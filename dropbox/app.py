@@ -25,15 +25,13 @@ from dropbox.security import (
     session_middleware,
     set_security_headers,
 )
+from dropbox.server_keys import KeyringFile, read_instance_salt
 from dropbox.sessions import KeyDeriver, LoginLimiter, SessionStore
 from dropbox.store import CiphertextStore
-from keys.codename import MIN_SALT_BYTES
 from keys.errors import ConfigError
-from keys.keyring import Keyring, load_keyring, parse_org_public_key
 
 STATIC_DIR = Path(__file__).parent / "static"
 SMALL_FORM_BYTES = 64 * 1024  # login, confirm, logout: a few hundred bytes in practice
-KEYRING_SEEN_FILE = "keyring-version"
 SESSION_SWEEP_SECONDS = 60.0
 # Request line and header limits (aiohttp's defaults are 8190 bytes and 128 headers); Tor
 # Browser sends a dozen short headers.
@@ -44,8 +42,8 @@ MAX_HEADERS = 64
 def create_app(config: Config) -> web.Application:
     """The source-facing application. Raises KeyringError (the keyring does not verify) or
     ConfigError (a key file is missing or unusable) before anything listens."""
-    keyring = load_verified_keyring(config)
-    if not keyring.active_recipients():
+    keyring = KeyringFile(config)
+    if not keyring.current().active_recipients():
         raise ConfigError("the keyring has no active investigator: nobody could read submissions")
     salt = read_instance_salt(config)
     app = web.Application(
@@ -54,7 +52,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[pages.STATE] = pages.AppState(
         config=config,
-        keyring=keyring,
+        keyring_file=keyring,
         instance_salt=salt,
         store=CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes),
         sessions=SessionStore(
@@ -73,27 +71,6 @@ def create_app(config: Config) -> web.Application:
     handlers_source.add_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app
-
-
-def load_verified_keyring(config: Config) -> Keyring:
-    """The keyring, verified against the pinned organization key and never older than the last
-    version this server accepted (a rollback could re-add a revoked investigator)."""
-    org_key = parse_org_public_key(_read(config.keys.org_public_key, "organization public key"))
-    seen_file = config.storage.data_dir / KEYRING_SEEN_FILE
-    seen = int(seen_file.read_text().strip() or 0) if seen_file.is_file() else 0
-    keyring = load_keyring(_read(config.keys.keyring, "keyring"), org_key, min_version=seen)
-    if keyring.version > seen:
-        config.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        seen_file.write_text(f"{keyring.version}\n")
-    return keyring
-
-
-def read_instance_salt(config: Config) -> bytes:
-    salt = _read(config.keys.instance_salt, "instance salt")
-    if len(salt) < MIN_SALT_BYTES:
-        raise ConfigError(f"the instance salt {config.keys.instance_salt} is shorter than "
-                          f"{MIN_SALT_BYTES} bytes")
-    return salt
 
 
 async def start_site(app: web.Application, listen: Listen) -> tuple[web.AppRunner, str]:
@@ -160,13 +137,3 @@ async def _session_expiry(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"the {what} file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dropbox import i18n
 from dropbox.config import Config
 from dropbox.questionnaire import Questionnaire
+from dropbox.server_keys import KeyringFile
 from dropbox.sessions import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -40,7 +41,7 @@ class AppState:
     """Everything the handlers need, built once by create_app (no global singletons)."""
 
     config: Config
-    keyring: Keyring
+    keyring_file: KeyringFile
     instance_salt: bytes
     store: CiphertextStore
     sessions: SessionStore
@@ -48,6 +49,11 @@ class AppState:
     limiter: LoginLimiter
     questionnaire: Questionnaire
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring in force now (a signed revocation applies without a restart)."""
+        return self.keyring_file.current()
 
 
 STATE: web.AppKey[AppState] = web.AppKey("amanat_state", AppState)

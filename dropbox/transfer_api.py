@@ -32,9 +32,9 @@ from nacl.signing import SigningKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db, transfer
-from dropbox.app import load_verified_keyring, read_instance_salt
 from dropbox.config import Config
 from dropbox.security import set_security_headers
+from dropbox.server_keys import load_verified_keyring, read_instance_salt
 from dropbox.store import CiphertextStore, DiskReserveError
 from keys.bundle import BundleError, read_bundle, reply_key_lookup
 from keys.errors import ConfigError, InputError, KeyringError, StorageError, TransferError

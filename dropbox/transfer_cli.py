@@ -271,8 +271,8 @@ def _client_parser(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from dropbox.app import load_verified_keyring, read_instance_salt
     from dropbox.config import load_config
+    from dropbox.server_keys import load_verified_keyring, read_instance_salt
     from dropbox.store import CiphertextStore
     from dropbox.transfer import instance_id, load_transfer_key
 

@@ -1,0 +1,76 @@
+"""The server's keys on disk: the organization-signed keyring (verified, never rolled back, and
+re-read when it changes) and the per-instance codename salt. Shared by the public app, the
+transfer API and the export command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dropbox.config import Config
+from keys.codename import MIN_SALT_BYTES
+from keys.errors import ConfigError, KeyringError
+from keys.keyring import Keyring, load_keyring, parse_org_public_key
+
+logger = logging.getLogger(__name__)
+
+KEYRING_SEEN_FILE = "keyring-version"
+
+
+def load_verified_keyring(config: Config) -> Keyring:
+    """The keyring, verified against the pinned organization key and never older than the last
+    version this server accepted (a rollback could re-add a revoked investigator)."""
+    org_key = parse_org_public_key(_read(config.keys.org_public_key, "organization public key"))
+    seen_file = config.storage.data_dir / KEYRING_SEEN_FILE
+    seen = int(seen_file.read_text().strip() or 0) if seen_file.is_file() else 0
+    keyring = load_keyring(_read(config.keys.keyring, "keyring"), org_key, min_version=seen)
+    if keyring.version > seen:
+        config.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        seen_file.write_text(f"{keyring.version}\n")
+    return keyring
+
+class KeyringFile:
+    """The verified keyring, re-read when its file changes, so that a revocation signed by the
+    organization takes effect on the next submission without a restart.
+
+    A changed file that does not verify (bad signature, rollback, garbage) is logged and the
+    last verified keyring stays in force: it is still the organization's word, and refusing
+    intake would lose testimonies.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._stamp = self._file_stamp()
+        self._keyring = load_verified_keyring(config)
+
+    def current(self) -> Keyring:
+        stamp = self._file_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._keyring = load_verified_keyring(self._config)
+            except (KeyringError, ConfigError) as exc:
+                logger.error("the changed keyring was refused, the previous one stays: %s", exc)
+        return self._keyring
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self._config.keys.keyring.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+def read_instance_salt(config: Config) -> bytes:
+    salt = _read(config.keys.instance_salt, "instance salt")
+    if len(salt) < MIN_SALT_BYTES:
+        raise ConfigError(f"the instance salt {config.keys.instance_salt} is shorter than "
+                          f"{MIN_SALT_BYTES} bytes")
+    return salt
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"the {what} file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
