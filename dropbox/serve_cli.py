@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from dropbox.app import create_app, start_site
 from dropbox.config import Config, Listen, load_config
 from keys.errors import ConfigError
 
@@ -78,6 +77,10 @@ async def serve(
     """Serve until SIGTERM or SIGINT; `ready(address, onion_urls)` is called once listening.
     With `[transfer] listen` set, the transfer API also runs on its own listener and
     `transfer_ready(address)` is called (before `ready`) once it listens."""
+    # Imported here: the web and database stack take most of a second to import, and
+    # `amanat --help`, `amanat keys` and `amanat onion` need neither.
+    from dropbox.app import create_app
+
     app = create_app(config)  # refuses a keyring that does not verify, before listening
     transfer_app = None
     if config.transfer.listen is not None:
@@ -96,6 +99,8 @@ async def _serve_until(
     ready: Ready,
     transfer_ready: Callable[[str], None] | None,
 ) -> int:
+    from dropbox.app import start_site  # see serve(): imported only when serving
+
     runner, address = await start_site(app, config.server.listen)
     runners = [runner]
     try:
