@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -89,6 +90,21 @@ class HsDescEvent:
     reason: str | None
 
 
+def _probe(socket_path: Path | None, host: str, port: int | None, where: str) -> None:
+    """Fail early, and cleanly, if nothing listens: stem leaks its socket object on a failed
+    connect (a ResourceWarning later), so it is only called once a connection has worked."""
+    try:
+        if socket_path is not None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(5)
+                probe.connect(str(socket_path))
+        else:
+            with socket.create_connection((host, port or 0), timeout=5):
+                pass
+    except OSError as exc:
+        raise TorConnectError(f"nothing answers at tor's control {where}: {exc.strerror}") from None
+
+
 class TorController:
     """An authenticated control connection to one tor: from `connect()` or `launch_tor()`."""
 
@@ -108,6 +124,7 @@ class TorController:
         if socket_path is None and port is None:
             raise TorConnectError("no control socket or control port configured for tor")
         where = str(socket_path) if socket_path is not None else f"{host}:{port}"
+        await asyncio.to_thread(_probe, socket_path, host, port, where)
 
         def attach() -> stem.control.Controller:
             with translated(f"connecting to tor's control interface at {where}"):

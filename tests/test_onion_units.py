@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,15 @@ from onion.client_auth import (
     parse_auth_line,
     parse_auth_private_line,
 )
-from onion.controller import BootstrapState, render_torrc
-from onion.errors import ClientAuthKeyError, OnionKeyError, TorCommandError, TorLaunchError
+from onion.controller import BootstrapState, TorController, launch_tor, render_torrc
+from onion.errors import (
+    ClientAuthKeyError,
+    OnionKeyError,
+    TorCommandError,
+    TorConnectError,
+    TorLaunchError,
+    TorNotFoundError,
+)
 from onion.services import (
     PublishedService,
     ServiceSpec,
@@ -171,3 +179,29 @@ def test_status_report_ok_and_render() -> None:
         ServiceReport(public_transfer, True, True), check=None).render()
     assert not _report(ServiceReport(source, True, True),
                        check=SelfCheck(False, "timeout", 30.0)).ok
+
+
+async def test_missing_tor_binary_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TorNotFoundError, match="not installed"):
+        await launch_tor(tmp_path / "tor", tor_binary="no-such-tor-binary")
+
+
+@pytest.mark.skipif(shutil.which("tor") is None, reason="tor is not installed")
+async def test_tor_refusing_its_config_reports_tors_own_words(tmp_path: Path) -> None:
+    with pytest.raises(TorLaunchError, match="NoSuchOption"):
+        await launch_tor(tmp_path / "tor", extra_options=[("NoSuchOption", "1")])
+    assert (tmp_path / "tor").stat().st_mode & 0o777 == 0o700
+
+
+async def test_unreachable_control_socket(tmp_path: Path) -> None:
+    with pytest.raises(TorConnectError):
+        await TorController.connect(socket_path=tmp_path / "nothing.sock")
+    with pytest.raises(TorConnectError, match="no control socket or control port"):
+        await TorController.connect()
+
+
+async def test_nothing_listening_on_the_control_port() -> None:
+    from tornet import PortPicker
+
+    with pytest.raises(TorConnectError):
+        await TorController.connect(port=PortPicker().take())
