@@ -100,6 +100,7 @@ class TorConfig:
     control_socket: Path | None = None
     data_dir: Path | None = None
     tor_binary: str = "tor"
+    control_password_file: Path | None = None  # attach mode: HashedControlPassword auth
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ def _transfer(r: _Reader) -> TransferConfig:
 
 
 def _tor(r: _Reader) -> TorConfig:
-    r.only({"mode", "control_port", "control_socket", "data_dir", "tor_binary"})
+    r.only({"mode", "control_port", "control_socket", "data_dir", "tor_binary",
+            "control_password_file"})
     mode = r.string("mode", "none")
     if mode not in TOR_MODES:
         raise ConfigError(f"[tor] mode must be one of {', '.join(TOR_MODES)}; got {mode!r}")
@@ -265,6 +267,7 @@ def _tor(r: _Reader) -> TorConfig:
         control_socket=r.path("control_socket", None),
         data_dir=r.path("data_dir", None),
         tor_binary=r.string("tor_binary", "tor"),
+        control_password_file=r.path("control_password_file", None),
     )
 
 

@@ -80,6 +80,20 @@ def listen_target(listen: object) -> str:
     return str(listen)
 
 
+async def attach(config: Config) -> TorController:
+    """Connect to the running tor of `[tor] mode = "attach"`: cookie, or the password file."""
+    tor = config.tor
+    password = None
+    if tor.control_password_file is not None:
+        try:
+            password = tor.control_password_file.read_text("utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"[tor] control_password_file: {exc.strerror}") from None
+    return await TorController.connect(
+        socket_path=tor.control_socket, port=tor.control_port, password=password
+    )
+
+
 @contextlib.asynccontextmanager
 async def tor_for(config: Config) -> AsyncIterator[TorController]:
     """A control connection to the tor `config` names; a launched tor stops when it closes."""
@@ -102,10 +116,7 @@ async def tor_for(config: Config) -> AsyncIterator[TorController]:
                 launched.stop()
         return
     if tor.mode == "attach":
-        controller = await TorController.connect(
-            socket_path=tor.control_socket, port=tor.control_port
-        )
-        async with controller:
+        async with await attach(config) as controller:
             yield controller
         return
     raise ConfigError(f"[tor] mode is {tor.mode!r}: there is no tor to talk to")
@@ -211,9 +222,7 @@ async def attach_for_cli(config: Config) -> AsyncIterator[TorController]:
         data_dir = tor.data_dir or config.storage.data_dir / "tor"
         controller = await TorController.connect(socket_path=data_dir / "control.sock")
     elif tor.mode == "attach":
-        controller = await TorController.connect(
-            socket_path=tor.control_socket, port=tor.control_port
-        )
+        controller = await attach(config)
     else:
         raise ConfigError('[tor] mode is "none": there is no tor to ask')
     async with controller:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from onion.controller import BootstrapState, TorController, launch_tor, render_t
 from onion.errors import (
     ClientAuthKeyError,
     OnionKeyError,
+    TorAuthError,
     TorCommandError,
     TorConnectError,
     TorLaunchError,
@@ -205,3 +207,23 @@ async def test_nothing_listening_on_the_control_port() -> None:
 
     with pytest.raises(TorConnectError):
         await TorController.connect(port=PortPicker().take())
+
+
+@pytest.mark.skipif(shutil.which("tor") is None, reason="tor is not installed")
+async def test_password_authentication(tmp_path: Path) -> None:
+    """A tor that also takes a control password (no network needed: nothing is fetched)."""
+    hashed = subprocess.run(["tor", "--quiet", "--hash-password", "s3cret"], check=True,
+                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    launched, owner = await launch_tor(tmp_path / "tor", extra_options=[
+        ("HashedControlPassword", hashed), ("DisableNetwork", "1")])
+    try:
+        await owner.msg("SETCONF CookieAuthentication=0")  # from now on: the password only
+        async with await TorController.connect(socket_path=launched.control_socket,
+                                               password="s3cret") as controller:
+            assert (await controller.version()).startswith("0.")
+        with pytest.raises(TorAuthError):
+            await TorController.connect(socket_path=launched.control_socket, password="wrong")
+    finally:
+        await owner.close()
+        launched.stop()
+    assert not launched.running()
