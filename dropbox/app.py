@@ -9,14 +9,13 @@ leftovers from a crash run at startup, before the first request is served.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
-from dropbox import db, handlers_source, pages
+from dropbox import db, handlers_source, pages, periodic
 from dropbox.config import Config, Listen
 from dropbox.questionnaire import load_questionnaire
 from dropbox.security import (
@@ -125,15 +124,8 @@ async def _session_expiry(app: web.Application) -> AsyncIterator[None]:
     """Drop idle sessions (and the reply identities in them) even if nobody comes back."""
     sessions = app[pages.STATE].sessions
 
-    async def sweep() -> None:
-        while True:
-            await asyncio.sleep(SESSION_SWEEP_SECONDS)
-            sessions.expire(pages.now())
+    async def expire() -> None:
+        sessions.expire(pages.now())
 
-    task = asyncio.create_task(sweep())
-    try:
+    async with periodic.every(SESSION_SWEEP_SECONDS, expire):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

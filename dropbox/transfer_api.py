@@ -31,7 +31,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dropbox import db, transfer
+from dropbox import db, periodic, transfer
 from dropbox.config import Config
 from dropbox.security import set_security_headers
 from dropbox.server_keys import load_verified_keyring, read_instance_salt
@@ -331,20 +331,13 @@ async def _periodic_purge(app: web.Application) -> AsyncIterator[None]:
     """Delete acknowledged ciphertexts whose retention ran out, at startup and every hour."""
     state = app[STATE]
 
-    async def loop() -> None:
-        while True:
-            try:
-                deleted = await transfer.purge_due(state.maker, state.store, db.today())
-                if deleted:
-                    logger.info("deleted %d acknowledged ciphertexts after retention", deleted)
-            except StorageError as exc:
-                logger.error("retention purge failed: %s", type(exc).__name__)
-            await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+    async def purge() -> None:
+        try:
+            deleted = await transfer.purge_due(state.maker, state.store, db.today())
+            if deleted:
+                logger.info("deleted %d acknowledged ciphertexts after retention", deleted)
+        except StorageError as exc:
+            logger.error("retention purge failed: %s", type(exc).__name__)
 
-    task = asyncio.create_task(loop())
-    try:
+    async with periodic.every(PURGE_INTERVAL_SECONDS, purge, at_start=True):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
