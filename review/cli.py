@@ -89,6 +89,17 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_keyring(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        old, keyring = vault.update_keyring(args.keyring.read_bytes())
+    change = "unchanged" if old == keyring.version else f"updated from version {old}"
+    out(
+        f"keyring version {keyring.version} ({change}), fingerprint {keyring.fingerprint()}, "
+        f"{len(keyring.active_investigators())} active investigator(s)"
+    )
+    return 0
+
+
 def run_import(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         summary = import_bundle(vault, args.bundle, Progress("import"))
@@ -303,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity", type=Path, required=True, metavar="FILE")
     p.add_argument("--keyring", type=Path, required=True, metavar="FILE")
     p.add_argument("--org-pub", type=Path, required=True, metavar="FILE")
+    p = command("keyring", run_keyring, "adopt a newer org-signed keyring (checked like at init)")
+    p.add_argument("keyring", type=Path, metavar="FILE")
     p = command("import", run_import, "verify a transfer bundle and import its submissions")
     p.add_argument("bundle", type=Path, metavar="BUNDLE")
     p = command("list", run_list, "list submissions")

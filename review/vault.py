@@ -34,7 +34,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from keys.age import X25519Identity, decrypt, decrypt_iter, encrypt
-from keys.errors import AgeError, ConfigError, InputError, StorageError
+from keys.errors import AgeError, ConfigError, InputError, KeyringError, StorageError
 from keys.identity_file import InvestigatorSecrets, open_identity
 from keys.keyring import Keyring, encode_key, load_keyring, parse_org_public_key
 
@@ -221,6 +221,31 @@ class Vault:
         plaintext = STATE_MAGIC + base64.b64encode(signature) + b"\n" + body
         recipient = self.identity.recipient()
         write_atomic(self.root / "state.age", [encrypt(plaintext, [recipient])])
+
+    def update_keyring(self, document: bytes) -> tuple[int, Keyring]:
+        """Adopt a newer org-signed keyring (revocations, new investigators, a rotated transfer
+        key); returns the version replaced and the keyring now in force.
+
+        Refused: a keyring that does not verify against the org key pinned at init, one older
+        than the vault's, one with the vault's version but other content (a second document
+        under one version number is a signer's mistake or a swap), and one in which this
+        investigator is no longer active. keyring.json is written before the state that records
+        its version, so a crash in between leaves a vault that still opens."""
+        org_pub = parse_org_public_key((self.root / "org.pub").read_bytes())
+        current = self.keyring
+        keyring = load_keyring(document, org_pub, current.version)
+        if keyring.version == current.version and keyring.fingerprint() != current.fingerprint():
+            raise KeyringError(
+                f"keyring version {keyring.version} differs from the vault's keyring of the same "
+                "version: the organization must sign changes under a new version number"
+            )
+        _check_membership(keyring, self.investigator)
+        write_atomic(self.root / "keyring.json", [document])
+        self.keyring = keyring
+        self.state["keyring_version"] = keyring.version
+        self.log("keyring", [], version=keyring.version, fingerprint=keyring.fingerprint())
+        self.save()
+        return current.version, keyring
 
     def submission(self, sid: str) -> dict[str, Any]:
         found: dict[str, Any] | None = self.state["submissions"].get(sid)

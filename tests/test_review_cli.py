@@ -25,6 +25,7 @@ from test_review_kit import (
 
 from keys.age import decrypt
 from keys.bundle import ReplyManifest, read_bundle, reply_key_lookup
+from keys.keyring import sign_keyring
 from review.vault import verify_chain
 
 DARI = "ما را از خانه بيرون كردند و پوليس مدارك ما را گرفت"  # typed with Arabic yeh and kaf
@@ -487,3 +488,66 @@ def test_console_script_is_installed_entry_point() -> None:
     result = subprocess.run([script, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "export-case" in result.stdout
+
+
+def test_keyring_update_revokes_rotates_and_refuses_rollback(tmp_path: Path) -> None:
+    """The org revokes Bob and rotates the server's transfer key: the vault adopts the new
+    keyring, so replies stop going to Bob and bundles signed with the new key import; older,
+    forked, foreign or self-revoking keyrings are refused and change nothing."""
+    from dataclasses import replace
+
+    from nacl.signing import SigningKey
+
+    org = make_org()
+    vault, passfile = make_vault(tmp_path, org)
+    old_doc = org.keyring_doc
+    org.transfer_key = SigningKey.generate()
+    org.keyring = org.keyring.with_revoked("Bob").with_transfer_key(org.transfer_key.verify_key)
+    new = org.keyring.version
+
+    def adopt(doc: bytes) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "new-keyring.json"
+        path.write_bytes(doc)
+        return review("keyring", path, "--vault", vault, "--passphrase-file", passfile)
+
+    bundle = tmp_path / "b.tar"
+    bundle.write_bytes(build_bundle(org, [Submission("after rotation", source_id="srcR")]))
+    refused = review("import", bundle, "--vault", vault, "--passphrase-file", passfile)
+    assert refused.returncode == 1, "a bundle signed by a key the vault does not pin imported"
+
+    result = adopt(org.keyring_doc)
+    assert result.returncode == 0, result.stderr
+    assert f"version {new} (updated from version 3)" in result.stdout
+    assert "1 active investigator(s)" in result.stdout
+    assert review("import", bundle, "--vault", vault, "--passphrase-file", passfile).returncode == 0
+    outbox = tmp_path / "outbox"
+    assert review("reply", "srcR", "--message", "hi", "--out", outbox, "--vault", vault,
+                  "--passphrase-file", passfile).returncode == 0
+    (reply_path,) = outbox.iterdir()
+    with open(reply_path, "rb") as f:
+        alice, bob = org.investigators
+        reply_bundle = read_bundle(f, reply_key_lookup({"Alice": alice.signing_key.verify_key}))
+        manifest = reply_bundle.manifest
+        assert isinstance(manifest, ReplyManifest)
+        ciphertext = reply_bundle.read_member(manifest.replies[0].name)
+    assert decrypt(ciphertext, [alice.identity]) == b"hi"
+    with pytest.raises(ValueError):
+        decrypt(ciphertext, [bob.identity])  # revoked: no longer a recipient
+
+    before = tree_digest(vault)
+    forked = replace(org.keyring, investigators=org.keyring.investigators[:1])
+    foreign_org = make_org()
+    foreign = replace(foreign_org.keyring, version=9)
+    self_revoked = org.keyring.with_revoked("Alice")
+    for doc, reason in [
+        (old_doc, f"older than version {new}"),
+        (sign_keyring(forked, org.org_key), "same version"),
+        (sign_keyring(foreign, foreign_org.org_key), "does not verify"),
+        (sign_keyring(self_revoked, org.org_key), "not an active investigator"),
+    ]:
+        result = adopt(doc)
+        assert result.returncode == 1
+        assert reason in result.stderr
+    assert tree_digest(vault) == before
+    checked = review("verify", "--vault", vault, "--passphrase-file", passfile)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
