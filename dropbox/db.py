@@ -68,7 +68,7 @@ __all__ = [
     "create_source",
     "delete_reply",
     "due_for_deletion",
-    "forget_ciphertexts",
+    "forget_submissions",
     "get_or_create_source",
     "get_source_by_lookup",
     "init_db",
@@ -305,23 +305,24 @@ async def acknowledge(
 
 
 async def due_for_deletion(session: AsyncSession, today: str) -> list[Submission]:
-    """Acknowledged submissions whose retention has run out and whose ciphertexts remain."""
+    """Acknowledged submissions whose retention has run out (still on record)."""
     result = await session.execute(
         select(Submission)
         .where(
             Submission.acknowledged_day.is_not(None),
             Submission.delete_after_day <= _day(today),
-            Submission.ciphertexts.any(),
         )
         .order_by(Submission.delete_after_day, Submission.id)
     )
     return list(result.scalars())
 
 
-async def forget_ciphertexts(session: AsyncSession, submission_ids: Iterable[str]) -> list[str]:
-    """Delete the ciphertext rows of acknowledged submissions; returns the store names whose files
-    the caller deletes after committing. Refuses (NotAcknowledgedError) for any submission the
-    investigators have not acknowledged: those are never forgotten."""
+async def forget_submissions(session: AsyncSession, submission_ids: Iterable[str]) -> list[str]:
+    """Delete acknowledged submissions, rows and ciphertext rows alike; returns the store names
+    whose files the caller deletes after committing. The submission row goes too: kept, it would
+    tell whoever seizes the server on which days a source (found through a coerced codename)
+    submitted. Refuses (NotAcknowledgedError) for any submission the investigators have not
+    acknowledged: those are never forgotten."""
     wanted = sorted(set(submission_ids))
     if not wanted:
         return []
@@ -340,14 +341,16 @@ async def forget_ciphertexts(session: AsyncSession, submission_ids: Iterable[str
         .execution_options(synchronize_session=False)
     )
     names = sorted(result.scalars())
+    await session.execute(
+        delete(Submission)
+        .where(Submission.id.in_(wanted))
+        .execution_options(synchronize_session=False)
+    )
     for submission_id in wanted:
         loaded = await session.get(Submission, submission_id)
         if loaded is not None:
-            await session.refresh(loaded)
+            session.expunge(loaded)
     return names
-
-
-# --- replies ----------------------------------------------------------------------------------
 
 
 async def add_reply(

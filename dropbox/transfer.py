@@ -4,8 +4,9 @@
   section 5) whose members are the age files in the store; `write_transfer_bundle` streams it to a
   binary stream, signed with the server's transfer key.
 - `acknowledge_submissions` records that investigators hold a list of submissions, then
-  `purge_due` deletes the ciphertexts whose retention ran out: rows first (committed), files
+  `purge_due` deletes the submissions whose retention ran out: rows first (committed), files
   after, so a crash in between leaves only orphan files that `db.sweep_orphans` removes at startup.
+  The submission rows go too, so an id acknowledged again later is reported as unknown.
 - `store_replies` takes a verified reply bundle and stores each age-encrypted reply for its source
   (the server cannot read them: they are encrypted to the source's reply recipient).
 
@@ -185,11 +186,11 @@ async def acknowledge_submissions(
 async def purge_due(
     maker: async_sessionmaker[AsyncSession], store: CiphertextStore, day: str
 ) -> int:
-    """Delete the ciphertexts of acknowledged submissions whose retention ended by `day`.
-    Returns how many files were deleted."""
+    """Delete acknowledged submissions whose retention ended by `day`, their rows and their
+    ciphertexts. Returns how many files were deleted."""
     async with maker.begin() as session:
         due = [s.id for s in await db.due_for_deletion(session, day)]
-        names = await db.forget_ciphertexts(session, due) if due else []
+        names = await db.forget_submissions(session, due) if due else []
     # After the commit: a file whose row is gone is an orphan either way.
     for name in names:
         await asyncio.to_thread(store.delete, name)

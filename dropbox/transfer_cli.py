@@ -394,7 +394,7 @@ def run_ack(args: argparse.Namespace) -> int:
           f"{answer['deleted']} ciphertext file(s) deleted (retention "
           f"{answer['retention_days']} day(s))")
     for unknown in answer["unknown"]:
-        print(f"  unknown to the server: {unknown}")
+        print(f"  not held by the server (never received, or acknowledged and deleted): {unknown}")
     return 0
 
 

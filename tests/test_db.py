@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -336,22 +336,23 @@ async def test_retention_runs_out_on_its_day_and_only_for_acknowledged_submissio
         assert [s.id for s in await db.due_for_deletion(session, "2027-01-01")] == [acked]
 
 
-async def test_forget_ciphertexts_returns_names_and_keeps_the_submission(
+async def test_forget_submissions_returns_names_and_leaves_no_row(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     source_id = await new_source(sessions)
     acked = await new_submission(sessions, source_id, 1)
+    kept = await new_submission(sessions, source_id, 4)  # not acknowledged: untouched
     async with sessions.begin() as session:
         await db.acknowledge(session, [acked], DAY, 0)
     async with sessions.begin() as session:
-        names = await db.forget_ciphertexts(session, [acked])
+        names = await db.forget_submissions(session, [acked])
     assert names == sorted(stored(n).name for n in (1, 2, 3))
     async with sessions() as session:
         assert await db.due_for_deletion(session, "2030-01-01") == []
-        kept = await session.get(db.Submission, acked)
-        assert kept is not None
-        assert kept.ciphertexts == []
-        assert kept.acknowledged_day == DAY
+        assert await session.get(db.Submission, acked) is None
+        left = (await session.execute(select(db.Ciphertext.submission_id))).scalars().all()
+        assert set(left) == {kept}
+        assert await session.get(db.Source, source_id) is not None  # the source can still log in
 
 
 async def test_unacknowledged_ciphertexts_are_never_forgotten(
@@ -364,7 +365,7 @@ async def test_unacknowledged_ciphertexts_are_never_forgotten(
         await db.acknowledge(session, [acked], DAY, 0)
     async with sessions() as session:
         with pytest.raises(db.NotAcknowledgedError, match=pending):
-            await db.forget_ciphertexts(session, [acked, pending])
+            await db.forget_submissions(session, [acked, pending])
     async with sessions() as session:
         assert [len(s.ciphertexts) for s in await db.list_unacknowledged(session)] == [3]
         assert len((await db.due_for_deletion(session, DAY))[0].ciphertexts) == 3

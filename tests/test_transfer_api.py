@@ -173,9 +173,10 @@ async def test_ack_deletes_files_and_rows_at_once_by_default(org: DemoOrg) -> No
         assert answer["deleted"] == len(names)
         assert answer["retention_days"] == 0
         assert not any(pair.public.state.store.path(n).exists() for n in names)
-        assert pair.public.query(
-            "SELECT count(*) FROM ciphertexts WHERE submission_id = ?", first.submission_id
-        ) == [(0,)]
+        for table, column in (("ciphertexts", "submission_id"), ("submissions", "id")):
+            assert pair.public.query(
+                f"SELECT count(*) FROM {table} WHERE {column} = ?", first.submission_id
+            ) == [(0,)]
         # the other one is untouched and still pulled; the acknowledged one is not
         again = await pull_bundle(pair, org)
         assert [i.submission_id for i in again.manifest.items] == [
@@ -183,7 +184,8 @@ async def test_ack_deletes_files_and_rows_at_once_by_default(org: DemoOrg) -> No
         ]
         async with client(pair, org) as c:
             repeat = await c.ack([first.submission_id])
-        assert repeat["already_acknowledged"] == [first.submission_id]
+        assert repeat["unknown"] == [first.submission_id]  # nothing of it is left to know
+        assert repeat["already_acknowledged"] == []
         assert repeat["deleted"] == 0
 
 
@@ -200,6 +202,7 @@ async def test_retention_keeps_acknowledged_files_until_it_runs_out(org: DemoOrg
         assert await transfer.purge_due(state.maker, state.store, "2999-01-01") >= 1
         assert not pair.public.state.store.path(name).exists()
         assert pair.public.query("SELECT count(*) FROM ciphertexts") == [(0,)]
+        assert pair.public.query("SELECT count(*) FROM submissions") == [(0,)]
 
 
 async def test_pushed_reply_is_stored_encrypted_and_the_source_reads_it(org: DemoOrg) -> None:
