@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from dropbox.config import Config
+from keys.cli import replace_public
 from keys.codename import MIN_SALT_BYTES
 from keys.errors import ConfigError, KeyringError
 from keys.keyring import Keyring, load_keyring, parse_org_public_key
@@ -19,15 +20,38 @@ KEYRING_SEEN_FILE = "keyring-version"
 
 def load_verified_keyring(config: Config) -> Keyring:
     """The keyring, verified against the pinned organization key and never older than the last
-    version this server accepted (a rollback could re-add a revoked investigator)."""
+    version this server accepted (a rollback could re-add a revoked investigator). A keyring with
+    that same version but other content is refused too: the organization signs every change under
+    a new version, so two documents under one number are a signing mistake or a swap."""
     org_key = parse_org_public_key(_read(config.keys.org_public_key, "organization public key"))
     seen_file = config.storage.data_dir / KEYRING_SEEN_FILE
-    seen = int(seen_file.read_text().strip() or 0) if seen_file.is_file() else 0
-    keyring = load_keyring(_read(config.keys.keyring, "keyring"), org_key, min_version=seen)
-    if keyring.version > seen:
+    seen_version, seen_fingerprint = _read_seen(seen_file)
+    keyring = load_keyring(_read(config.keys.keyring, "keyring"), org_key, seen_version)
+    fingerprint = keyring.fingerprint()
+    if keyring.version == seen_version and seen_fingerprint not in ("", fingerprint):
+        raise KeyringError(
+            f"keyring version {keyring.version} has other content than the keyring of the same "
+            f"version this server accepted before (fingerprint {seen_fingerprint}): the "
+            "organization must sign changes under a new version number"
+        )
+    if (keyring.version, fingerprint) != (seen_version, seen_fingerprint):
         config.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        seen_file.write_text(f"{keyring.version}\n")
+        replace_public(seen_file, f"{keyring.version}\n{fingerprint}\n".encode())
     return keyring
+
+
+def _read_seen(path: Path) -> tuple[int, str]:
+    """(version, fingerprint) of the keyring accepted last; (0, "") before the first. Files
+    written before fingerprints were recorded hold the version alone."""
+    if not path.is_file():
+        return 0, ""
+    version, _, fingerprint = _read(path, "accepted keyring version").decode().partition("\n")
+    try:
+        return int(version), fingerprint.strip()
+    except ValueError:
+        # Never read as 0: that would silently allow a rollback.
+        raise ConfigError(f"{path} is damaged; restore it or remove it knowingly") from None
+
 
 class KeyringFile:
     """The verified keyring, re-read when its file changes, so that a revocation signed by the

@@ -122,6 +122,7 @@ def _empty_state(org_pub: VerifyKey, keyring: Keyring) -> dict[str, Any]:
         "format": STATE_FORMAT,
         "org_pub": encode_key(org_pub),
         "keyring_version": keyring.version,
+        "keyring_fingerprint": keyring.fingerprint(),
         "submissions": {},
         "bundles": {},
         "replies": [],
@@ -189,6 +190,12 @@ class Vault:
             keyring = load_keyring(
                 (root / "keyring.json").read_bytes(), org_pub, state["keyring_version"]
             )
+            adopted = state.get("keyring_fingerprint", keyring.fingerprint())
+            if keyring.version == state["keyring_version"] and adopted != keyring.fingerprint():
+                raise VaultIntegrityError(
+                    "keyring.json is not the keyring this vault adopted (same version, other "
+                    "content): put back the organization's keyring.json of that version"
+                )
         except BaseException:
             lock.close()
             raise
@@ -243,6 +250,7 @@ class Vault:
         write_atomic(self.root / "keyring.json", [document])
         self.keyring = keyring
         self.state["keyring_version"] = keyring.version
+        self.state["keyring_fingerprint"] = keyring.fingerprint()
         self.log("keyring", [], version=keyring.version, fingerprint=keyring.fingerprint())
         self.save()
         return current.version, keyring

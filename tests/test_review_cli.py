@@ -551,3 +551,21 @@ def test_keyring_update_revokes_rotates_and_refuses_rollback(tmp_path: Path) -> 
     assert tree_digest(vault) == before
     checked = review("verify", "--vault", vault, "--passphrase-file", passfile)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_keyring_swapped_inside_the_vault_is_refused(tmp_path: Path) -> None:
+    """Someone with the folder puts a same-version keyring with another investigator in it."""
+    from dataclasses import replace
+
+    org = make_org()
+    vault, passfile = make_vault(tmp_path, org)
+    original = (vault / "keyring.json").read_bytes()
+    mallory = make_org(("Mallory",)).investigators[0]
+    intruder = mallory.public_entry(org.keyring.investigators[0].added)
+    forked = replace(org.keyring, investigators=(*org.keyring.investigators, intruder))
+    (vault / "keyring.json").write_bytes(sign_keyring(forked, org.org_key))
+    result = review("list", "--vault", vault, "--passphrase-file", passfile)
+    assert result.returncode == 1
+    assert "not the keyring this vault adopted" in result.stderr
+    (vault / "keyring.json").write_bytes(original)
+    assert review("list", "--vault", vault, "--passphrase-file", passfile).returncode == 0
