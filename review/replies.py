@@ -16,10 +16,15 @@ from typing import Any
 
 from keys.age import X25519Recipient, encrypt
 from keys.bundle import Reply, ReplyManifest, write_bundle
-from keys.errors import ConfigError
+from keys.errors import ConfigError, InputError
+from keys.keyring import Investigator
 from review.vault import UnknownItemError, Vault, today, write_atomic
 
 MAX_REPLY_CHARS = 20_000
+
+
+class ReplyTextError(InputError):
+    """The reply's text is empty or too long."""
 
 
 def _latest_from(vault: Vault, source_id: str) -> dict[str, Any]:
@@ -29,24 +34,33 @@ def _latest_from(vault: Vault, source_id: str) -> dict[str, Any]:
     return max(subs, key=lambda s: (s["day"], s["imported_at"]))
 
 
-def make_reply(vault: Vault, source_id: str, message: str, outbox: Path) -> Path:
-    """Write `outbox/reply-<bundle id>.tar` and record the reply; returns the bundle path."""
+def _check_text(message: str) -> bytes:
     if not message.strip():
-        raise UnknownItemError("a reply needs a message")
+        raise ReplyTextError("a reply needs a message")
     if len(message) > MAX_REPLY_CHARS:
-        raise UnknownItemError(f"a reply is at most {MAX_REPLY_CHARS} characters")
+        raise ReplyTextError(f"a reply is at most {MAX_REPLY_CHARS} characters")
+    return message.encode("utf-8")
+
+
+def _signer(vault: Vault) -> Investigator:
     me = vault.keyring.investigator_by_verify_key(vault.investigator.signing_key.verify_key)
     if me is None:
         raise ConfigError(
             "this investigator is revoked or not in the keyring: replies would be refused"
         )
+    return me
+
+
+def make_reply(vault: Vault, source_id: str, message: str, outbox: Path) -> Path:
+    """Write `outbox/reply-<bundle id>.tar` and record the reply; returns the bundle path."""
+    plaintext = _check_text(message)
+    me = _signer(vault)
     latest = _latest_from(vault, source_id)
     recipients = [
         X25519Recipient.parse(latest["reply_recipient"]),
         *vault.keyring.active_recipients(),
     ]
-    ciphertext = encrypt(message.encode("utf-8"), recipients)
-    sha256 = hashlib.sha256(ciphertext).hexdigest()
+    ciphertext = encrypt(plaintext, recipients)
     reply_id = secrets.token_hex(16)
     reply = Reply(
         reply_id=reply_id,
@@ -54,41 +68,50 @@ def make_reply(vault: Vault, source_id: str, message: str, outbox: Path) -> Path
         reply_recipient=latest["reply_recipient"],
         name=f"{reply_id}.age",
         size=len(ciphertext),
-        sha256=sha256,
+        sha256=hashlib.sha256(ciphertext).hexdigest(),
         investigator=me.label,
         day=today(),
     )
     manifest = ReplyManifest(latest["instance"], secrets.token_hex(16), today(), me.label, (reply,))
-    out = io.BytesIO()
-    write_bundle(
-        out,
-        manifest,
-        [(reply.name, io.BytesIO(ciphertext), len(ciphertext))],
-        vault.investigator.signing_key,
-    )
     outbox.mkdir(parents=True, exist_ok=True)
     path = outbox / f"reply-{manifest.bundle_id}.tar"
-    write_atomic(path, [out.getvalue()])
-    vault.write_object(sha256, ciphertext)
+    write_atomic(path, [_signed_bundle(vault, manifest, ciphertext)])
+    _record(vault, latest, manifest, ciphertext)
+    return path
+
+
+def _signed_bundle(vault: Vault, manifest: ReplyManifest, ciphertext: bytes) -> bytes:
+    (reply,) = manifest.replies
+    out = io.BytesIO()
+    members = [(reply.name, io.BytesIO(ciphertext), len(ciphertext))]
+    write_bundle(out, manifest, members, vault.investigator.signing_key)
+    return out.getvalue()
+
+
+def _record(
+    vault: Vault, latest: dict[str, Any], manifest: ReplyManifest, ciphertext: bytes
+) -> None:
+    """Keep a copy of the ciphertext and log the reply in the vault (saved)."""
+    (reply,) = manifest.replies
+    vault.write_object(reply.sha256, ciphertext)
     vault.state["replies"].append(
         {
-            "reply_id": reply_id,
-            "source": source_id,
+            "reply_id": reply.reply_id,
+            "source": reply.source_id,
             "instance": latest["instance"],
             "day": reply.day,
-            "by": me.label,
-            "sha256": sha256,
-            "size": len(ciphertext),
+            "by": reply.investigator,
+            "sha256": reply.sha256,
+            "size": reply.size,
             "bundle_id": manifest.bundle_id,
         }
     )
     vault.log(
         "reply",
         [latest["id"]],
-        source=source_id,
-        reply_id=reply_id,
+        source=reply.source_id,
+        reply_id=reply.reply_id,
         bundle_id=manifest.bundle_id,
-        sha256=sha256,
+        sha256=reply.sha256,
     )
     vault.save()
-    return path

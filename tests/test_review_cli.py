@@ -569,3 +569,14 @@ def test_keyring_swapped_inside_the_vault_is_refused(tmp_path: Path) -> None:
     assert "not the keyring this vault adopted" in result.stderr
     (vault / "keyring.json").write_bytes(original)
     assert review("list", "--vault", vault, "--passphrase-file", passfile).returncode == 0
+
+
+def test_reply_text_must_be_there_and_not_too_long(imported: dict[str, Any]) -> None:
+    from review.replies import MAX_REPLY_CHARS
+
+    outbox = imported["tmp"] / "outbox-refused"
+    for text, reason in [("  \n ", "needs a message"), ("x" * (MAX_REPLY_CHARS + 1), "at most")]:
+        result = run(imported, "reply", "srcA", "--message", text, "--out", outbox)
+        assert result.returncode == 1
+        assert reason in result.stderr
+    assert not outbox.exists()
