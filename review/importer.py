@@ -131,28 +131,9 @@ def _open_item(
     item: TransferItem,
     bundle_sha256: str,
 ) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "id": item.submission_id,
-        "instance": manifest.instance_id,
-        "bundle": manifest.bundle_id,
-        "day": item.day,
-        "source": item.source_id,
-        "reply_recipient": item.reply_recipient,
-        "imported_at": now(),
-        "ciphertexts": [
-            {
-                "name": c.name,
-                "kind": c.kind,
-                "size": c.size,
-                "sha256": c.sha256,
-                "bundle": bundle_sha256,
-                "offset": bundle.offset(c.name),
-            }
-            for c in item.ciphertexts
-        ],
-        "tags": [],
-        "notes": [],
-    }
+    """The vault's record of one submission: what the bundle says, plus what its intake
+    manifest and message say once decrypted (or `readable: False` if not encrypted to us)."""
+    record = _record_skeleton(bundle, manifest, item, bundle_sha256)
     by_kind = {kind: [c for c in item.ciphertexts if c.kind == kind] for kind in KINDS}
     if len(by_kind["message"]) > 1 or len(by_kind["manifest"]) != 1:
         raise BundleConflictError(
@@ -182,6 +163,35 @@ def _open_item(
         attachments=_attachments(item, intake, by_kind["file"]),
     )
     return record
+
+
+def _record_skeleton(
+    bundle: VerifiedBundle, manifest: TransferManifest, item: TransferItem, bundle_sha256: str
+) -> dict[str, Any]:
+    """What the signed transfer manifest says of a submission; ciphertexts stay in the stored
+    bundle and are found by offset."""
+    return {
+        "id": item.submission_id,
+        "instance": manifest.instance_id,
+        "bundle": manifest.bundle_id,
+        "day": item.day,
+        "source": item.source_id,
+        "reply_recipient": item.reply_recipient,
+        "imported_at": now(),
+        "ciphertexts": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "size": c.size,
+                "sha256": c.sha256,
+                "bundle": bundle_sha256,
+                "offset": bundle.offset(c.name),
+            }
+            for c in item.ciphertexts
+        ],
+        "tags": [],
+        "notes": [],
+    }
 
 
 def _dict(value: object, item: TransferItem, what: str) -> dict[str, Any]:
