@@ -86,7 +86,7 @@ async def measure(url: str, requests: int, attackers: int) -> None:
     async with aiohttp.ClientSession() as http:
         await page_latencies(http, url, 20)  # warm up
         alone = await page_latencies(http, url, requests)
-        stop, done = asyncio.Event(), []
+        stop, done = asyncio.Event(), list[int]()
         attack_started = time.perf_counter()
         crowd = [asyncio.create_task(attacker(url, stop, done)) for _ in range(attackers)]
         await asyncio.sleep(1.0)  # let the derivations queue up

@@ -27,9 +27,10 @@ sys.path[:0] = [str(ROOT)]
 from nacl.signing import SigningKey  # noqa: E402
 
 from dropbox import db, transfer  # noqa: E402
-from dropbox.app import load_verified_keyring, start_site  # noqa: E402
+from dropbox.app import start_site  # noqa: E402
 from dropbox.config import Listen, load_config  # noqa: E402
 from dropbox.demo import create_demo_org  # noqa: E402
+from dropbox.server_keys import load_verified_keyring  # noqa: E402
 from dropbox.store import CiphertextStore  # noqa: E402
 from dropbox.transfer_api import STATE, create_transfer_app  # noqa: E402
 from dropbox.transfer_cli import TransferClient  # noqa: E402
