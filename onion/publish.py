@@ -10,6 +10,7 @@ not duplicated: its address is read from the `hostname` file. What was published
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -33,6 +34,7 @@ from onion.services import (
     unpublish,
 )
 from onion.status import StatusReport, collect
+from onion.watch import DEFAULT_INTERVAL, OnionWatch
 
 if TYPE_CHECKING:
     from dropbox.config import Config
@@ -139,6 +141,40 @@ async def publish_all(
     paths = OnionPaths.for_config(config)
     paths.ensure()
     in_torrc = await torrc_services(controller)
+    hs_conf = await controller.hidden_service_conf()
+    published = []
+    for spec in _wanted_specs(config, address, in_torrc):
+        if spec.target in in_torrc:
+            hs_dir = in_torrc[spec.target]
+            published.append(_torrc_service(spec.name, hs_dir, hs_conf.get(str(hs_dir), {})))
+        else:
+            published.append(await publish(controller, spec))
+    write_state(paths, published)
+    return published
+
+
+async def publish_again(
+    controller: TorController, config: Config, address: str, names: set[str],
+    current: list[PublishedService],
+) -> list[PublishedService]:
+    """Publish the ephemeral services `names` of `current` again (same keys, same addresses,
+    today's client keys); returns `current` with those replaced, less any no longer wanted (the
+    transfer onion after its last client was revoked). The descriptor upload is not
+    awaited: the watch must stay free to notice the next failure (tor may go away meanwhile),
+    and it sees the service in tor's list as soon as ADD_ONION succeeded."""
+    specs = {s.name: s for s in _wanted_specs(config, address, await torrc_services(controller))}
+    again = {
+        n: await publish(controller, specs[n], await_publication=False)
+        for n in sorted(names) if n in specs
+    }
+    services = [again.get(s.name, s) for s in current if s.name in specs or s.torrc_dir]
+    write_state(OnionPaths.for_config(config), services)
+    return services
+
+
+def _wanted_specs(config: Config, address: str, in_torrc: dict[str, Path]) -> list[ServiceSpec]:
+    """The source onion, and the transfer onion once it has a client key or torrc defines it."""
+    paths = OnionPaths.for_config(config)
     wanted = [ServiceSpec("source", paths.source_key, tor_target(address))]
     if config.transfer.listen is not None:
         clients = ClientRegistry(paths.transfer_clients).public_keys()
@@ -149,16 +185,7 @@ async def publish_all(
         else:
             log.warning("no investigator client keys yet: the transfer onion is not published "
                         "(add one with `amanat onion add-client NAME`)")
-    published = []
-    hs_conf = await controller.hidden_service_conf()
-    for spec in wanted:
-        if spec.target in in_torrc:
-            hs_dir = in_torrc[spec.target]
-            published.append(_torrc_service(spec.name, hs_dir, hs_conf.get(str(hs_dir), {})))
-        else:
-            published.append(await publish(controller, spec))
-    write_state(paths, published)
-    return published
+    return wanted
 
 
 def _torrc_service(name: str, hs_dir: Path, options: dict[str, list[str]]) -> PublishedService:
@@ -197,17 +224,33 @@ def _tuple_or_none(value: list[str] | None) -> tuple[str, ...] | None:
 
 
 @contextlib.asynccontextmanager
-async def publish_onions(config: Config, address: str) -> AsyncIterator[list[str]]:
-    """The serve hook: publish, yield the onion URLs, and take ephemeral services down after."""
+async def publish_onions(
+    config: Config, address: str, *, watch_interval: float = DEFAULT_INTERVAL
+) -> AsyncIterator[list[str]]:
+    """The serve hook: publish, yield the onion URLs while an `OnionWatch` keeps them up, and
+    take ephemeral services down after."""
     async with tor_for(config) as controller:
         services = await publish_all(controller, config, address)
+
+        async def republish(
+            ctl: TorController, names: set[str], current: list[PublishedService]
+        ) -> list[PublishedService]:
+            return await publish_again(ctl, config, address, names, current)
+
+        reconnect = (lambda: attach(config)) if config.tor.mode == "attach" else None
+        watch = OnionWatch(controller, services, republish, reconnect, watch_interval)
+        task = asyncio.create_task(watch.run(), name="amanat onion watch")
         try:
             yield [f"http://{s.onion}/" for s in services]
         finally:
-            for service in services:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for service in watch.services:
                 if not service.torrc_dir:
                     with contextlib.suppress(TorError):
-                        await unpublish(controller, service.address)
+                        await unpublish(watch.controller, service.address)
+            await watch.close()
 
 
 # --- commands that run beside a serving process (`amanat onion ...`) ---------------------------

@@ -19,7 +19,7 @@ from tornet import StaticSite, TorNetwork, report, retry
 from dropbox.demo import create_demo_org
 from dropbox.pages import STATE
 from onion.client_auth import ClientKeyPair, auth_line, auth_private_line
-from onion.controller import TorController
+from onion.controller import LaunchedTor, TorController, launch_tor
 from onion.publish import OnionPaths, publish_onions, read_state
 from onion.services import ServiceSpec, onion_address, publish, unpublish
 
@@ -236,3 +236,56 @@ async def test_torrc_services_production_style(
         (tor_network.client_auth_dir / "bob.auth_private").unlink(missing_ok=True)
         await service_tor.msg("RESETCONF HiddenServiceDir")
         await service_tor.msg("SAVECONF")
+
+
+async def test_the_watch_brings_the_onion_back_after_tor_forgets_it_or_restarts(
+    tor_network: TorNetwork, tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tor of its own, attached to like a system tor: first the onion is deleted behind
+    Amanat's back, then that tor is stopped and started again (ephemeral onions die with it).
+    Both times the watch publishes the onion again, at the same address."""
+    root = tmp_path_factory.mktemp("watch")
+    tor_dir = root / "tor"
+
+    async def start_tor() -> tuple[LaunchedTor, TorController]:
+        launched, owner = await launch_tor(tor_dir, extra_options=tor_network.service_options())
+        await owner.wait_bootstrapped(60)
+        return launched, owner
+
+    launched, owner = await start_tor()
+    org = create_demo_org(root / "org", port=0, cheap_kdf=True)
+    tor = {"mode": "attach", "control_socket": str(tor_dir / "control.sock")}
+
+    async def fetch(url: str, what: str) -> None:
+        status, _ = await retry(lambda: socks_get(tor_network.socks_port, url, timeout=20),
+                                timeout=60, what=what)
+        assert status == 200
+
+    async def served_again(address: str) -> None:
+        assert address in await owner.onion_ids(detached=True)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="amanat.onion"):
+            async with (
+                serve_org(org, tor=tor) as server,
+                publish_onions(server.config, server.url, watch_interval=0.5) as onions,
+            ):
+                (url,) = onions
+                address = url.removeprefix("http://").split(".onion")[0]
+                await fetch(url, "the onion landing page")
+
+                await owner.msg(f"DEL_ONION {address}")
+                await retry(lambda: served_again(address), timeout=30, what="re-publishing")
+                await fetch(url, "the landing page after tor forgot the onion")
+
+                await owner.close()  # tor exits with its owning controller
+                launched.stop()
+                launched, owner = await start_tor()
+                await retry(lambda: served_again(address), timeout=60, what="after a restart")
+                await fetch(url, "the landing page after tor restarted")
+        assert "reconnecting" in caplog.text
+        assert caplog.text.count("publishing it again") == 2
+    finally:
+        await owner.close()
+        launched.stop()

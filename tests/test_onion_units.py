@@ -40,6 +40,7 @@ from onion.services import (
     onion_address,
 )
 from onion.status import SelfCheck, ServiceReport, StatusReport
+from onion.watch import missing_services
 
 # A v3 address from rend-spec-v3 examples' shape: 56 base32 characters.
 ADDRESS = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd"
@@ -227,3 +228,19 @@ async def test_password_authentication(tmp_path: Path) -> None:
         await owner.close()
         launched.stop()
     assert not launched.running()
+
+
+def _service(name: str, address: str, torrc_dir: str = "") -> PublishedService:
+    return PublishedService(name, address, pow_defenses=True, client_auth=False,
+                            torrc_dir=torrc_dir)
+
+
+def test_the_watch_republishes_only_ephemeral_services_tor_forgot() -> None:
+    source, transfer = "a" * 56, "b" * 56
+    services = [_service("source", source), _service("transfer", transfer)]
+    assert missing_services(services, [source, transfer]) == []
+    assert missing_services(services, [transfer, "c" * 56]) == [services[0]]
+    assert missing_services(services, []) == services
+    # torrc owns a HiddenServiceDir service: never in onions/detached, never ours to publish
+    in_torrc = [_service("source", source, torrc_dir="/var/lib/tor/amanat-source")]
+    assert missing_services(in_torrc, []) == []
