@@ -112,7 +112,9 @@ async def test_every_page_in_every_locale_in_a_real_browser(running_server: Any,
     for audit in audits:
         assert (audit["lang"], audit["dir"]) == LOCALES[audit["locale"]], audit["page"]
         assert audit["scripts"] == 0, audit["page"]
-        assert audit["width320"] <= 320, f"{audit['locale']} {audit['page']} scrolls sideways"
+        assert audit["width320"] <= 320, (
+            f"{audit['locale']} {audit['page']} scrolls sideways: {audit['wide']}"
+        )
 
     # JavaScript disabled: three testimonies went through plain HTML forms.
     submitted = {s["locale"]: s for s in result["submissions"]}

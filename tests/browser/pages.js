@@ -35,12 +35,22 @@ async function axe(page) {
 }
 
 async function audit(page, locale, name, results) {
-  const html = await page.evaluate(() => ({
-    lang: document.documentElement.getAttribute('lang'),
-    dir: document.documentElement.getAttribute('dir'),
-    scripts: document.scripts.length,
-    width: document.documentElement.scrollWidth,  // the context is 320 px wide
-  }));
+  const html = await page.evaluate(async () => {
+    await document.fonts.ready;  // measure the layout the reader gets, not one before fallback
+    const width = document.documentElement.scrollWidth;  // the context is 320 px wide
+    // When the page is too wide, name what sticks out, so a failure explains itself.
+    const wide = width <= 320 ? [] : [...document.querySelectorAll('body *')]
+      .filter((el) => { const b = el.getBoundingClientRect(); return b.left < -1 || b.right > 321; })
+      .slice(0, 5)
+      .map((el) => `<${el.tagName.toLowerCase()} id="${el.id}" class="${el.className}"> `
+        + `${Math.round(el.getBoundingClientRect().width)} px: ${(el.textContent || '').slice(0, 60)}`);
+    return {
+      lang: document.documentElement.getAttribute('lang'),
+      dir: document.documentElement.getAttribute('dir'),
+      scripts: document.scripts.length,
+      width, wide,
+    };
+  });
   results.audits.push({
     locale, page: name, url: new URL(page.url()).pathname, ...html,
     violations: await axe(page), width320: html.width,
