@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ T = TypeVar("T")
 
 # Unix socket paths longer than this do not fit in sockaddr_un on Linux (108 bytes with the NUL).
 _MAX_SOCKET_PATH = 100
+RELOAD_EVENT_TIMEOUT = 10.0
 
 
 @contextlib.contextmanager
@@ -223,8 +225,28 @@ class TorController:
         return services
 
     async def reload(self) -> None:
-        """SIGNAL RELOAD: re-read torrc and `authorized_clients/`."""
-        await self.msg("SIGNAL RELOAD")
+        """SIGNAL RELOAD: re-read torrc and `authorized_clients/`.
+
+        Returns only once stem has handled the SIGNAL event that the reload causes. stem reacts
+        to it on its event thread, under the socket's send lock, and `close()` holds that lock
+        while it joins that thread: closing in between (as a command that reloads and exits
+        does) deadlocks. Our listener runs after stem's own one, so when it fires that is done.
+        """
+        handled = threading.Event()
+
+        def listener(event: Any) -> None:  # runs on stem's event thread
+            if event.signal == stem.Signal.RELOAD:
+                handled.set()
+
+        signal_events = stem.control.EventType.SIGNAL
+        await self._call("SETEVENTS SIGNAL", self._ctl.add_event_listener, listener, signal_events)
+        try:
+            await self._call("SIGNAL RELOAD", self._ctl.signal, stem.Signal.RELOAD)
+            if not await asyncio.to_thread(handled.wait, RELOAD_EVENT_TIMEOUT):
+                raise TorTimeoutError("tor did not report the reload it was asked for")
+        finally:
+            with contextlib.suppress(TorConnectError, TorCommandError):
+                await self._call("SETEVENTS", self._ctl.remove_event_listener, listener)
 
     @contextlib.asynccontextmanager
     async def hs_desc_events(self) -> AsyncIterator[asyncio.Queue[HsDescEvent]]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -41,6 +45,8 @@ from onion.services import (
 )
 from onion.status import SelfCheck, ServiceReport, StatusReport
 from onion.watch import missing_services
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A v3 address from rend-spec-v3 examples' shape: 56 base32 characters.
 ADDRESS = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd"
@@ -244,3 +250,46 @@ def test_the_watch_republishes_only_ephemeral_services_tor_forgot() -> None:
     # torrc owns a HiddenServiceDir service: never in onions/detached, never ours to publish
     in_torrc = [_service("source", source, torrc_dir="/var/lib/tor/amanat-source")]
     assert missing_services(in_torrc, []) == []
+
+
+@pytest.mark.skipif(shutil.which("tor") is None, reason="tor is not installed")
+async def test_reload_then_close_never_hangs(tmp_path: Path) -> None:
+    """`amanat onion add-client` reloads tor and exits at once. stem deadlocked in close() when
+    its SIGNAL event was still being handled (seen in CI; a bare SIGNAL RELOAD hung after 3 to
+    153 rounds when this was found); reload() now returns only after that. The tor is a plain one
+    (no owning controller: each round's connection must not take it over), with no network."""
+    data = tmp_path / "tor"
+    data.mkdir(mode=0o700)
+    sock = data / "control.sock"
+    (data / "torrc").write_text(render_torrc([
+        ("DataDirectory", str(data)), ("ControlSocket", str(sock)),
+        ("CookieAuthentication", "1"), ("SocksPort", "0"), ("DisableNetwork", "1"),
+    ]))
+    tor = subprocess.Popen(["tor", "--defaults-torrc", os.devnull, "-f", str(data / "torrc")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rounds = textwrap.dedent(f"""
+        import asyncio, pathlib
+        from onion.controller import TorController
+        async def main():
+            for _ in range(250):
+                controller = await TorController.connect(socket_path=pathlib.Path({str(sock)!r}))
+                await controller.reload()
+                await controller.close()
+        asyncio.run(main())
+    """)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.1)
+        # In a child process, the way the command runs: a deadlock is a timeout, not a hung suite.
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", rounds, cwd=ROOT)
+        try:
+            assert await asyncio.wait_for(child.wait(), timeout=90) == 0
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+            raise AssertionError("reload() then close() hung") from None
+    finally:
+        tor.terminate()
+        tor.wait(10)
