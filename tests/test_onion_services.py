@@ -105,7 +105,12 @@ async def _amanat(*args: str) -> tuple[int, str]:
         sys.executable, "-m", "dropbox.cli", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await proc.communicate()
+    try:  # a command that hangs fails its test instead of stalling the suite
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"`amanat {' '.join(args)}` did not finish in 120 s") from None
     return proc.returncode or 0, out.decode()
 
 
