@@ -214,9 +214,17 @@ async def test_torrc_services_production_style(
             transfer_address = (transfer_dir / "hostname").read_text().strip()
             assert onions == [f"http://{source_address}/", f"http://{transfer_address}/"]
             assert await service_tor.onion_ids(detached=True) == []  # nothing ephemeral added
-            code, out = await _amanat("onion", "add-client", "bob", "--config",
-                                      str(server.config_path))
-            assert code == 0, out
+            # The reload makes tor upload a new descriptor that names bob. A client that asked
+            # before it arrived would get the old one and, having asked every HSDir, would not
+            # ask again for many minutes: so wait for the upload, as an operator would.
+            async with service_tor.hs_desc_events() as events:
+                code, out = await _amanat("onion", "add-client", "bob", "--config",
+                                          str(server.config_path))
+                assert code == 0, out
+                address = transfer_address.removesuffix(".onion")
+                while (event := await asyncio.wait_for(events.get(), 90)).address != address \
+                        or event.action != "UPLOADED":
+                    pass
             line = out.strip().splitlines()[-1]
             assert line.startswith(transfer_address.removesuffix(".onion") + ":descriptor:")
             assert (transfer_dir / "authorized_clients" / "bob.auth").exists()
