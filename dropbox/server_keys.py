@@ -26,14 +26,9 @@ def load_verified_keyring(config: Config) -> Keyring:
     org_key = parse_org_public_key(_read(config.keys.org_public_key, "organization public key"))
     seen_file = config.storage.data_dir / KEYRING_SEEN_FILE
     seen_version, seen_fingerprint = _read_seen(seen_file)
-    keyring = load_keyring(_read(config.keys.keyring, "keyring"), org_key, seen_version)
+    document = _read(config.keys.keyring, "keyring")
+    keyring = load_keyring(document, org_key, seen_version, seen_fingerprint)
     fingerprint = keyring.fingerprint()
-    if keyring.version == seen_version and seen_fingerprint not in ("", fingerprint):
-        raise KeyringError(
-            f"keyring version {keyring.version} has other content than the keyring of the same "
-            f"version this server accepted before (fingerprint {seen_fingerprint}): the "
-            "organization must sign changes under a new version number"
-        )
     if (keyring.version, fingerprint) != (seen_version, seen_fingerprint):
         config.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         replace_public(seen_file, f"{keyring.version}\n{fingerprint}\n".encode())

@@ -54,6 +54,11 @@ class KeyringError(InputError):
     """A keyring document is unsigned, badly signed, rolled back or of an unknown format."""
 
 
+class KeyringForkError(KeyringError):
+    """A keyring carries the version accepted before but other content: the organization signs
+    every change under a new version, so this is a signing mistake or a swap."""
+
+
 class CodenameError(InputError):
     """A codename is malformed (wrong length, unknown characters or words)."""
 

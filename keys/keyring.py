@@ -25,7 +25,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from keys.age import X25519Recipient
-from keys.errors import AgeError, KeyringError
+from keys.errors import AgeError, KeyringError, KeyringForkError
 
 FORMAT = "amanat-keyring/v1"
 MAX_VERSION = 2**53 - 1  # stays exact in every JSON implementation
@@ -163,10 +163,13 @@ def sign_keyring(keyring: Keyring, org_signing_key: SigningKey) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-def load_keyring(document: bytes, org_verify_key: VerifyKey, min_version: int = 0) -> Keyring:
+def load_keyring(
+    document: bytes, org_verify_key: VerifyKey, min_version: int = 0, seen_fingerprint: str = ""
+) -> Keyring:
     """Verify and parse a keyring document. Raises KeyringError naming the problem: not a keyring
     document, unknown format, bad signature, malformed field, or a version below `min_version`
-    (the last version this caller accepted: a lower one is a rollback)."""
+    (the last version this caller accepted: a lower one is a rollback). With the fingerprint of
+    that accepted keyring, the same version with other content is refused too (KeyringForkError)."""
     top = _parse_json(document, "keyring document")
     if not isinstance(top, dict) or set(top) != _DOCUMENT_FIELDS:
         raise KeyringError(
@@ -185,7 +188,7 @@ def load_keyring(document: bytes, org_verify_key: VerifyKey, min_version: int = 
             "(altered, or signed by another organization)"
         ) from None
     keyring = _keyring_from_payload(payload, org_verify_key)
-    check_rollback(keyring.version, min_version)
+    check_rollback(keyring, min_version, seen_fingerprint)
     return keyring
 
 
@@ -198,13 +201,20 @@ def parse_unsigned_keyring(payload: bytes, org_verify_key: VerifyKey) -> Keyring
     return _keyring_from_payload(data, org_verify_key)
 
 
-def check_rollback(version: int, last_seen: int) -> None:
-    """Refuse a keyring older than the newest one the caller has accepted before. Equal is fine:
-    the same keyring is loaded at every start."""
-    if version < last_seen:
+def check_rollback(keyring: Keyring, last_seen: int, seen_fingerprint: str = "") -> None:
+    """Refuse a keyring older than the newest one the caller has accepted before, and one with
+    that version but another fingerprint (a fork). The same keyring again is fine: it is loaded
+    at every start."""
+    if keyring.version < last_seen:
         raise KeyringError(
-            f"keyring version {version} is older than version {last_seen} seen before: "
+            f"keyring version {keyring.version} is older than version {last_seen} seen before: "
             "refusing a rollback"
+        )
+    if keyring.version == last_seen and seen_fingerprint not in ("", keyring.fingerprint()):
+        raise KeyringForkError(
+            f"keyring version {keyring.version} has other content than the keyring of the same "
+            f"version accepted before (fingerprint {seen_fingerprint}): the organization must "
+            "sign changes under a new version number"
         )
 
 

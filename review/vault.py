@@ -34,7 +34,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from keys.age import X25519Identity, decrypt, decrypt_iter, encrypt
-from keys.errors import AgeError, ConfigError, InputError, KeyringError, StorageError
+from keys.errors import AgeError, ConfigError, InputError, KeyringForkError, StorageError
 from keys.identity_file import InvestigatorSecrets, open_identity
 from keys.keyring import Keyring, encode_key, load_keyring, parse_org_public_key
 
@@ -187,15 +187,14 @@ class Vault:
             org_pub = parse_org_public_key((root / "org.pub").read_bytes())
             if encode_key(org_pub) != state["org_pub"]:
                 raise VaultIntegrityError("org.pub in the vault is not the key pinned at init")
-            keyring = load_keyring(
-                (root / "keyring.json").read_bytes(), org_pub, state["keyring_version"]
-            )
-            adopted = state.get("keyring_fingerprint", keyring.fingerprint())
-            if keyring.version == state["keyring_version"] and adopted != keyring.fingerprint():
+            adopted = (state["keyring_version"], state.get("keyring_fingerprint", ""))
+            try:
+                keyring = load_keyring((root / "keyring.json").read_bytes(), org_pub, *adopted)
+            except KeyringForkError as exc:
                 raise VaultIntegrityError(
-                    "keyring.json is not the keyring this vault adopted (same version, other "
-                    "content): put back the organization's keyring.json of that version"
-                )
+                    f"keyring.json is not the keyring this vault adopted ({exc}): put back the "
+                    "organization's keyring.json of that version"
+                ) from None
         except BaseException:
             lock.close()
             raise
@@ -238,14 +237,10 @@ class Vault:
         under one version number is a signer's mistake or a swap), and one in which this
         investigator is no longer active. keyring.json is written before the state that records
         its version, so a crash in between leaves a vault that still opens."""
-        org_pub = parse_org_public_key((self.root / "org.pub").read_bytes())
         current = self.keyring
-        keyring = load_keyring(document, org_pub, current.version)
-        if keyring.version == current.version and keyring.fingerprint() != current.fingerprint():
-            raise KeyringError(
-                f"keyring version {keyring.version} differs from the vault's keyring of the same "
-                "version: the organization must sign changes under a new version number"
-            )
+        keyring = load_keyring(
+            document, current.org_verify_key, current.version, current.fingerprint()
+        )
         _check_membership(keyring, self.investigator)
         write_atomic(self.root / "keyring.json", [document])
         self.keyring = keyring

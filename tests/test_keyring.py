@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from keys.age import X25519Identity, encrypt
-from keys.errors import InputError, KeyringError, WrongPassphraseError
+from keys.errors import InputError, KeyringError, KeyringForkError, WrongPassphraseError
 from keys.identity_file import (
     IdentityFileError,
     InvestigatorSecrets,
@@ -440,3 +441,15 @@ def test_identity_plaintext_is_an_age_identity_file(
         ["age", "-d", "-i", str(identity_path)], input=ciphertext, capture_output=True, check=True
     )
     assert out.stdout == b"testimony"
+
+
+def test_same_version_other_content_is_a_fork(org: SigningKey, keyring: Keyring) -> None:
+    first = load_keyring(sign_keyring(keyring, org), org.verify_key)
+    other = replace(keyring, investigators=keyring.investigators[:1])
+    document = sign_keyring(other, org)
+    seen = (first.version, first.fingerprint())
+    assert load_keyring(sign_keyring(keyring, org), org.verify_key, *seen) == first
+    with pytest.raises(KeyringForkError, match=r"other content .* same version") as info:
+        load_keyring(document, org.verify_key, *seen)
+    assert isinstance(info.value, KeyringError)
+    assert load_keyring(document, org.verify_key, first.version).version == first.version
