@@ -17,8 +17,23 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 
 OUT=${1:-dist/wheelhouse}
 PY=${PYTHON:-python3}
-REVIEW_DEPS=(pynacl argon2-cffi)
-SERVER_ONLY='^(aiohttp|stem|sqlalchemy|aiosqlite|alembic|jinja2|babel|aiohttp_socks|python_socks|mako)-'
+# Both lists come from pyproject.toml: the offline roles install [project] dependencies only; the
+# packages of the networked roles' extras (server, workstation) must never show up here.
+read_pyproject() {
+    "$PY" - "$1" <<'PYTHON'
+import re, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+def names(specs): return sorted({re.split(r"[\[<>=!~; ]", s, maxsplit=1)[0] for s in specs})
+if sys.argv[1] == "offline":
+    print(" ".join(project["dependencies"]))
+else:
+    extras = project["optional-dependencies"]
+    networked = names(extras["server"] + extras["workstation"]) + ["mako"]  # alembic's
+    print("^(" + "|".join(re.sub(r"[-_.]+", "[-_.]", n) for n in networked) + ")-")
+PYTHON
+}
+read -r -a REVIEW_DEPS <<< "$(read_pyproject offline)"
+SERVER_ONLY=$(read_pyproject networked)
 
 if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
     echo "build-wheelhouse: $OUT exists and is not empty" >&2

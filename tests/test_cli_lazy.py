@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from roles import ROOT, networked_packages
 
 from dropbox.cli import COMMANDS, build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER_ONLY = ("aiohttp", "aiohttp_socks", "python_socks", "stem", "sqlalchemy", "aiosqlite",
-               "alembic", "jinja2", "babel")
+SERVER_ONLY = networked_packages()
 BLOCKER = f"""
 import sys
 class _Block:
