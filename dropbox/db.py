@@ -82,6 +82,7 @@ __all__ = [
     "replies_for",
     "sweep_orphans",
     "today",
+    "waiting_counts",
 ]
 
 Kind = Literal["message", "file", "manifest"]
@@ -299,18 +300,38 @@ async def list_unacknowledged(session: AsyncSession) -> list[Submission]:
     return list(result.scalars())
 
 
-async def list_waiting_for(session: AsyncSession, investigator: str) -> list[Submission]:
-    """What one investigator's pull carries: every submission not acknowledged under the policy
-    yet that this investigator has not acknowledged either, oldest day first."""
+def _waiting_for(investigator: str) -> Any:
+    """The ids of what one investigator's pull carries: submissions not acknowledged under the
+    policy yet that this investigator has not acknowledged either."""
     mine = select(Acknowledgement.submission_id).where(
         Acknowledgement.investigator == investigator
     )
+    return select(Submission.id).where(
+        Submission.acknowledged_day.is_(None), Submission.id.not_in(mine)
+    )
+
+
+async def list_waiting_for(session: AsyncSession, investigator: str) -> list[Submission]:
+    """What one investigator's pull carries, oldest day first, with sources and ciphertexts."""
     result = await session.execute(
         select(Submission)
-        .where(Submission.acknowledged_day.is_(None), Submission.id.not_in(mine))
+        .where(Submission.id.in_(_waiting_for(investigator)))
         .order_by(Submission.day, Submission.id)
     )
     return list(result.scalars())
+
+
+async def waiting_counts(session: AsyncSession, investigator: str) -> tuple[int, int, int]:
+    """(submissions, files, bytes) of what one investigator's pull carries, counted in SQL."""
+    result = await session.execute(
+        select(
+            func.count(func.distinct(Ciphertext.submission_id)),
+            func.count(Ciphertext.id),
+            func.coalesce(func.sum(Ciphertext.size), 0),
+        ).where(Ciphertext.submission_id.in_(_waiting_for(investigator)))
+    )
+    submissions, files, size = result.one()
+    return int(submissions), int(files), int(size)
 
 
 async def add_acknowledgements(

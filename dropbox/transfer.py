@@ -171,15 +171,14 @@ class WaitingStatus:
 
 
 async def waiting_status(session: AsyncSession, investigator: str) -> WaitingStatus:
-    """Counts only: nothing is read from the store. `replies` are those stored for sources that
-    have not read them yet."""
-    waiting = [s for s in await db.list_waiting_for(session, investigator) if s.ciphertexts]
-    files = [c for s in waiting for c in s.ciphertexts]
+    """Counts only, in SQL: nothing is read from the store and no row is loaded. `replies` are
+    those stored for sources that have not read them yet."""
+    submissions, files, size = await db.waiting_counts(session, investigator)
     replies = await session.scalar(select(func.count()).select_from(db.Reply))
     return WaitingStatus(
-        submissions=len(waiting),
-        files=len(files),
-        bytes=sum(c.size for c in files),
+        submissions=submissions,
+        files=files,
+        bytes=size,
         replies=int(replies or 0),
         acknowledged_by_me=await db.acknowledged_by(session, investigator),
     )

@@ -427,11 +427,14 @@ async def test_acknowledgements_are_per_investigator_and_go_with_the_submission(
         assert {s.id for s in await db.list_waiting_for(session, "bob")} == {first, second}
         assert await db.acknowledgers(session) == {first: {"alice"}}
         assert await db.acknowledged_by(session, "alice") == 1
+        assert await db.waiting_counts(session, "alice") == (1, 3, 104 + 105 + 106)
+        assert await db.waiting_counts(session, "bob") == (2, 6, 621)
         with pytest.raises(db.InvalidRecordError):
             await db.add_acknowledgements(session, [second], "x" * 129, DAY)
     async with sessions.begin() as session:
         await db.acknowledge(session, [first], DAY, 0)  # the policy is met
         assert await db.acknowledgers(session) == {}
+        assert await db.waiting_counts(session, "bob") == (1, 3, 315)
         assert [s.id for s in await db.list_waiting_for(session, "bob")] == [second]
         await db.forget_submissions(session, [first])
     async with sessions() as session:

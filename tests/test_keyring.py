@@ -577,6 +577,23 @@ def test_a_damaged_credential_is_refused() -> None:
             parse_credential(broken)
 
 
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=400), prefix=st.sampled_from(["", "# AMANAT-LABEL: a\n"]))
+def test_any_text_is_a_credential_or_refused_as_input(text: str, prefix: str) -> None:
+    try:
+        parsed = parse_credential(prefix + text)
+    except CredentialFileError:
+        return
+    assert len(bytes(parsed.signing_key)) == 32
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_any_bytes_given_as_a_credential_are_refused_as_input(data: bytes) -> None:
+    with pytest.raises((IdentityFileError, WrongPassphraseError)):
+        open_credential(data, "a passphrase")
+
+
 @pytest.mark.interop
 @pytest.mark.skipif(shutil.which("age") is None, reason="needs the age binary")
 def test_the_age_binary_finds_no_identity_in_a_credential(tmp_path: Path) -> None:

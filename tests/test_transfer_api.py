@@ -358,10 +358,19 @@ async def test_status_counts_replies_and_downloads_nothing(org: DemoOrg) -> None
         status = await status_of(pair, org.credential.signing_key)
         assert status["waiting"]["submissions"] == 1
         assert status["waiting"]["replies"] == 1
-        headers = signed_headers(org.credential.signing_key, "GET", "/v1/status")
-        headers[HEADER_CONTENT_SHA256] = hashlib.sha256(b"x").hexdigest()
-        code, body, _ = await raw(pair, "GET", "/v1/status", headers, b"x")
-        assert (code, body["error"]) == (401, "bad_signature")
+        # hostile: unsigned, a body where none belongs, the wrong method, a flood of requests
+        code, body, _ = await raw(pair, "GET", "/v1/status", {})
+        assert (code, body["error"]) == (401, "malformed_signature_headers")
+        headers = signed_headers(org.credential.signing_key, "GET", "/v1/status", b"x" * 10)
+        code, body, _ = await raw(pair, "GET", "/v1/status", headers, b"x" * 10)
+        assert code == 413
+        headers = signed_headers(org.credential.signing_key, "POST", "/v1/status")
+        code, body, _ = await raw(pair, "POST", "/v1/status", headers)
+        assert code == 405
+        answers = await asyncio.gather(
+            *(status_of(pair, org.credential.signing_key) for _ in range(40))
+        )
+        assert all(a == status for a in answers)
 
 
 # --- refusals ---------------------------------------------------------------------------------
