@@ -96,6 +96,7 @@ def _register_org_commands(command: _Command) -> None:
     p.add_argument("--label", required=True)
     _add_identity_options(p)
     _add_credential_options(p)
+    _add_work_factor(p)
 
     p = command(
         "revoke",
@@ -120,6 +121,7 @@ def _register_org_commands(command: _Command) -> None:
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--label", required=True)
     _add_credential_options(p)
+    _add_work_factor(p)
 
     p = command(
         "rotate-identity",
@@ -130,6 +132,7 @@ def _register_org_commands(command: _Command) -> None:
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--label", required=True)
     _add_identity_options(p)
+    _add_work_factor(p)
 
     p = command(
         "pin-transfer-key",
@@ -167,7 +170,6 @@ def _add_identity_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="read the identity's passphrase from its first line instead of prompting",
     )
-    _add_work_factor(p)
 
 
 def _add_credential_options(p: argparse.ArgumentParser) -> None:
@@ -184,8 +186,6 @@ def _add_credential_options(p: argparse.ArgumentParser) -> None:
         help="read the credential's passphrase from its first line instead of prompting "
         "(choose another passphrase than the identity's)",
     )
-    if not any(a.dest == "work_factor" for a in p._actions):
-        _add_work_factor(p)
 
 
 def _add_work_factor(p: argparse.ArgumentParser) -> None:
