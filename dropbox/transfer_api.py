@@ -355,20 +355,28 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _periodic_purge(app: web.Application) -> AsyncIterator[None]:
-    """Delete acknowledged ciphertexts whose retention ran out, at startup and every hour."""
+    """At startup and every hour: start the retention of submissions whose acknowledgements now
+    meet the policy (a revocation can complete one), then delete acknowledged ciphertexts whose
+    retention ran out. A keyring that does not load skips the first step only."""
     state = app[STATE]
 
-    async def purge() -> None:
+    async def settle() -> None:
         try:
             state.keyring = await asyncio.to_thread(load_verified_keyring, state.config)
             async with state.maker.begin() as session:
                 await transfer.settle_acknowledgements(
                     session, state.keyring, state.policy, db.today()
                 )
+        except (StorageError, KeyringError, ConfigError) as exc:
+            logger.error("acknowledgement policy check failed: %s", type(exc).__name__)
+
+    async def purge() -> None:
+        await settle()
+        try:
             deleted = await transfer.purge_due(state.maker, state.store, db.today())
             if deleted:
                 logger.info("deleted %d acknowledged ciphertexts after retention", deleted)
-        except (StorageError, KeyringError) as exc:
+        except StorageError as exc:
             logger.error("retention purge failed: %s", type(exc).__name__)
 
     async with periodic.every(PURGE_INTERVAL_SECONDS, purge, at_start=True):

@@ -317,18 +317,16 @@ async def test_a_revocation_releases_what_waited_for_the_revoked_investigator(
         (item,) = (await pull_bundle(pair, org)).manifest.items
         async with client(pair, org) as c:
             assert (await c.ack([item.submission_id]))["retention_started"] == []
-        ring = keyring_of(org).with_revoked(second.label)
-        (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
-        # what the hourly purge does: the keyring, then the policy, then retention
-        state = pair.app[STATE]
-        state.keyring = ring
-        async with state.maker.begin() as session:
-            started = await transfer.settle_acknowledgements(
-                session, ring, state.policy, date.today().isoformat()
-            )
-        assert started == [item.submission_id]
-        assert await transfer.purge_due(state.maker, state.store, date.today().isoformat()) > 0
-        assert pair.public.query("SELECT count(*) FROM submissions") == [(0,)]
+    ring = keyring_of(org).with_revoked(second.label)
+    (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+    # the purge the transfer app runs at startup (and hourly) re-checks the policy
+    async with servers(org) as pair:
+        deadline = asyncio.get_running_loop().time() + 30
+        while pair.public.query("SELECT count(*) FROM submissions") != [(0,)]:
+            assert asyncio.get_running_loop().time() < deadline, "the purge never ran"
+            await asyncio.sleep(0.05)
+        assert pair.public.query("SELECT count(*) FROM ciphertexts") == [(0,)]
+        assert not any(pair.public.state.store.path(c.name).exists() for c in item.ciphertexts)
 
 
 async def test_an_investigator_added_later_is_not_waited_for(org: DemoOrg) -> None:
