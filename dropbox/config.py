@@ -91,6 +91,9 @@ class TransferConfig:
     listen: Listen | None = None
     retention_days: int = 0
     signing_key: Path | None = None
+    # How many investigators must acknowledge a submission before its retention starts:
+    # None is every active investigator (`acknowledgements = "all"`), else that many.
+    acknowledgements: int | None = None
 
 
 @dataclass(frozen=True)
@@ -246,12 +249,25 @@ def _keys(r: _Reader) -> KeysConfig:
 
 
 def _transfer(r: _Reader) -> TransferConfig:
-    r.only({"listen", "retention_days", "signing_key"})
+    r.only({"listen", "retention_days", "signing_key", "acknowledgements"})
     return TransferConfig(
         listen=r.listen("listen", None),
         retention_days=r.integer("retention_days", 0, minimum=0),
         signing_key=r.path("signing_key", None),
+        acknowledgements=_acknowledgements(r),
     )
+
+
+def _acknowledgements(r: _Reader) -> int | None:
+    value = r.table.get("acknowledgements", "all")
+    if value == "all":
+        return None
+    if type(value) is not int or value < 1:
+        raise ConfigError(
+            f'{r.where("acknowledgements")} must be "all" (every active investigator) or an '
+            "integer >= 1"
+        )
+    return value
 
 
 def _tor(r: _Reader) -> TorConfig:

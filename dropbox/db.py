@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     delete,
     event,
+    func,
     select,
     update,
 )
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 __all__ = [
+    "Acknowledgement",
     "Base",
     "Ciphertext",
     "InvalidRecordError",
@@ -62,6 +64,9 @@ __all__ = [
     "Source",
     "Submission",
     "acknowledge",
+    "acknowledged_by",
+    "acknowledgers",
+    "add_acknowledgements",
     "add_reply",
     "add_submission",
     "create_engine_and_sessionmaker",
@@ -73,9 +78,11 @@ __all__ = [
     "get_source_by_lookup",
     "init_db",
     "list_unacknowledged",
+    "list_waiting_for",
     "replies_for",
     "sweep_orphans",
     "today",
+    "waiting_counts",
 ]
 
 Kind = Literal["message", "file", "manifest"]
@@ -121,7 +128,9 @@ class Source(Base):
 
 
 class Submission(Base):
-    """One submission; `acknowledged_day` is set once investigators confirm they hold it."""
+    """One submission; `acknowledged_day` is set once enough investigators confirm they hold it
+    (the organization's policy, dropbox/transfer.py); each one's confirmation is an
+    `Acknowledgement` row until then."""
 
     __tablename__ = "submissions"
 
@@ -159,6 +168,20 @@ class Ciphertext(Base):
     submission: Mapped[Submission] = relationship(back_populates="ciphertexts", lazy="raise")
 
     __table_args__ = (CheckConstraint("kind IN ('message', 'file', 'manifest')", name="kind"),)
+
+
+class Acknowledgement(Base):
+    """One investigator (by keyring label) holds one submission. Deleted with the submission."""
+
+    __tablename__ = "acknowledgements"
+
+    submission_id: Mapped[str] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
+    )
+    investigator: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10))
+
+    __table_args__ = (Index(None, "investigator"),)
 
 
 class Reply(Base):
@@ -277,12 +300,101 @@ async def list_unacknowledged(session: AsyncSession) -> list[Submission]:
     return list(result.scalars())
 
 
+def _waiting_for(investigator: str) -> Any:
+    """The ids of what one investigator's pull carries: submissions not acknowledged under the
+    policy yet that this investigator has not acknowledged either."""
+    mine = select(Acknowledgement.submission_id).where(
+        Acknowledgement.investigator == investigator
+    )
+    return select(Submission.id).where(
+        Submission.acknowledged_day.is_(None), Submission.id.not_in(mine)
+    )
+
+
+async def list_waiting_for(session: AsyncSession, investigator: str) -> list[Submission]:
+    """What one investigator's pull carries, oldest day first, with sources and ciphertexts."""
+    result = await session.execute(
+        select(Submission)
+        .where(Submission.id.in_(_waiting_for(investigator)))
+        .order_by(Submission.day, Submission.id)
+    )
+    return list(result.scalars())
+
+
+async def waiting_counts(session: AsyncSession, investigator: str) -> tuple[int, int, int]:
+    """(submissions, files, bytes) of what one investigator's pull carries, counted in SQL."""
+    result = await session.execute(
+        select(
+            func.count(func.distinct(Ciphertext.submission_id)),
+            func.count(Ciphertext.id),
+            func.coalesce(func.sum(Ciphertext.size), 0),
+        ).where(Ciphertext.submission_id.in_(_waiting_for(investigator)))
+    )
+    submissions, files, size = result.one()
+    return int(submissions), int(files), int(size)
+
+
+async def add_acknowledgements(
+    session: AsyncSession, ids: Iterable[str], investigator: str, day: str
+) -> tuple[list[str], list[str]]:
+    """Record that `investigator` holds these submissions. Returns (newly acknowledged, already
+    acknowledged by them); unknown ids are in neither list."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return [], []
+    if not 1 <= len(investigator) <= 128:
+        raise InvalidRecordError("an investigator label has 1 to 128 characters")
+    existing = set(
+        (await session.execute(select(Submission.id).where(Submission.id.in_(wanted)))).scalars()
+    )
+    already = set(
+        (
+            await session.execute(
+                select(Acknowledgement.submission_id).where(
+                    Acknowledgement.submission_id.in_(wanted),
+                    Acknowledgement.investigator == investigator,
+                )
+            )
+        ).scalars()
+    )
+    new = [i for i in wanted if i in existing and i not in already]
+    session.add_all(
+        Acknowledgement(submission_id=i, investigator=investigator, day=_day(day)) for i in new
+    )
+    await session.flush()
+    return new, sorted(already)
+
+
+async def acknowledgers(session: AsyncSession) -> dict[str, set[str]]:
+    """For each submission not acknowledged under the policy yet that someone acknowledged:
+    the labels of the investigators who did."""
+    result = await session.execute(
+        select(Acknowledgement.submission_id, Acknowledgement.investigator)
+        .join(Submission, Submission.id == Acknowledgement.submission_id)
+        .where(Submission.acknowledged_day.is_(None))
+    )
+    found: dict[str, set[str]] = {}
+    for submission_id, label in result:
+        found.setdefault(submission_id, set()).add(label)
+    return found
+
+
+async def acknowledged_by(session: AsyncSession, investigator: str) -> int:
+    """How many submissions still on record this investigator has acknowledged."""
+    result = await session.execute(
+        select(func.count()).select_from(Acknowledgement).where(
+            Acknowledgement.investigator == investigator
+        )
+    )
+    return int(result.scalar_one())
+
+
 async def acknowledge(
     session: AsyncSession, ids: Iterable[str], day: str, retention_days: int
 ) -> list[str]:
-    """Mark submissions as safely received by investigators; their ciphertexts may be deleted
-    from `day + retention_days` on. Returns the ids newly acknowledged (already acknowledged or
-    unknown ids are left alone, so a repeated acknowledgement is harmless)."""
+    """Mark submissions as acknowledged under the organization's policy; their ciphertexts may
+    be deleted from `day + retention_days` on. Returns the ids newly acknowledged (already
+    acknowledged or unknown ids are left alone, so a repeated acknowledgement is harmless)."""
     if retention_days < 0:
         raise InvalidRecordError("retention_days must not be negative")
     wanted = sorted(set(ids))

@@ -17,7 +17,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from dropbox import db
 from dropbox.store import CiphertextStore, StoredFile
@@ -79,10 +84,45 @@ async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -
     await db.init_db(url)  # a restart: already at head, nothing happens
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert {"sources", "submissions", "ciphertexts", "replies"} <= tables
+    assert {"sources", "submissions", "ciphertexts", "replies", "acknowledgements"} <= tables
+
+
+async def test_a_database_from_revision_0001_upgrades_and_keeps_its_state(db_path: Path) -> None:
+    """An existing server's database: a submission acknowledged before per-investigator
+    acknowledgements keeps its retention and is in nobody's pull; one that was not is in
+    everybody's."""
+    from alembic import command
+
+    url = f"sqlite+aiosqlite:///{db_path}"
+    db_path.parent.mkdir(parents=True)
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(
+            lambda c: command.upgrade(db.alembic_config(c), "0001")  # type: ignore[arg-type]
+        )
+    await engine.dispose()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("INSERT INTO sources VALUES ('s1', 'l1', ?, ?)", (RECIPIENT, DAY))
+        raw.execute("INSERT INTO submissions VALUES ('old', 's1', ?, ?, '2026-11-30')", (DAY, DAY))
+        raw.execute("INSERT INTO submissions VALUES ('new', 's1', ?, NULL, NULL)", (DAY,))
+        raw.execute("INSERT INTO ciphertexts (submission_id, kind, name, size, sha256) "
+                    "VALUES ('new', 'message', 'n.age', 5, ?)", ("0" * 64,))
+    await db.init_db(url)
+    engine, sessions = db.create_engine_and_sessionmaker(url)
+    try:
+        async with sessions.begin() as session:
+            assert [s.id for s in await db.list_waiting_for(session, "alice")] == ["new"]
+            assert [s.id for s in await db.due_for_deletion(session, "2026-11-30")] == ["old"]
+            assert await db.add_acknowledgements(session, ["new", "old"], "alice", DAY) == (
+                ["new", "old"], [],
+            )
+            assert await db.list_waiting_for(session, "alice") == []
+            assert [s.id for s in await db.list_waiting_for(session, "bob")] == ["new"]
+    finally:
+        await engine.dispose()
 
 
 async def test_the_schema_holds_only_what_issue_3_allows(
@@ -93,7 +133,8 @@ async def test_the_schema_holds_only_what_issue_3_allows(
         columns = await connection.run_sync(
             lambda c: {
                 table: sorted(col["name"] for col in inspect(c).get_columns(table))
-                for table in ("sources", "submissions", "ciphertexts", "replies")
+                for table in ("sources", "submissions", "ciphertexts", "replies",
+                              "acknowledgements")
             }
         )
     assert columns == {
@@ -101,6 +142,7 @@ async def test_the_schema_holds_only_what_issue_3_allows(
         "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "source_id"],
         "ciphertexts": ["id", "kind", "name", "sha256", "size", "submission_id"],
         "replies": ["day", "id", "investigator", "name", "sha256", "size", "source_id"],
+        "acknowledgements": ["day", "investigator", "submission_id"],
     }
 
 
@@ -369,6 +411,36 @@ async def test_unacknowledged_ciphertexts_are_never_forgotten(
     async with sessions() as session:
         assert [len(s.ciphertexts) for s in await db.list_unacknowledged(session)] == [3]
         assert len((await db.due_for_deletion(session, DAY))[0].ciphertexts) == 3
+
+
+async def test_acknowledgements_are_per_investigator_and_go_with_the_submission(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    first = await new_submission(sessions, source_id, 1)
+    second = await new_submission(sessions, source_id, 4)
+    async with sessions.begin() as session:
+        new, already = await db.add_acknowledgements(session, [first, "f" * 32], "alice", DAY)
+        assert (new, already) == ([first], [])
+        assert await db.add_acknowledgements(session, [first], "alice", DAY) == ([], [first])
+        assert [s.id for s in await db.list_waiting_for(session, "alice")] == [second]
+        assert {s.id for s in await db.list_waiting_for(session, "bob")} == {first, second}
+        assert await db.acknowledgers(session) == {first: {"alice"}}
+        assert await db.acknowledged_by(session, "alice") == 1
+        assert await db.waiting_counts(session, "alice") == (1, 3, 104 + 105 + 106)
+        assert await db.waiting_counts(session, "bob") == (2, 6, 621)
+        with pytest.raises(db.InvalidRecordError):
+            await db.add_acknowledgements(session, [second], "x" * 129, DAY)
+    async with sessions.begin() as session:
+        await db.acknowledge(session, [first], DAY, 0)  # the policy is met
+        assert await db.acknowledgers(session) == {}
+        assert await db.waiting_counts(session, "bob") == (1, 3, 315)
+        assert [s.id for s in await db.list_waiting_for(session, "bob")] == [second]
+        await db.forget_submissions(session, [first])
+    async with sessions() as session:
+        assert await db.acknowledged_by(session, "alice") == 0  # the row went with it
+        count = (await session.execute(text("SELECT count(*) FROM acknowledgements"))).scalar()
+        assert count == 0
 
 
 async def test_negative_retention_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
