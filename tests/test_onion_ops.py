@@ -5,9 +5,17 @@ again and again, and a tor restart that must bring back every onion of the recor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
+import shutil
+import signal
+import socket
+import sys
 import time
+from pathlib import Path
 
+import aiohttp
 import pytest
 from conftest import serve_org
 from test_onion_services import _amanat
@@ -150,3 +158,102 @@ async def _status_three_times(config: str, transfer_address: str) -> list[float]
         assert "client auth (1 clients)" in out
         assert out.endswith("state:           ok\n")
     return seconds
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _tor_without_a_route(path: Path) -> Path:
+    """A tor whose only directory authority is a closed port on 127.0.0.1: it never bootstraps,
+    and asks nothing outside this machine."""
+    tor = shutil.which("tor")
+    assert tor is not None
+    port = _closed_port()
+    authority = f"nowhere orport={port} v3ident={'A' * 40} 127.0.0.1:{port} {'B' * 40}"
+    path.write_text(f'#!/bin/sh\nexec {tor} "$@" --TestingTorNetwork 1 '
+                    f'--UseDefaultFallbackDirs 0 --DirAuthority "{authority}"\n')
+    path.chmod(0o755)
+    return path
+
+
+def _running_with(needle: str) -> list[int]:
+    """PIDs whose command line mentions `needle` (to find a tor left behind)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and needle in (proc / "cmdline").read_text(errors="replace"):
+                found.append(int(proc.name))
+    return found
+
+
+NO_TOR = pytest.mark.skipif(shutil.which("tor") is None, reason="tor is not installed")
+
+
+@NO_TOR
+async def test_the_demo_without_a_route_serves_locally_with_the_onion_down(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "demo"
+    create_demo_org(root, port=0, cheap_kdf=True, tor_mode="launch")
+    config = root / "amanat.toml"
+    text = config.read_text()
+    tor_binary = _tor_without_a_route(tmp_path / "tor-without-a-route")
+    config.write_text(text + f'tor_binary = "{tor_binary}"\nbootstrap_timeout = 4\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dropbox.cli", "demo", "--data", str(root), "--cheap-kdf",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while not any(line.startswith("amanat demo: serving http://") for line in lines):
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "the demo exited:\n" + "".join(lines)
+            lines.append(line.decode())
+        out = "".join(lines)
+        assert re.search(r"amanat demo: tor bootstrap \d+%: \w", out), out
+        assert ("amanat demo: the onion service is NOT up: tor did not finish bootstrapping "
+                "in 4 s") in out
+        assert "Can this machine reach the Tor network?" in out
+        assert "serving on this computer only (127.0.0.1)" in out
+        assert "Traceback" not in out
+        url = lines[-1].split("serving ", 1)[1].strip()
+        async with aiohttp.ClientSession() as http, http.get(url + "/") as response:
+            assert response.status == 200
+        assert json.loads((root / "demo.json").read_text())["onions"] == []
+        assert _running_with(str(root / "data" / "tor")) == []  # its tor was stopped
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+@NO_TOR
+async def test_a_no_tor_folder_run_with_tor_says_so_and_launches_it(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    create_demo_org(root, port=0, cheap_kdf=True, tor_mode="none")  # as `--no-tor` made it
+    config = root / "amanat.toml"
+    tor_binary = _tor_without_a_route(tmp_path / "tor-without-a-route")
+    config.write_text(config.read_text() + f'tor_binary = "{tor_binary}"\nbootstrap_timeout = 1\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dropbox.cli", "demo", "--data", str(root), "--cheap-kdf",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while not any(line.startswith("amanat demo: serving http://") for line in lines):
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "the demo exited:\n" + "".join(lines)
+            lines.append(line.decode())
+        out = "".join(lines)
+        assert 'says [tor] mode = "none" (made with --no-tor); launching tor' in out
+        assert "amanat demo: tor bootstrap" in out  # it did launch tor
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
