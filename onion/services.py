@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +219,8 @@ NOT_FOUND = "NOT FOUND on HSDirs"
 NOT_BUILT = "NOT BUILT: tor has no descriptor for it yet"
 UNCONFIRMED = "unconfirmed: tor asked the HSDirs about it minutes ago and will not ask again yet"
 NO_ANSWER = "unconfirmed: no HSDir answered in time"
+STALE_RECORD = ("unconfirmed: the HSDirs that took its last recorded upload no longer have it, "
+                "and tor asked the others minutes ago")
 
 
 async def check_descriptor(
@@ -238,11 +240,23 @@ async def check_descriptor(
         await controller.get_info(f"hs/service/desc/id/{address}")
     except TorCommandError:
         return NOT_BUILT
-    servers = "".join(f" SERVER={fp}" for fp in service.hsdirs[:3])
-    asked = len(service.hsdirs[:3]) or None  # None: tor picks (and may skip) the HSDirs
+    verdict = await _fetch(controller, address, service.hsdirs[:3], timeout)
+    if verdict == NOT_FOUND and service.hsdirs:
+        # The record may be old (tor stopped, or `amanat serve` did not run to hear the latest
+        # upload): let tor pick the HSDirs that are responsible now.
+        again = await _fetch(controller, address, (), timeout)
+        verdict = STALE_RECORD if again == UNCONFIRMED else again
+    return verdict
+
+
+async def _fetch(
+    controller: TorController, address: str, hsdirs: Sequence[str], timeout: float
+) -> str:
+    servers = "".join(f" SERVER={fp}" for fp in hsdirs)
     async with controller.hs_desc_events() as events:
         await controller.msg(f"HSFETCH {address}{servers}")
-        return await _fetch_verdict(events, address, asked, timeout)
+        # without servers tor picks (and may skip) the HSDirs: how many, it tells in events
+        return await _fetch_verdict(events, address, len(hsdirs) or None, timeout)
 
 
 async def _fetch_verdict(

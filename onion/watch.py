@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from keys.errors import TorError
+from keys.errors import AmanatError, TorError
 from onion.controller import HsDescEvent, TorController
 from onion.services import PublishedService, hsdir_fingerprint
 
@@ -97,7 +97,7 @@ class OnionWatch:
                         if self.controller is not controller:
                             break  # a new connection: subscribe there first, then publish
                         await self._apply(detached)
-            except TorError as exc:
+            except (AmanatError, OSError) as exc:  # a bad client key file, too: keep watching
                 log.error("onion watch: %s; trying again in %.0f s", exc, self._interval)
                 await asyncio.sleep(self._interval)
 

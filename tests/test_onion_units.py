@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -11,7 +12,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from nacl.bindings import crypto_scalarmult
@@ -27,7 +30,13 @@ from onion.client_auth import (
     parse_auth_line,
     parse_auth_private_line,
 )
-from onion.controller import BootstrapState, TorController, launch_tor, render_torrc
+from onion.controller import (
+    BootstrapState,
+    HsDescEvent,
+    TorController,
+    launch_tor,
+    render_torrc,
+)
 from onion.errors import (
     ClientAuthKeyError,
     OnionKeyError,
@@ -51,7 +60,7 @@ from onion.services import (
     onion_address,
 )
 from onion.status import DEGRADED, DOWN, EXIT_STATUS, OK, SelfCheck, ServiceReport, StatusReport
-from onion.watch import stale_services
+from onion.watch import OnionWatch, stale_services
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -373,3 +382,73 @@ def test_the_record_keeps_the_latest_hsdirs_of_each_onion() -> None:
     again = note_upload(latest, source, "F6")
     assert again is not None
     assert again[0].hsdirs == ("F6", "F9", "F8", "F7", "F5", "F4")
+
+
+def test_status_without_tor_is_down_and_without_config_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dropbox.cli import main
+    from dropbox.demo import create_demo_org
+
+    org = create_demo_org(tmp_path / "org", port=0, cheap_kdf=True, tor_mode="attach")
+    config = org.config_path
+    config.write_text(config.read_text() + f'control_socket = "{tmp_path / "no.sock"}"\n')
+    assert main(["onion", "status", "--json", "--config", str(config)]) == 2
+    fields = json.loads(capsys.readouterr().out)
+    assert fields["state"] == "down"
+    assert "nothing answers at tor's control" in fields["error"]
+    assert main(["onion", "status", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.endswith("state:           down\n")
+
+    config.write_text("[tor]\nmode = 'attach'\nno_such_key = 1\n")
+    assert main(["onion", "status", "--json", "--config", str(config)]) == 3
+    assert json.loads(capsys.readouterr().out)["state"] == "unknown"
+
+
+class _FakeTor:
+    """Just what OnionWatch asks of tor: its ephemeral onions, and HS_DESC events."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[HsDescEvent] = asyncio.Queue()
+
+    async def onion_ids(self, detached: bool) -> list[str]:
+        return ["a" * 56]
+
+    @contextlib.asynccontextmanager
+    async def hs_desc_events(self) -> AsyncIterator[asyncio.Queue[HsDescEvent]]:
+        yield self.events
+
+
+async def test_the_watch_survives_a_bad_record_and_notes_uploads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tor = _FakeTor()
+    looks: list[int] = []
+    uploads: list[tuple[str, str]] = []
+
+    async def sync(ctl: object, detached: list[str]) -> tuple[set[str], set[str]]:
+        looks.append(len(detached))
+        if len(looks) == 1:  # a malformed .auth file in transfer_clients/
+            raise ClientAuthKeyError("an .auth line must read descriptor:x25519:<base32 key>")
+        return set(), set()
+
+    async def on_upload(address: str, hsdir: str) -> None:
+        uploads.append((address, hsdir))
+
+    watch = OnionWatch(cast(TorController, tor), sync, None, 0.01, on_upload)
+    await tor.events.put(HsDescEvent("UPLOADED", "a" * 56, "$" + "F" * 40 + "~relay", None))
+    await tor.events.put(HsDescEvent("UPLOAD", "a" * 56, "$" + "E" * 40 + "~relay", None))
+    task = asyncio.create_task(watch.run())
+    try:
+        await asyncio.wait_for(_until(lambda: len(looks) >= 3 and uploads), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert "an .auth line must read" in caplog.text  # said, and the watch went on
+    assert uploads == [("a" * 56, "F" * 40)]
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
