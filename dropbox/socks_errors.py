@@ -30,6 +30,10 @@ WRONG_AUTHORIZATION = 0xF5
 BAD_ADDRESS = 0xF6
 # The onion is not reachable *now*: not published yet, intro/rendezvous failed, tor just reloaded.
 NOT_YET = frozenset({0x01, 0x04, 0x06, 0xF0, 0xF2, 0xF3, 0xF7})
+# Without ExtendedErrors on its SocksPort, tor answers 0x04 for a missing client key too.
+PLAIN_CODES_HINT = (" (Without `ExtendedErrors` on its SocksPort, tor gives the same answer when "
+                    "this workstation has no key for the transfer onion: see docs/deploy.md, "
+                    "section 4.)")
 RETRY_FOR = 25.0  # seconds of "not yet" answers before giving up (tor needs ~5 s after a reload)
 RETRY_PAUSE = 3.0
 
@@ -72,7 +76,8 @@ def explain(exc: Exception, socks: tuple[str, int]) -> str:
     if code in NOT_YET:
         return (f"the transfer onion is not reachable yet (tor answered {shown}). It may have "
                 "just been published, or tor just took a new key: try again in a minute; if "
-                "it stays so, the server's operator can check `amanat onion status`.")
+                "it stays so, the server's operator can check `amanat onion status`."
+                + (PLAIN_CODES_HINT if code < 0x80 else ""))
     return f"tor on {where} could not connect to the transfer onion ({shown}: {exc})."
 
 

@@ -41,7 +41,10 @@ def test_each_answer_of_tor_has_its_sentence() -> None:
     for code in ("0XF2", "0XF3", "0XF0", "0XF7"):
         text = explain(ProxyError(f"Invalid reply code: {code}"), SOCKS)
         assert "not reachable yet" in text, text
-    assert "not reachable yet" in explain(ProxyError("Host unreachable", error_code=4), SOCKS)
+    plain = explain(ProxyError("Host unreachable", error_code=4), SOCKS)
+    assert "not reachable yet" in plain
+    assert "ExtendedErrors" in plain  # tor without it answers a missing key with 0x04 too
+    assert "ExtendedErrors" not in explain(ProxyError("Invalid reply code: 0XF2"), SOCKS)
     assert "revoked" in explain(ProxyError("Invalid reply code: 0XF5"), SOCKS)
     refused = explain(ProxyConnectionError("Couldn't connect to proxy"), SOCKS)
     assert "tor is not running on that port" in refused
