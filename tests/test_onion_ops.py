@@ -117,6 +117,9 @@ async def test_a_client_added_while_serving_survives_a_tor_restart(
                     await retry(pulled, timeout=120, what="a pull after the restart", pause=1)
 
                     seconds = await _status_three_times(config, transfer_address)
+                    # what status asked: the HSDirs the watch heard take the uploads
+                    recorded = read_state(OnionPaths.for_config(server.config))
+                    assert {s.name for s in recorded if s.hsdirs} == {"source", "transfer"}
                     report("amanat onion status after a tor restart, three runs: "
                            + ", ".join(f"{s:.1f} s" for s in seconds), pytestconfig)
 
