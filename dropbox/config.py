@@ -104,6 +104,7 @@ class TorConfig:
     data_dir: Path | None = None
     tor_binary: str = "tor"
     control_password_file: Path | None = None  # attach mode: HashedControlPassword auth
+    bootstrap_timeout: int = 180  # launch mode: seconds for tor to reach the Tor network
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def _acknowledgements(r: _Reader) -> int | None:
 
 def _tor(r: _Reader) -> TorConfig:
     r.only({"mode", "control_port", "control_socket", "data_dir", "tor_binary",
-            "control_password_file"})
+            "control_password_file", "bootstrap_timeout"})
     mode = r.string("mode", "none")
     if mode not in TOR_MODES:
         raise ConfigError(f"[tor] mode must be one of {', '.join(TOR_MODES)}; got {mode!r}")
@@ -284,6 +285,7 @@ def _tor(r: _Reader) -> TorConfig:
         data_dir=r.path("data_dir", None),
         tor_binary=r.string("tor_binary", "tor"),
         control_password_file=r.path("control_password_file", None),
+        bootstrap_timeout=r.integer("bootstrap_timeout", 180, minimum=1),
     )
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from dropbox.config import Config, Listen, load_config
-from dropbox.serve_cli import serve
+from dropbox.serve_cli import OnionHooks, serve
 from dropbox.transfer import create_transfer_key
 from keys.cli import KEYRING, ORG_KEY, ORG_PUB, write_private, write_public
 from keys.codename import generate_codename
@@ -172,7 +172,11 @@ def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
         print(f"  investigator identity file (review workstation): {root / IDENTITY_NAME}")
         print(f"  transfer credential (online workstation): {root / CREDENTIAL_NAME}")
         print(f"  its passphrase (shown once; also in {STATE_NAME}): {passphrase}")
-    config = _runtime_config(load_config(config_path), port, tor)
+    stored = load_config(config_path)
+    if tor and stored.tor.mode == "none":
+        print(f"amanat demo: {config_path} says [tor] mode = \"none\" (made with --no-tor); "
+              "launching tor for this run as asked (--no-tor serves without an onion)")
+    config = _runtime_config(stored, port, tor)
 
     transfer_url: list[str] = []
 
@@ -194,15 +198,30 @@ def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
             print(f"amanat demo: onion service {url}", flush=True)
         print(f"  config: {config_path}\n  state:  {state_path}\n  stop with Ctrl-C", flush=True)
 
-    return asyncio.run(serve(config, ready, transfer_url.append))
+    hooks = OnionHooks(bootstrap=_say_bootstrap, failed=_say_onion_down) if tor else OnionHooks()
+    return asyncio.run(serve(config, ready, transfer_url.append, hooks))
+
+
+def _say_bootstrap(percent: int, summary: str) -> None:
+    print(f"amanat demo: tor bootstrap {percent}%: {summary}", flush=True)
+
+
+def _say_onion_down(reason: str) -> None:
+    print(f"amanat demo: the onion service is NOT up: {reason}", flush=True)
+    print("amanat demo: serving on this computer only (127.0.0.1); no source can reach it "
+          "through Tor", flush=True)
 
 
 def _runtime_config(config: Config, port: int | None, tor: bool) -> Config:
-    """The command line's --port and --no-tor win over the stored config for this run."""
+    """The command line's --port and --no-tor win over the stored config for this run (and
+    without --no-tor a folder made with it launches tor)."""
     server = config.server
     if port is not None:
         server = dataclasses.replace(server, listen=Listen(host="127.0.0.1", port=port))
-    tor_config = config.tor if tor else dataclasses.replace(config.tor, mode="none")
+    tor_config = dataclasses.replace(config.tor, mode="none")
+    if tor:
+        mode = "launch" if config.tor.mode == "none" else config.tor.mode
+        tor_config = dataclasses.replace(config.tor, mode=mode)
     return dataclasses.replace(config, server=server, tor=tor_config)
 
 

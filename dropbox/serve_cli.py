@@ -20,16 +20,27 @@ import importlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from dropbox.config import Config, Listen, load_config
-from keys.errors import ConfigError
+from keys.errors import ConfigError, TorError
 
 T = TypeVar("T")
 Ready = Callable[[str, list[str]], None]
+
+
+@dataclass(frozen=True)
+class OnionHooks:
+    """What a person at the terminal hears about the onion while it comes up (`amanat demo`)."""
+
+    bootstrap: Callable[[int, str], None] | None = None  # a launched tor's progress, summary
+    # Set: when the onion cannot be published (no route to the Tor network), say why here and
+    # keep serving on the local address; unset: the error ends `serve`.
+    failed: Callable[[str], None] | None = None
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -72,7 +83,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def serve(
-    config: Config, ready: Ready, transfer_ready: Callable[[str], None] | None = None
+    config: Config, ready: Ready, transfer_ready: Callable[[str], None] | None = None,
+    hooks: OnionHooks = OnionHooks(),
 ) -> int:
     """Serve until SIGTERM or SIGINT; `ready(address, onion_urls)` is called once listening.
     With `[transfer] listen` set, the transfer API also runs on its own listener and
@@ -88,7 +100,7 @@ async def serve(
 
         transfer_app = create_transfer_app(config)  # refuses an unpinned key, before listening
     with _stop_on_signals() as stop:  # a signal during startup still ends in a clean exit
-        return await _serve_until(app, transfer_app, config, stop, ready, transfer_ready)
+        return await _serve_until(app, transfer_app, config, stop, ready, transfer_ready, hooks)
 
 
 async def _serve_until(
@@ -98,6 +110,7 @@ async def _serve_until(
     stop: asyncio.Event,
     ready: Ready,
     transfer_ready: Callable[[str], None] | None,
+    hooks: OnionHooks,
 ) -> int:
     from dropbox.app import start_site  # see serve(): imported only when serving
 
@@ -114,8 +127,14 @@ async def _serve_until(
                 transfer_ready(transfer_address)
         async with contextlib.AsyncExitStack() as stack:
             # Publishing can wait minutes on tor's bootstrap: a signal must still end it.
-            publishing = stack.enter_async_context(_onions(config, address))
-            onions = await _unless_stopped(stop, publishing)
+            publishing = stack.enter_async_context(_onions(config, address, hooks))
+            try:
+                onions = await _unless_stopped(stop, publishing)
+            except TorError as exc:
+                if hooks.failed is None:
+                    raise
+                hooks.failed(str(exc))
+                onions = []
             if onions is not None:
                 ready(address, onions)
                 await stop.wait()
@@ -148,7 +167,9 @@ async def _unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
     return None
 
 
-def _onions(config: Config, address: str) -> AbstractAsyncContextManager[list[str]]:
+def _onions(
+    config: Config, address: str, hooks: OnionHooks
+) -> AbstractAsyncContextManager[list[str]]:
     if config.tor.mode == "none":
         return _no_onions()
     try:
@@ -158,7 +179,8 @@ def _onions(config: Config, address: str) -> AbstractAsyncContextManager[list[st
             f"[tor] mode = {config.tor.mode!r} needs onion publishing, which this build lacks; "
             "set mode = \"none\" (or use --no-tor) and publish the onion service yourself"
         ) from None
-    manager: AbstractAsyncContextManager[list[str]] = publish(config, address)
+    manager: AbstractAsyncContextManager[list[str]] = publish(
+        config, address, on_bootstrap=hooks.bootstrap)
     return manager
 
 

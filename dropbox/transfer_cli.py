@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from nacl.signing import SigningKey
 
+from dropbox.socks_errors import socks_retrying
 from keys.bundle import TransferManifest
 from keys.errors import ConfigError, InputError, TransferError
 from keys.keyring import encode_key
@@ -173,13 +174,16 @@ class TransferClient:
 
     async def _send(self, method: str, path: str, body: bytes = b"") -> aiohttp.ClientResponse:
         assert self.http is not None, "use the client as an async context manager"
-        headers = self.signed_headers(method, path, body)
-        if body:
-            headers["Content-Type"] = "application/octet-stream"
-        try:
-            response = await self.http.request(
-                method, self.base + path, data=body or None, headers=headers
-            )
+        http = self.http
+
+        def attempt() -> Awaitable[aiohttp.ClientResponse]:
+            headers = self.signed_headers(method, path, body)  # signed afresh for each try
+            if body:
+                headers["Content-Type"] = "application/octet-stream"
+            return http.request(method, self.base + path, data=body or None, headers=headers)
+
+        try:  # a SOCKS failure leaves as a SocksRouteError that says what to do
+            response = await socks_retrying(attempt, self.proxy, _say)
         except (aiohttp.ClientError, OSError) as exc:
             raise TransferClientError(f"cannot reach the transfer server: {exc}") from None
         if response.status != 200:
@@ -221,6 +225,10 @@ class TransferClient:
         async with response:
             answer: dict[str, Any] = await response.json()
         return answer
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 async def _refusal(response: aiohttp.ClientResponse) -> TransferClientError:
