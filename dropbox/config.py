@@ -78,7 +78,7 @@ class LimitsConfig:
     max_message_bytes: int = 4 * MIB
     max_field_bytes: int = 8 * 1024
     max_fields: int = 100
-    max_concurrent_uploads: int = 16  # submissions being received at once, all sources
+    max_concurrent_uploads: int = 8  # submissions being received at once (~5 MiB each)
     max_concurrent_uploads_per_session: int = 2
 
 
