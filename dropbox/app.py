@@ -16,7 +16,8 @@ from pathlib import Path
 from aiohttp import web
 
 from dropbox import db, handlers_source, pages, periodic
-from dropbox.config import Config, Listen
+from dropbox.config import Config, LimitsConfig, Listen, ServerConfig
+from dropbox.load import BASE_RESERVED_FDS, ConnectionGuard, UploadSlots, connection_limit
 from dropbox.questionnaire import load_questionnaire
 from dropbox.security import (
     HardenedRequest,
@@ -63,6 +64,8 @@ def create_app(config: Config) -> web.Application:
                            config.keys.max_concurrent_argon2),
         limiter=LoginLimiter(config.keys.login_attempts_global_per_minute),
         questionnaire=load_questionnaire(config.i18n.questionnaire),
+        uploads=UploadSlots(config.limits.max_concurrent_uploads,
+                            config.limits.max_concurrent_uploads_per_session),
     )
     app.on_response_prepare.append(set_security_headers)
     app.cleanup_ctx.append(_database)
@@ -72,15 +75,26 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-async def start_site(app: web.Application, listen: Listen) -> tuple[web.AppRunner, str]:
+async def start_site(
+    app: web.Application, listen: Listen, config: Config | None = None
+) -> tuple[web.AppRunner, str]:
     """Serve `app` on `listen` without an access log; returns the runner and the real address
-    ("http://127.0.0.1:PORT" or "unix:/path")."""
+    ("http://127.0.0.1:PORT" or "unix:/path"). The header deadline and the connection cap come
+    from `config` (the defaults without one)."""
+    server_config = config.server if config else ServerConfig()
+    limits = config.limits if config else LimitsConfig()
+    # aiohttp's keep-alive timer runs from a connection's start (and from each response) until
+    # its next request's headers are complete: it is the header deadline.
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
-                           max_headers=MAX_HEADERS)
+                           max_headers=MAX_HEADERS,
+                           keepalive_timeout=server_config.header_timeout_seconds)
     await runner.setup()
     assert runner.server is not None
     runner.server.request_factory = functools.partial(app._make_request, _cls=HardenedRequest)
+    reserved = BASE_RESERVED_FDS + limits.max_concurrent_uploads * (limits.max_files + 1)
+    ConnectionGuard(connection_limit(server_config.max_connections, reserved)).attach(
+        runner.server)
     site: web.BaseSite
     if listen.unix_path is not None:
         site = web.UnixSite(runner, str(listen.unix_path))

@@ -47,6 +47,15 @@ class ServerConfig:
     instance_name: str = "Amanat"
     instance_description: str = ""
     max_sessions: int = 50_000
+    # A connection must finish its request headers this long after it opened (or after its
+    # previous response); the same time closes an idle keep-alive connection.
+    header_timeout_seconds: int = 20
+    # An upload or form body that sends nothing for this long is refused and its connection
+    # closed: a stalled body would otherwise hold its buffers and its descriptor forever.
+    body_idle_timeout_seconds: int = 60
+    # Open connections at most (further lowered to fit the process's open-file limit): beyond
+    # it the connection that has waited longest for its headers is closed.
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,8 @@ class LimitsConfig:
     max_message_bytes: int = 4 * MIB
     max_field_bytes: int = 8 * 1024
     max_fields: int = 100
+    max_concurrent_uploads: int = 8  # submissions being received at once (~5 MiB each)
+    max_concurrent_uploads_per_session: int = 2
 
 
 @dataclass(frozen=True)
@@ -190,7 +201,8 @@ def parse_listen(text: str, where: str, base_dir: Path) -> Listen:
 
 def _server(r: _Reader) -> ServerConfig:
     r.only({"listen", "idle_timeout_minutes", "instance_name", "instance_description",
-            "max_sessions"})
+            "max_sessions", "header_timeout_seconds", "body_idle_timeout_seconds",
+            "max_connections"})
     d = ServerConfig()
     return ServerConfig(
         listen=r.listen("listen", None) or d.listen,
@@ -198,6 +210,11 @@ def _server(r: _Reader) -> ServerConfig:
         instance_name=r.string("instance_name", d.instance_name),
         instance_description=r.string("instance_description", d.instance_description),
         max_sessions=r.integer("max_sessions", d.max_sessions, minimum=1),
+        header_timeout_seconds=r.integer("header_timeout_seconds", d.header_timeout_seconds,
+                                         minimum=1),
+        body_idle_timeout_seconds=r.integer("body_idle_timeout_seconds",
+                                            d.body_idle_timeout_seconds, minimum=1),
+        max_connections=r.integer("max_connections", d.max_connections, minimum=16),
     )
 
 
@@ -217,7 +234,8 @@ def _storage(r: _Reader) -> StorageConfig:
 def _limits(r: _Reader) -> LimitsConfig:
     d = LimitsConfig()
     names = ("max_file_bytes", "max_submission_bytes", "max_files", "max_message_bytes",
-             "max_field_bytes", "max_fields")
+             "max_field_bytes", "max_fields", "max_concurrent_uploads",
+             "max_concurrent_uploads_per_session")
     r.only(set(names))
     return LimitsConfig(**{n: r.integer(n, getattr(d, n), minimum=1) for n in names})
 

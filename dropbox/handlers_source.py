@@ -24,8 +24,10 @@ from dropbox.intake import (
     IntakeError,
     LimitExceededError,
     ReceivedSubmission,
+    StalledError,
     store_submission,
 )
+from dropbox.load import BusyError
 from dropbox.questionnaire import AnswersInvalidError, intake_check
 from dropbox.security import PageError
 from dropbox.sessions import COOKIE_NAME, CSRF_FIELD, Session
@@ -105,11 +107,20 @@ async def submit_post(request: web.Request) -> web.Response:
         raise PageError(403)
     if not session.logged_in or session.source_id is None:
         return pages.redirect("/login")
-    source_id = session.source_id
     _refuse_early(request)
+    try:
+        with pages.state(request).uploads.take(session.key):
+            return await _receive(request, session, session.source_id)
+    except BusyError:
+        raise PageError(503) from None
+
+
+async def _receive(request: web.Request, session: Session, source_id: str) -> web.Response:
+    """Stream the submission into the store, then record it: the page that says it arrived."""
     app_state = pages.state(request)
     intake = Intake(app_state.store, app_state.keyring.active_recipients(),
-                    app_state.config.limits, session.check_csrf)
+                    app_state.config.limits, session.check_csrf,
+                    app_state.config.server.body_idle_timeout_seconds)
     code = pages.locale(request)
     check = intake_check(app_state.questionnaire, code, pages.gettext(request))
     try:
@@ -170,7 +181,11 @@ async def _checked_form(request: web.Request) -> tuple[Session, Form]:
     Anything else (multipart above all) is refused before aiohttp could spool it to disk."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise PageError(400)
-    form = await request.post()
+    try:  # at most SMALL_FORM_BYTES: the whole body within one idle deadline
+        async with asyncio.timeout(pages.state(request).config.server.body_idle_timeout_seconds):
+            form = await request.post()
+    except TimeoutError:
+        raise PageError(408) from None
     session = pages.current_session(request)
     token = form.get(CSRF_FIELD)
     if session is None or not isinstance(token, str) or not session.check_csrf(token):
@@ -213,6 +228,8 @@ def _intake_page_error(request: web.Request, error: IntakeError) -> PageError:
     code = pages.locale(request)
     if isinstance(error, CsrfError):
         return PageError(403)
+    if isinstance(error, StalledError):
+        return PageError(408)
     if isinstance(error, LimitExceededError):
         detail = _(LIMIT_MESSAGES.get(error.what, LIMIT_MESSAGES["submission"])) % {
             "limit": format_bytes(error.limit, code) if error.what not in ("files", "fields")

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import i18n
 from dropbox.config import Config
+from dropbox.load import UploadSlots
 from dropbox.questionnaire import Questionnaire
 from dropbox.server_keys import KeyringFile
 from dropbox.sessions import (
@@ -48,6 +49,7 @@ class AppState:
     deriver: KeyDeriver
     limiter: LoginLimiter
     questionnaire: Questionnaire
+    uploads: UploadSlots  # submissions being received, all sources and per session
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
 
     @property

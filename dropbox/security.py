@@ -52,6 +52,9 @@ ERROR_MESSAGES: dict[int, tuple[str, str]] = {
     500: (N_("Something went wrong"),
           N_("The server could not finish this request. Nothing you sent was kept. Please "
              "try again later.")),
+    503: (N_("The drop is busy"),
+          N_("Many people are sending right now. Nothing you sent was kept. Please try again "
+             "in a minute.")),
     507: (N_("The drop is full"),
           N_("The server does not have enough space right now. Nothing you sent was kept. "
              "Please try again later.")),

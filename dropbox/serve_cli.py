@@ -114,12 +114,12 @@ async def _serve_until(
 ) -> int:
     from dropbox.app import start_site  # see serve(): imported only when serving
 
-    runner, address = await start_site(app, config.server.listen)
+    runner, address = await start_site(app, config.server.listen, config)
     runners = [runner]
     try:
         if transfer_app is not None and config.transfer.listen is not None:
             transfer_runner, transfer_address = await start_site(
-                transfer_app, config.transfer.listen
+                transfer_app, config.transfer.listen, config
             )
             runners.append(transfer_runner)
             config = _with_bound_transfer_port(config, transfer_address)
