@@ -143,8 +143,9 @@ async def login_post(request: web.Request) -> web.Response:
     try:
         keys = await _derive(request, session, typed if isinstance(typed, str) else "")
     except CodenameError:
-        return _login_error(request, N_("That is not a codename. A codename has 16 digits "
-                                        "(or 7 words). Please check it and try again."))
+        return _login_error(request, N_("That is not a codename. A codename has 20 digits "
+                                        "(older ones have 16) or 7 words. Please check it and "
+                                        "try again."))
     async with _db(request) as dbs:
         source = await db.get_source_by_lookup(dbs, keys.lookup_id)
     if source is None:
