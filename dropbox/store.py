@@ -36,7 +36,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +52,8 @@ __all__ = [
     "StoreIOError",
     "StoredFile",
     "UnsafeNameError",
+    "coarsen_times",
+    "day_start",
 ]
 
 FLUSH_BYTES = 1024 * 1024
@@ -187,7 +189,7 @@ class CiphertextStore:
         it leaves on disk the days of uploads and nothing finer. Returns how many it touched."""
         paths = [self._objects / fan / name for fan in _list_dir(self._objects)
                  for name in _list_dir(self._objects / fan)]
-        return sum(_coarsen(path) for path in [*paths, *self._directories()])
+        return coarsen_times([*paths, *self._directories()])
 
     def _directories(self) -> list[Path]:
         fans = [self._objects / fan for fan in _list_dir(self._objects)]
@@ -452,14 +454,18 @@ def day_start(moment: float) -> int:
     return (int(moment) - int(moment) % _DAY_SECONDS) * 1_000_000_000
 
 
-def _coarsen(path: Path) -> int:
-    """Set a path's times to the midnight of its modification day: 1, or 0 if it is gone."""
-    try:
-        mtime = os.stat(path, follow_symlinks=False).st_mtime
-    except FileNotFoundError:  # deleted meanwhile (a purge, an aborted upload)
-        return 0
-    _set_day(path, day_start(mtime))
-    return 1
+def coarsen_times(paths: Iterable[Path]) -> int:
+    """Set each path's access and modification times to midnight UTC of its modification day
+    (its change time becomes now); paths gone meanwhile are skipped. Returns how many it set."""
+    done = 0
+    for path in paths:
+        try:
+            mtime = os.stat(path, follow_symlinks=False).st_mtime
+        except FileNotFoundError:  # deleted meanwhile (a purge, an aborted upload)
+            continue
+        _set_day(path, day_start(mtime))
+        done += 1
+    return done
 
 
 def _set_day(target: Path | int, day_ns: int | None = None) -> None:
