@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_process import walk_quietly
 
 from dropbox.store import (
     FLUSH_BYTES,
@@ -359,21 +360,6 @@ async def test_the_reserve_stops_a_write_before_the_disk_is_full(small_fs: Path)
 
 
 # --- file times: days, never moments (issue 10, section 5) ----------------------------------
-
-
-def walk_quietly(root: Path) -> list[Path]:
-    """`root` and everything under it, listed with O_NOATIME: an ordinary listing would itself
-    set the folders' access times to now."""
-    found = [root]
-    if root.is_dir() and not root.is_symlink():
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOATIME)
-        try:
-            names = os.listdir(fd)
-        finally:
-            os.close(fd)
-        for name in sorted(names):
-            found += walk_quietly(root / name)
-    return found
 
 
 def assert_days_only(root: Path) -> None:
