@@ -147,7 +147,7 @@ async def _daily_maintenance(app: web.Application) -> AsyncIterator[None]:
                 async with app_state.db() as dbs:
                     await db.truncate_journal(dbs)
             files = db.sqlite_files(app_state.config.storage.database_url)
-            await asyncio.to_thread(coarsen_times, files)
+            await asyncio.to_thread(coarsen_times, [*files, *(f.parent for f in files[:1])])
             await asyncio.to_thread(app_state.store.coarsen_times)
         except Exception as exc:  # the next day tries again; the service keeps serving
             logger.error("daily maintenance failed: %s", type(exc).__name__)

@@ -193,6 +193,7 @@ def quiet_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # a warning raised while serving a client: dropped likewise
 
 
 @contextlib.contextmanager

@@ -125,3 +125,19 @@ async def test_a_seized_disk_shows_days_and_nothing_purged(tmp_path: Path) -> No
         assert server.stop() == 0
     log = server.log.read_text("utf-8", "replace")
     assert log == "", log
+
+
+async def test_the_daily_maintenance_runs_at_startup(running_server) -> None:
+    """Started, the service truncates the WAL its migrations wrote and sets the database files,
+    their folder and the store back to their day (then again at every midnight UTC)."""
+    async with running_server() as server:
+        files = [server.database_path, *(server.database_path.with_name(
+            server.database_path.name + suffix) for suffix in ("-wal", "-shm"))]
+
+        def done() -> bool:
+            times = [os.stat(p) for p in [*files, server.data_dir]]
+            return (files[1].stat().st_size == 0
+                    and all(t.st_mtime_ns % (86400 * 10**9) == 0 for t in times))
+
+        assert await wait_until(done), [(p.name, os.stat(p).st_mtime_ns) for p in files]
+        assert finer_than_a_day(server.store_dir) == []
