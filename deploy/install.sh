@@ -40,9 +40,9 @@ echo "== application in $PREFIX"
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
 if [ -n "$WHEELHOUSE" ]; then
-    "$PREFIX/venv/bin/pip" install -q --no-index --find-links "$WHEELHOUSE" amanat
+    "$PREFIX/venv/bin/pip" install -q --no-index --find-links "$WHEELHOUSE" "amanat[server]"
 else
-    "$PREFIX/venv/bin/pip" install -q "$SRC"
+    "$PREFIX/venv/bin/pip" install -q "$SRC[server]"
 fi
 install -d -m 0755 "$PREFIX/docs" && install -m 0644 "$SRC/docs/deploy.md" "$PREFIX/docs/"
 

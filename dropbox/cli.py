@@ -10,24 +10,46 @@ from collections.abc import Sequence
 from keys.errors import AmanatError
 
 # Each module exposes `register(subparsers)` and sets `run=<callable(args) -> int>` on its parsers.
-COMMAND_MODULES = (
-    "keys.cli",  # amanat keys ...
-    "dropbox.serve_cli",  # amanat serve, amanat demo
-    "dropbox.transfer_cli",  # amanat export, amanat transfer ...
-    "onion.cli",  # amanat onion ...
-)
+# Only the module of the command being run is imported: the organization-key machine has neither
+# aiohttp nor stem, and `amanat keys` must run there. The help lines here are what `amanat --help`
+# shows for the groups it did not import.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "keys": ("keys.cli", "the organization key and the signed keyring"),
+    "serve": ("dropbox.serve_cli", "run the intake service from a config file"),
+    "demo": (
+        "dropbox.serve_cli",
+        "create a throwaway organization in DIR (if absent) and serve it",
+    ),
+    "export": (
+        "dropbox.transfer_cli",
+        "write a signed bundle of every unacknowledged submission (on the server host)",
+    ),
+    "transfer": ("dropbox.transfer_cli", "signed transfers with the server"),
+    "onion": ("onion.cli", "the Tor onion services: status and client keys"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The command group named on the command line (its first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amanat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    chosen = _chosen_command(argv)
+    module = COMMANDS[chosen][0] if chosen in COMMANDS else None
+    if module is not None:
+        importlib.import_module(module).register(sub)
+    for name, (owner, text) in COMMANDS.items():
+        if owner != module:
+            sub.add_parser(name, help=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(words).parse_args(words)
     try:
         result: int = args.run(args)
     except AmanatError as exc:

@@ -338,7 +338,9 @@ _REQUIRED: dict[str, str] = {
 }
 
 
-class _Invalid(Exception):
+class _Invalid(InputError):
+    """One answer's problem, caught inside validation and reported in AnswersInvalidError."""
+
     def __init__(self, message: str, **params: object) -> None:
         super().__init__(message)
         self.message = message

@@ -18,6 +18,7 @@ from aiohttp import web
 from dropbox import i18n, pages
 from dropbox.i18n import N_, choose_locale
 from dropbox.sessions import COOKIE_NAME
+from keys.errors import AmanatError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ ERROR_MESSAGES: dict[int, tuple[str, str]] = {
 N_BACK = N_("Back to the start page")
 
 
-class PageError(Exception):
+class PageError(AmanatError):
     """Raised by handlers for a localized error page: a status and (untranslated) title/detail."""
 
     def __init__(self, status: int, title: str | None = None, detail: str | None = None) -> None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
+from keys.errors import InputError
+
 Precision = Literal["day", "month", "year"]
 Calendar = Literal["gregorian", "solar_hijri"]
 
@@ -79,7 +81,7 @@ class DateAnswer:
                 "calendar": self.calendar}
 
 
-class ImpossibleDateError(ValueError):
+class ImpossibleDateError(InputError):
     """The text reads as a date that cannot exist (month 13, 30 February, 32 Hamal)."""
 
 

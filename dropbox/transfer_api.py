@@ -249,7 +249,7 @@ async def push(request: web.Request) -> web.Response:
 # --- streaming a blocking writer --------------------------------------------------------------
 
 
-class _Cancelled(Exception):
+class _Cancelled(TransferError):
     """The response went away: stop producing."""
 
 

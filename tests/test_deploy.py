@@ -136,3 +136,39 @@ def test_install_script_parses() -> None:
     result = subprocess.run(["bash", "-n", str(DEPLOY / "install.sh")], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
+
+
+DEV = DEPLOY.parent / "dev"
+
+
+def test_dev_help_answers() -> None:
+    result = subprocess.run([str(DEV), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert all(f"./dev {cmd}" in result.stdout for cmd in ("demo", "test", "bench"))
+    unknown = subprocess.run([str(DEV), "bogus"], capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 2
+    assert "./dev demo" in unknown.stderr
+
+
+def test_dev_demo_installs_amanat_without_the_test_tools(tmp_path: Path) -> None:
+    # A stand-in interpreter records what ./dev asks of pip and of the venv's commands.
+    calls = tmp_path / "calls"
+    recorder = f'#!/bin/sh\necho "$(basename "$0") $*" >> {calls}\n'
+    fake_python = tmp_path / "python3"
+    fake_python.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        mkdir -p "$3/bin"
+        for tool in python pybabel amanat; do
+            printf '%s' '{recorder}' > "$3/bin/$tool"; chmod +x "$3/bin/$tool"
+        done
+        """))
+    fake_python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake_python),
+           "AMANAT_VENV": str(tmp_path / "venv")}
+    result = subprocess.run([str(DEV), "demo", "--no-tor"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pip_installs = [c for c in calls.read_text().splitlines() if "pip install" in c]
+    assert pip_installs
+    assert all("[test]" not in c for c in pip_installs), pip_installs
+    assert "amanat demo --no-tor" in calls.read_text()

@@ -1,5 +1,6 @@
 """Every page in a real browser (Debian's headless Chromium, driven by tests/browser/pages.js):
-axe-core over every page in every locale, pages that fit 320 px, and testimonies submitted with
+axe-core over every page in every locale, pages that fit 320 px (measured once style.css has
+applied, and again with style.css blocked), and testimonies submitted with
 JavaScript disabled, as Tor Browser at "Safest" would, whose answers come back intact.
 
 Screenshots (360x740) of the landing, codename and submit pages in en, fa_AF and ps are saved in
@@ -114,6 +115,14 @@ async def test_every_page_in_every_locale_in_a_real_browser(running_server: Any,
         assert audit["scripts"] == 0, audit["page"]
         assert audit["width320"] <= 320, (
             f"{audit['locale']} {audit['page']} scrolls sideways: {audit['wide']}"
+        )
+
+    # style.css blocked (late or lost over Tor): the HTML alone still fits 320 px.
+    unstyled = result["unstyled"]
+    assert {(a["locale"], a["page"]) for a in unstyled} == {(c, p) for c in LOCALES for p in PAGES}
+    for audit in unstyled:
+        assert audit["width320"] <= 320, (
+            f"{audit['locale']} {audit['page']} without style.css scrolls sideways: {audit['wide']}"
         )
 
     # JavaScript disabled: three testimonies went through plain HTML forms.

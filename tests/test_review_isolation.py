@@ -6,11 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from roles import networked_packages
 from test_review_kit import PASSPHRASE, ROOT, Submission, build_bundle, make_org
 
 from keys.identity_file import protect_identity
 
-BLOCKED = ("aiohttp", "stem", "sqlalchemy", "aiosqlite", "alembic", "jinja2", "babel")
+BLOCKED = networked_packages()
 
 # Installed before anything else: importing any blocked package (or a submodule) fails.
 BLOCKER = f"""

@@ -7,7 +7,8 @@
 //
 // Two kinds of browser context, as the pages are really met:
 //  * JavaScript enabled, only to inject axe-core: every page in every locale is audited at 320 px
-//    wide, and the page width is measured there (no sideways scrolling);
+//    wide, and the page width is measured there (no sideways scrolling) once its stylesheet has
+//    applied, and again with style.css blocked (the HTML alone must fit too);
 //  * JavaScript disabled (Tor Browser at "Safest"): testimonies are submitted with plain HTML
 //    forms, and phone-sized screenshots (360x740) are saved.
 'use strict';
@@ -34,9 +35,27 @@ async function axe(page) {
   });
 }
 
-async function audit(page, locale, name, results) {
-  const html = await page.evaluate(async () => {
-    await document.fonts.ready;  // measure the layout the reader gets, not one before fallback
+// Waits until the page is the one the reader gets: loaded, fonts ready, and its stylesheets
+// applied (styled) or absent (unstyled). A page measured before style.css applies measures the
+// browser's default layout, which is what made the 320 px check flaky.
+async function settle(page, styled) {
+  await page.waitForLoadState('load');
+  const sheets = await page.evaluate(async () => {
+    await document.fonts.ready;
+    return [...document.querySelectorAll('link[rel="stylesheet"]')].map((link) => {
+      try { return link.sheet ? link.sheet.cssRules.length : -1; } catch (e) { return -2; }
+    });
+  });
+  if (styled && (sheets.length === 0 || sheets.some((rules) => rules <= 0))) {
+    throw new Error(`stylesheets not applied at measurement time: ${JSON.stringify(sheets)}`);
+  }
+  if (!styled && sheets.some((rules) => rules > 0)) {
+    throw new Error('a stylesheet applied although the unstyled variant blocks it');
+  }
+}
+
+async function measure(page) {
+  return page.evaluate(() => {
     const width = document.documentElement.scrollWidth;  // the context is 320 px wide
     // When the page is too wide, name what sticks out, so a failure explains itself.
     const wide = width <= 320 ? [] : [...document.querySelectorAll('body *')]
@@ -51,10 +70,18 @@ async function audit(page, locale, name, results) {
       width, wide,
     };
   });
-  results.audits.push({
-    locale, page: name, url: new URL(page.url()).pathname, ...html,
-    violations: await axe(page), width320: html.width,
-  });
+}
+
+async function audit(page, locale, name, results, styled) {
+  await settle(page, styled);
+  const html = await measure(page);
+  const record = { locale, page: name, url: new URL(page.url()).pathname, ...html,
+    width320: html.width };
+  if (styled) {
+    results.audits.push({ ...record, violations: await axe(page) });
+  } else {
+    results.unstyled.push(record);
+  }
 }
 
 async function fillAnswers(page, answers) {
@@ -70,43 +97,47 @@ async function fillAnswers(page, answers) {
   }
 }
 
-// Every page in one locale, with JavaScript on (for axe only).
-async function auditLocale(browser, base, locale, results) {
+// Every page in one locale, with JavaScript on (for axe only). styled=false blocks style.css:
+// the page the reader sees while the stylesheet is still on its way over Tor, or never arrives.
+async function auditLocale(browser, base, locale, styled, results) {
   // Audited at 320 px, the narrowest phone: a page must not scroll sideways there.
   const context = await browser.newContext({ viewport: NARROW, locale: locale.replace('_', '-') });
+  if (!styled) { await context.route('**/static/style.css', (route) => route.abort()); }
   const page = await context.newPage();
+  const check = (name) => audit(page, locale, name, results, styled);
   try {
     await page.goto(`${base}/?l=${locale}`);
-    await audit(page, locale, 'landing', results);
+    await check('landing');
     await page.click('#start');
     const codename = (await page.textContent('#codename')).trim();
-    await audit(page, locale, 'codename', results);
+    await check('codename');
     await page.click('#confirm-codename');
     await page.waitForSelector('#submit-form');
-    await audit(page, locale, 'submit', results);
+    await check('submit');
     // A date that cannot exist: the page comes back with the errors next to the fields.
     await fillAnswers(page, { message: 'axe', q_when: '31/2/2024', q_documents: ['none', 'acc'] });
     await page.click('#submit-form [type="submit"]');
     await page.waitForSelector('#q-errors');
-    await audit(page, locale, 'submit-errors', results);
+    await check('submit-errors');
     await page.fill('[name="q_when"]', '2024');
     await page.uncheck('[name="q_documents"][value="none"]');
     await page.click('#submit-form [type="submit"]');
     await page.waitForSelector('#submitted');
-    await audit(page, locale, 'success', results);
+    await check('success');
     await page.goto(`${base}/login`);
-    await audit(page, locale, 'login', results);
+    await check('login');
     await page.fill('#login-form [name="codename"]', '1234');
     await page.click('#login-form [type="submit"]');
-    await audit(page, locale, 'login-error', results);
+    await page.waitForSelector('#login-error');
+    await check('login-error');
     await page.fill('#login-form [name="codename"]', codename);
     await page.click('#login-form [type="submit"]');
     await page.waitForSelector('#replies');
-    await audit(page, locale, 'replies', results);
+    await check('replies');
     await page.goto(`${base}/no-such-page`);
-    await audit(page, locale, 'error', results);
+    await check('error');
   } catch (error) {
-    results.errors.push(`${locale} audit: ${error.message}`);
+    results.errors.push(`${locale} ${styled ? 'audit' : 'unstyled'}: ${error.message}`);
   } finally {
     await context.close();
   }
@@ -162,14 +193,14 @@ async function submitWithoutJavaScript(browser, base, job, submission, results) 
 async function main() {
   const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
   fs.mkdirSync(job.screenshot_dir, { recursive: true });
-  const results = { audits: [], submissions: [], errors: [] };
+  const results = { audits: [], unstyled: [], submissions: [], errors: [] };
   const browser = await chromium.launch({ executablePath: job.chromium || '/usr/bin/chromium',
     args: LAUNCH_ARGS });
   try {
     // Two locales at a time: each audit mostly waits on the server and on axe.
-    const queue = [...job.locales];
+    const queue = job.locales.flatMap((locale) => [[locale, true], [locale, false]]);
     const worker = async () => {
-      while (queue.length) { await auditLocale(browser, job.base, queue.shift(), results); }
+      while (queue.length) { await auditLocale(browser, job.base, ...queue.shift(), results); }
     };
     await Promise.all([worker(), worker()]);
     for (const submission of job.submissions) {
