@@ -53,7 +53,6 @@ __all__ = [
     "StoredFile",
     "UnsafeNameError",
     "coarsen_times",
-    "day_start",
 ]
 
 FLUSH_BYTES = 1024 * 1024
@@ -449,7 +448,7 @@ def _make_private_dir(directory: Path) -> None:
     os.chmod(directory, _DIR_MODE)
 
 
-def day_start(moment: float) -> int:
+def _day_start(moment: float) -> int:
     """Midnight UTC of the day `moment` (seconds since the epoch) falls in, in nanoseconds."""
     return (int(moment) - int(moment) % _DAY_SECONDS) * 1_000_000_000
 
@@ -463,7 +462,7 @@ def coarsen_times(paths: Iterable[Path]) -> int:
             mtime = os.stat(path, follow_symlinks=False).st_mtime
         except FileNotFoundError:  # deleted meanwhile (a purge, an aborted upload)
             continue
-        _set_day(path, day_start(mtime))
+        _set_day(path, _day_start(mtime))
         done += 1
     return done
 
@@ -471,7 +470,7 @@ def coarsen_times(paths: Iterable[Path]) -> int:
 def _set_day(target: Path | int, day_ns: int | None = None) -> None:
     """Access and modification times of a path (never followed) or open file: midnight UTC of
     today, or of `day_ns`. A folder that vanished meanwhile is not an error."""
-    day = day_start(time.time()) if day_ns is None else day_ns
+    day = _day_start(time.time()) if day_ns is None else day_ns
     try:
         if isinstance(target, int):
             os.utime(target, ns=(day, day))
