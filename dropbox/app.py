@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from dropbox.security import (
 )
 from dropbox.server_keys import KeyringFile, read_instance_salt
 from dropbox.sessions import KeyDeriver, LoginLimiter, SessionStore
-from dropbox.store import CiphertextStore
+from dropbox.store import CiphertextStore, coarsen_times
 from keys.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SMALL_FORM_BYTES = 64 * 1024  # login, confirm, logout: a few hundred bytes in practice
@@ -70,6 +73,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(set_security_headers)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_session_expiry)
+    app.cleanup_ctx.append(_daily_maintenance)
     handlers_source.add_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app
@@ -142,4 +146,25 @@ async def _session_expiry(app: web.Application) -> AsyncIterator[None]:
         sessions.expire(pages.now())
 
     async with periodic.every(SESSION_SWEEP_SECONDS, expire):
+        yield
+
+
+async def _daily_maintenance(app: web.Application) -> AsyncIterator[None]:
+    """At startup and every midnight UTC: the store's and the database files' times back to
+    their day (which sets every change time to this moment, the same each day) and the
+    database's write-ahead log truncated, so a seized disk shows days, never moments."""
+    app_state = app[pages.STATE]
+
+    async def maintain() -> None:
+        try:
+            if app_state.db is not None:
+                async with app_state.db() as dbs:
+                    await db.truncate_journal(dbs)
+            files = db.sqlite_files(app_state.config.storage.database_url)
+            await asyncio.to_thread(coarsen_times, [*files, *(f.parent for f in files[:1])])
+            await asyncio.to_thread(app_state.store.coarsen_times)
+        except Exception as exc:  # the next day tries again; the service keeps serving
+            logger.error("daily maintenance failed: %s", type(exc).__name__)
+
+    async with periodic.daily(maintain, at_start=True):
         yield

@@ -12,6 +12,9 @@ the row after `CiphertextWriter.commit()` and before it sends the success page.
 
 SQLite (the default) runs with `journal_mode=WAL`, `synchronous=FULL` (a committed row is on disk
 before the commit returns), `foreign_keys=ON` and `secure_delete=ON` (deleted rows are zeroed).
+The write-ahead log still holds the pages as they were before a delete: `truncate_journal`, run
+after every purge and by the daily maintenance, copies it into the database and cuts it to zero
+bytes, so nothing of a purged submission remains in any file (issue 10, section 5).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -80,8 +84,10 @@ __all__ = [
     "list_unacknowledged",
     "list_waiting_for",
     "replies_for",
+    "sqlite_files",
     "sweep_orphans",
     "today",
+    "truncate_journal",
     "waiting_counts",
 ]
 
@@ -515,6 +521,27 @@ async def sweep_orphans(session: AsyncSession, store: CiphertextStore) -> int:
     for name in orphans:
         store.delete(name)
     return len(orphans)
+
+
+async def truncate_journal(session: AsyncSession) -> bool:
+    """SQLite: checkpoint the write-ahead log into the database (where secure_delete zeroed what
+    was deleted) and truncate it to zero bytes, so no copy of a deleted row stays in it. Call it
+    on a session with no transaction open. Returns False when another connection's read kept it
+    from completing (the next call tries again); other databases: True, nothing to do."""
+    if session.get_bind().dialect.name != "sqlite":
+        return True
+    busy, _log, _done = (await session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).one()
+    return not busy
+
+
+def sqlite_files(url: str) -> list[Path]:
+    """The files of a SQLite database (the database, its -wal and -shm) that exist now."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return []
+    base = Path(parsed.database)
+    candidates = [base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")]
+    return [path for path in candidates if path.exists()]
 
 
 # --- engine and migrations ----------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -31,7 +30,7 @@ from dropbox.load import BusyError
 from dropbox.questionnaire import AnswersInvalidError, intake_check
 from dropbox.security import PageError
 from dropbox.sessions import COOKIE_NAME, CSRF_FIELD, Session
-from dropbox.store import DiskReserveError
+from dropbox.store import CiphertextStore, DiskReserveError
 from keys.age import X25519Identity, decrypt
 from keys.codename import SourceKeys, generate_codename, group_codename, to_locale_digits
 from keys.errors import AgeError, CodenameError
@@ -154,8 +153,9 @@ async def login_post(request: web.Request) -> web.Response:
     try:
         keys = await _derive(request, session, typed if isinstance(typed, str) else "")
     except CodenameError:
-        return _login_error(request, N_("That is not a codename. A codename has 16 digits "
-                                        "(or 7 words). Please check it and try again."))
+        return _login_error(request, N_("That is not a codename. A codename has 20 digits "
+                                        "(older ones have 16) or 7 words. Please check it and "
+                                        "try again."))
     async with _db(request) as dbs:
         source = await db.get_source_by_lookup(dbs, keys.lookup_id)
     if source is None:
@@ -280,15 +280,16 @@ async def _replies(request: web.Request, session: Session) -> list[dict[str, str
         rows = await db.replies_for(dbs, session.source_id)
     shown: list[dict[str, str | None]] = []
     for row in rows:
-        text = await asyncio.to_thread(_read_reply, app_state.store.path(row.name), identity)
+        text = await asyncio.to_thread(_read_reply, app_state.store, row.name, identity)
         shown.append({"day": row.day, "text": text})
     return shown
 
 
-def _read_reply(path: Path, identity: X25519Identity) -> str | None:
+def _read_reply(store: CiphertextStore, name: str, identity: X25519Identity) -> str | None:
     """The reply's text; None if it cannot be opened (damaged, or not for this codename)."""
     try:
-        return decrypt(path.read_bytes(), [identity]).decode("utf-8", "replace")
+        with store.open(name) as reply:  # through the store: the file's access time stays put
+            return decrypt(reply.read(), [identity]).decode("utf-8", "replace")
     except (AgeError, OSError):
         return None
 

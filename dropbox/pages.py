@@ -135,6 +135,18 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse) -> No
 
 
 def _language_links(request: web.Request) -> list[tuple[i18n.LocaleInfo, str]]:
-    """Each locale with a link to the current page in that locale (GET pages), else to /."""
-    path = request.path if request.method == "GET" else "/"
+    """Each locale with a link to the current page in that locale (GET pages), else to /.
+
+    The link is built from the matched route, never from the request's path: a path such as
+    `//phish.onion/` or `/\\phish/` is served (as a 404) under the real address, and a link
+    copied from it would lead off the onion."""
+    path = _route_path(request) if request.method == "GET" else "/"
     return [(info, f"{path}?{urlencode({'l': info.code})}") for info in i18n.all_locales()]
+
+
+def _route_path(request: web.Request) -> str:
+    """The path of the page's own route ("/" for anything but a plain page route)."""
+    resource = request.match_info.route.resource
+    if isinstance(resource, web.PlainResource):
+        return str(resource.url_for())
+    return "/"

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -31,6 +32,9 @@ from keys.errors import ConfigError, TorError
 
 T = TypeVar("T")
 Ready = Callable[[str, list[str]], None]
+# The packages whose log records may reach the log. aiohttp's and asyncio's describe clients: a
+# traceback when an upload breaks, the raw bytes of a malformed request, the peer's address.
+OWN_LOGGERS = ("dropbox", "onion", "keys")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ async def serve(
     # `amanat --help`, `amanat keys` and `amanat onion` need neither.
     from dropbox.app import create_app
 
+    quiet_logging()
     app = create_app(config)  # refuses a keyring that does not verify, before listening
     transfer_app = None
     if config.transfer.listen is not None:
@@ -187,6 +192,30 @@ def _onions(
 @contextlib.asynccontextmanager
 async def _no_onions() -> AsyncIterator[list[str]]:
     yield []
+
+
+class _OwnRecordsOnly(logging.Filter):
+    """Let through only Amanat's own records, and never with a traceback: a record's time is
+    not printed, but whatever writes the log (the journal) stamps each line with the moment, so
+    nothing a client causes may be logged (issue 10, "A seized disk shows days")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] not in OWN_LOGGERS:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def quiet_logging() -> None:
+    """Warnings and errors of Amanat's own loggers to stderr, without time or traceback;
+    every other library's records nowhere."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_OwnRecordsOnly())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # a warning raised while serving a client: dropped likewise
 
 
 @contextlib.contextmanager

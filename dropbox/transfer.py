@@ -8,8 +8,9 @@
   the organization's policy (`[transfer] acknowledgements`: every active investigator, or N of
   them); then `purge_due` deletes the submissions whose retention ran out: rows first
   (committed), files after, so a crash in between leaves only orphan files that
-  `db.sweep_orphans` removes at startup. The submission rows go too, so an id acknowledged again
-  later is reported as unknown.
+  `db.sweep_orphans` removes at startup; then it truncates the database's write-ahead log, which
+  still held the deleted rows. The submission rows go too, so an id acknowledged again later is
+  reported as unknown.
 - `waiting_status` counts what one investigator's pull would carry, without building it.
 - `store_replies` takes a verified reply bundle and stores each age-encrypted reply for its source
   (the server cannot read them: they are encrypted to the source's reply recipient).
@@ -278,13 +279,17 @@ async def purge_due(
     maker: async_sessionmaker[AsyncSession], store: CiphertextStore, day: str
 ) -> int:
     """Delete acknowledged submissions whose retention ended by `day`, their rows and their
-    ciphertexts. Returns how many files were deleted."""
+    ciphertexts, and the database journal's copy of those rows. Returns how many files were
+    deleted."""
     async with maker.begin() as session:
         due = [s.id for s in await db.due_for_deletion(session, day)]
         names = await db.forget_submissions(session, due) if due else []
     # After the commit: a file whose row is gone is an orphan either way.
     for name in names:
         await asyncio.to_thread(store.delete, name)
+    if due:
+        async with maker() as session:
+            await db.truncate_journal(session)  # a reader in the way: the daily sweep retries
     return len(names)
 
 

@@ -154,7 +154,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception as exc:
-        logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path)
+        resource = request.match_info.route.resource  # the route, never the path a client sent
+        logger.error("unhandled %s on %s %s", type(exc).__name__, request.method,
+                     resource.canonical if resource else "?")
         return json_error(500, "internal_error", "the server could not finish this request")
 
 

@@ -36,6 +36,7 @@ MIB = 1024 * 1024
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _CODENAME = re.compile(r'id="codename">([^<]+)<')
 _SERVING = re.compile(r"serving on (http://\S+)")
+_TRANSFER = re.compile(r"transfer API on (http://\S+)")
 
 
 def _toml_value(value: Any) -> str:
@@ -70,6 +71,7 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     preexec: Callable[[], None] | None = None  # runs in the child before exec (setrlimit)
+    transfer_url: str = ""  # when the config has [transfer] listen
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +121,8 @@ class ServerProcess:
             seen += self.proc.stdout.read() or b""
             if match := _SERVING.search(seen.decode("utf-8", "replace")):
                 self.url = match.group(1)
+                if transfer := _TRANSFER.search(seen.decode("utf-8", "replace")):
+                    self.transfer_url = transfer.group(1)
                 return
             if self.proc.poll() is not None:
                 break
@@ -189,6 +193,21 @@ class ServerProcess:
 
     def objects(self) -> list[Path]:
         return sorted(p for p in (self.store_dir / "objects").rglob("*") if p.is_file())
+
+
+def walk_quietly(root: Path) -> list[Path]:
+    """`root` and everything under it, listed with O_NOATIME: an ordinary listing would itself
+    set the folders' access times to now."""
+    found = [root]
+    if root.is_dir() and not root.is_symlink():
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOATIME)
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
+        for name in sorted(names):
+            found += walk_quietly(root / name)
+    return found
 
 
 @contextlib.contextmanager

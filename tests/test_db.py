@@ -521,3 +521,60 @@ def test_today_is_a_bare_utc_date() -> None:
     day = db.today()
     assert day == datetime.datetime.now(datetime.UTC).date().isoformat()
     assert db._day(day) == day
+
+
+# --- nothing of a purge remains (issue 10, section 5) --------------------------------------------
+
+
+async def test_a_purge_leaves_nothing_of_the_submission_in_any_file(
+    db_path: Path, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """After `transfer ack` and retention purged a submission, no file under the data folder
+    (database, its WAL and shm, the store) holds its id, its files' names or hashes, or its day."""
+    from dropbox import transfer
+
+    store = CiphertextStore(db_path.parent / "store", reserve_bytes=0)
+    purged_day, ack_day = "2019-03-07", "2022-02-02"
+    source = await new_source(sessions)
+    kept_source = await new_source(sessions, "b" * 64)
+    purged, marks = [], []
+    for first in range(1000, 1300, 3):  # enough rows for several pages, splits and a freelist
+        files: list[tuple[db.Kind, StoredFile]] = []
+        for kind, n in (("manifest", first), ("message", first + 1), ("file", first + 2)):
+            name, digest = f"{n:032x}.age", f"d1{n:062x}"
+            files.append((kind, StoredFile(name=name, size=n, sha256=digest)))
+            marks += [name, digest]
+        async with sessions.begin() as session:
+            purged.append(await db.add_submission(session, source, files, purged_day))
+    for first in range(5000, 5090, 3):
+        await new_submission(sessions, kept_source, first)
+    marks += purged
+    async with sessions.begin() as session:
+        await db.acknowledge(session, purged, ack_day, 0)
+    assert await transfer.purge_due(sessions, store, ack_day) == 300
+    async with sessions() as session:  # the service is still running: connections stay open
+        assert len(await db.list_unacknowledged(session)) == 30
+    residue = {}
+    for path in sorted(db_path.parent.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            found = [m for m in [*marks, purged_day, ack_day] if m.encode() in data]
+            if found:
+                residue[path.name] = found[:3]
+    assert residue == {}
+    store.close()
+
+
+async def test_truncate_journal_empties_the_wal(
+    db_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await new_source(sessions)
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert wal.stat().st_size > 0
+    async with sessions() as session:
+        assert await db.truncate_journal(session)
+    assert wal.stat().st_size == 0
+    assert db.sqlite_files(f"sqlite+aiosqlite:///{db_path}") == [
+        db_path, wal, db_path.with_name(db_path.name + "-shm")]
+    async with sessions() as session:  # still a working database
+        assert await db.get_source_by_lookup(session, "a" * 64) is not None
