@@ -26,9 +26,9 @@ from dropbox.intake import (
     StalledError,
     store_submission,
 )
-from dropbox.load import BusyError
+from dropbox.load import BusyError, answer_and_close
 from dropbox.questionnaire import AnswersInvalidError, intake_check
-from dropbox.security import PageError
+from dropbox.security import PageError, error_page
 from dropbox.sessions import COOKIE_NAME, CSRF_FIELD, Session
 from dropbox.store import CiphertextStore, DiskReserveError
 from keys.age import X25519Identity, decrypt
@@ -110,8 +110,8 @@ async def submit_post(request: web.Request) -> web.Response:
     try:
         with pages.state(request).uploads.take(session.key):
             return await _receive(request, session, session.source_id)
-    except BusyError:
-        raise PageError(503) from None
+    except BusyError:  # shed under load: do not linger reading the refused body
+        return await answer_and_close(request, error_page(request, PageError(503)))
 
 
 async def _receive(request: web.Request, session: Session, source_id: str) -> web.Response:

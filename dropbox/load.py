@@ -133,6 +133,19 @@ class UploadSlots:
                 release_memory()
 
 
+async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send `response`, then close the connection without reading the rest of the body.
+
+    aiohttp otherwise lingers for 10 s reading (and buffering, up to a few hundred KiB per
+    connection) the body of a request it refused: a burst of refused uploads would fill memory
+    with bytes nobody wants. The client still reads the answer: it is in its receive queue before
+    the close, and a reset does not discard it."""
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
 def _malloc_trim() -> Any:
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None

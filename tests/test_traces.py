@@ -105,7 +105,7 @@ async def a_session_an_attacker_and_a_purge(server: ServerProcess) -> tuple[list
     for name, digest in server.query(
             "SELECT name, sha256 FROM ciphertexts WHERE submission_id = ?", purged):
         marks += [name.removesuffix(".age"), digest]
-    async with TransferClient(server.transfer_url, server.org.investigator.signing_key) as c:
+    async with TransferClient(server.transfer_url, server.org.credential.signing_key) as c:
         answer = await c.ack([purged])
     assert answer["acknowledged"] == [purged]
     assert answer["deleted"] == len(marks) // 2 >= 2
