@@ -106,8 +106,8 @@ def categories(sub: dict[str, Any], answers: dict[str, Any], labels: Questionnai
     day = str(sub.get("day", ""))
     found = {MONTH: [day[:7] if _DAY.fullmatch(day) else NONE]}
     for key in FIELDS:
-        value = answers.get(key)
-        chosen = value if isinstance(value, list) else [value]
+        value = answers.get(key)  # a single choice is one string, a multiple choice a list
+        chosen = value if isinstance(value, list) and not _single(key, labels) else [value]
         allowed = labels.option_values(key)
         valid = list(dict.fromkeys(v for v in chosen if isinstance(v, str) and v in allowed))
         found[key] = valid or [NONE]
