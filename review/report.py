@@ -28,7 +28,7 @@ from typing import Any
 from keys.errors import InputError
 from review.answers import QuestionnaireLabels
 from review.report_text import RTL, text
-from review.suppression import recoverable, suppress
+from review.suppression import determined, suppress
 from review.vault import GENESIS, Vault, today, write_atomic
 
 Key = tuple[str, ...]
@@ -169,7 +169,7 @@ def build_report(subs: Sequence[dict[str, Any]], labels: QuestionnaireLabels, th
     # period) has one, and its zero tells nothing about anyone.
     lines = [line for table in tables for line in table.lines() if len(line) > 1]
     hidden = suppress(values, lines, threshold)
-    if recoverable(values, lines, hidden):  # suppress() guarantees it; checked before writing
+    if determined(values, lines, hidden):  # suppress() sees to it; checked before writing
         raise ReportError("small-cell suppression failed: a hidden count could be recovered")
     return Report(lang, threshold, tuple(tables), dict(values), frozenset(hidden), counts)
 
@@ -334,16 +334,24 @@ def make_report(vault: Vault, request: ReportRequest) -> dict[str, str]:
              "report.csv": report_csv(report)}
     files |= {f"chart-{n + 1:02d}-{t.id.replace('×', '-by-')}.svg": charts[t.id].encode()
               for n, t in enumerate(report.tables)}
+    sums = _write_folder(out, files)
+    span = {"from": request.start and request.start.isoformat(),
+            "to": request.end and request.end.isoformat()}
+    vault.log("report", [], out=str(out.resolve()), purpose=request.purpose, period=span,
+              threshold=request.threshold, lang=request.labels.locale,
+              report_sha256=sums["report.html"], files=sums, counted=counts["counted"],
+              left_out=counts["left_out"])
+    vault.save()
+    return sums
+
+
+def _write_folder(out: Path, files: dict[str, bytes]) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     for name, data in files.items():
         write_atomic(out / name, [data])
     write_atomic(out / "SHA256SUMS",
                  ["".join(f"{sha}  {name}\n" for name, sha in sums.items()).encode()])
-    vault.log("report", [], purpose=request.purpose, period=period, threshold=request.threshold,
-              lang=request.labels.locale, report_sha256=sums["report.html"], files=sums,
-              counted=counts["counted"], left_out=counts["left_out"])
-    vault.save()
     return sums
 
 

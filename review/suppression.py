@@ -3,17 +3,20 @@
 A report publishes tables of counts with their totals. Every count below the threshold is hidden
 (primary suppression), and then more counts are hidden so that no hidden count can be worked out
 by subtracting the shown counts of a line (a table row or column with its total) from the shown
-total (complementary suppression).
+total, nor by adding and subtracting several lines (complementary suppression).
 
 The tables of one report share counts (the province table is the row total of the province ×
 month table), so the rule runs over all of them at once: a count is a key, a line is the keys
 whose counts add up to the line's last key. The rule: every line hides either none of its counts
-or at least two. Pure and I/O-free: values and lines in, the set of hidden keys out.
+or at least two, and no hidden count follows from the published ones by exact elimination. (Bounds
+remain: a hidden count is known to be below the threshold, and never negative.) Pure and
+I/O-free: values and lines in, the set of hidden keys out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from fractions import Fraction
 from typing import TypeVar
 
 from keys.errors import InputError
@@ -40,11 +43,25 @@ def suppress(values: Mapping[K, int], lines: Sequence[Sequence[K]], threshold: i
     """The keys whose counts must be hidden.
 
     `lines`: each a sequence of keys whose counts add up to the count of its last key (the
-    line's total). Hidden: every count below `threshold`, then, for every line that would hide
+    line's total). Hidden: every count below `threshold`; then, for every line that would hide
     exactly one count, the smallest other count of that line (an inner count before the total,
-    then the earliest), until every line hides none or at least two."""
+    then the earliest), until every line hides none or at least two; then, while some hidden
+    count still follows from the published ones by adding and subtracting whole lines (hidden
+    counts linked in a chain rather than a loop), the smallest shown count of one of its lines."""
     check_threshold(threshold)
     hidden = {key for key, value in values.items() if value < threshold}
+    while True:
+        _pair_up(values, lines, hidden)
+        exposed = determined(values, lines, hidden)
+        partners = (_partner(values, line, hidden) for key in values if key in exposed
+                    for line in lines if key in line)
+        partner = next((p for p in partners if p is not None), None)
+        if partner is None:
+            return hidden
+        hidden.add(partner)
+
+
+def _pair_up(values: Mapping[K, int], lines: Sequence[Sequence[K]], hidden: set[K]) -> None:
     changed = True
     while changed:
         changed = False
@@ -55,7 +72,6 @@ def suppress(values: Mapping[K, int], lines: Sequence[Sequence[K]], threshold: i
             if partner is not None:
                 hidden.add(partner)
                 changed = True
-    return hidden
 
 
 def _partner(values: Mapping[K, int], line: Sequence[K], hidden: set[K]) -> K | None:
@@ -84,3 +100,43 @@ def recoverable(
                 found.add(unknown[0])
                 changed = True
     return found
+
+
+def determined(values: Mapping[K, int], lines: Sequence[Sequence[K]], hidden: set[K]) -> set[K]:
+    """The hidden keys whose counts any linear combination of the published lines gives back
+    (exact elimination over the rationals): a hidden count is determined when the reduced row of
+    its pivot has no other unknown in it."""
+    unknown = [key for key in values if key in hidden]
+    column = {key: n for n, key in enumerate(unknown)}
+    pivots: dict[int, dict[int, Fraction]] = {}
+    for line in lines:
+        row: dict[int, Fraction] = {}
+        for n, key in enumerate(line):
+            if key in column:
+                row[column[key]] = row.get(column[key], Fraction(0)) + (-1 if n == len(line) - 1
+                                                                        else 1)
+        _reduce_into(pivots, {c: v for c, v in row.items() if v})
+    return {unknown[c] for c, row in pivots.items() if len(row) == 1}
+
+
+def _reduce_into(pivots: dict[int, dict[int, Fraction]], row: dict[int, Fraction]) -> None:
+    """Add one equation to a fully reduced echelon form kept as {pivot column: row}."""
+    for col, pivot_row in pivots.items():
+        factor = row.get(col)
+        if factor:
+            for c, v in pivot_row.items():
+                row[c] = row.get(c, Fraction(0)) - factor * v
+            row = {c: v for c, v in row.items() if v}
+    if not row:
+        return
+    col = min(row)
+    scale = row[col]
+    row = {c: v / scale for c, v in row.items()}
+    for other in pivots.values():
+        factor = other.get(col)
+        if factor:
+            for c, v in row.items():
+                other[c] = other.get(c, Fraction(0)) - factor * v
+            for c in [c for c, v in other.items() if not v]:
+                del other[c]
+    pivots[col] = row

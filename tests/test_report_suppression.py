@@ -1,4 +1,5 @@
-"""review/suppression.py: small counts hidden, and none of them recoverable by subtraction."""
+"""review/suppression.py: small counts hidden, and none of them recoverable by subtraction,
+line by line or from several lines at once."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from review.suppression import ThresholdError, recoverable, suppress
+from review.suppression import ThresholdError, _pair_up, determined, recoverable, suppress
 
 Key = tuple[object, ...]
 
@@ -60,6 +61,28 @@ def test_linked_tables_are_protected_together() -> None:
     assert all(sum(k in hidden for k in line) != 1 for line in lines)
 
 
+def test_a_count_worked_out_from_several_lines_is_protected_too() -> None:
+    # Found by search: hiding pairs per line leaves (0, 0) hidden in every line with a partner,
+    # yet rows and columns added and subtracted together give it back.
+    cells = [[0, 5, 6, 2], [7, 6, 0, 5], [1, 2, 9, 12], [9, 0, 20, 9]]
+    values, lines = cross_table(cells)
+    paired = {k for k, v in values.items() if v < 5}
+    _pair_up(values, lines, paired)
+    assert not recoverable(values, lines, paired)  # subtraction line by line finds nothing...
+    assert determined(values, lines, paired) == {(0, 0)}  # ...elimination does
+    hidden = suppress(values, lines, 5)
+    assert determined(values, lines, hidden) == set()
+    assert hidden == paired | {(0, 1)}
+
+
+def test_determined_sees_a_single_hidden_count_and_a_chain() -> None:
+    values = {"a": 3, "b": 9, "t": 12, "c": 3, "d": 9, "u": 12}
+    lines = [["a", "b", "t"], ["c", "d", "u"], ["a", "c", "x"]]
+    assert determined({**values, "x": 6}, lines, {"a"}) == {"a"}
+    assert determined({**values, "x": 6}, lines, {"a", "c"}) == {"a", "c"}  # a + c = 6, a = 3
+    assert determined({**values, "x": 6}, lines, {"a", "b", "c", "d"}) == set()
+
+
 @pytest.mark.parametrize("threshold", [0, 1, 2, -5])
 def test_a_threshold_below_three_is_refused(threshold: int) -> None:
     with pytest.raises(ThresholdError, match="at least 3"):
@@ -80,7 +103,8 @@ def test_no_hidden_count_can_be_recovered_by_subtraction(cells: list[list[int]],
     hidden = suppress(values, lines, threshold)
     assert {k for k, v in values.items() if v < threshold} <= hidden  # every small count
     assert recoverable(values, lines, hidden) == set()
+    assert determined(values, lines, hidden) == set()  # nor by any sum of lines
     # ...and hiding is not wholesale: a count at or over the threshold is hidden only as a
-    # partner, in a line that already hides another.
+    # partner, in a line that hides another.
     for key in hidden - {k for k, v in values.items() if v < threshold}:
         assert any(key in line and len(hidden & set(line)) >= 2 for line in lines)

@@ -207,6 +207,8 @@ def test_the_custody_log_records_the_report(made: tuple[Path, Path, Path]) -> No
     html = (folder / "report.html").read_bytes()
     assert details["report_sha256"] == hashlib.sha256(html).hexdigest()
     assert details["threshold"] == 5
+    assert details["period"] == {"from": None, "to": None}
+    assert details["out"] == str(folder.resolve())
     assert details["purpose"]
     assert details["counted"] == 60
     assert details["left_out"] == 0
