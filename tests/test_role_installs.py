@@ -106,6 +106,11 @@ def test_offline_role_installs_and_runs_the_org_and_review_commands(tmp_path: Pa
           "--org-pub", "org.pub", *common], here, env)
     _run([*review, "import", "b.tar", *common], here, env)
     assert sub.submission_id in _run([*review, "list", *common], here, env).stdout
+    # The advocacy report draws its charts with the wheelhouse's matplotlib (the review extra).
+    made = _run([*review, "report", "--out", "report", "--lang", "fa_AF", *common], here, env)
+    assert "custody log" in made.stdout
+    assert (here / "report" / "report.html").is_file()
+    assert len(list((here / "report").glob("*.svg"))) == 8
 
 
 def _free_port() -> int:
