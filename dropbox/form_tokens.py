@@ -27,6 +27,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TypeGuard
 
 MAC_BYTES = 18
 MAX_TOKEN_CHARS = 512
@@ -38,7 +39,7 @@ def new_client_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def valid_client_key(value: str | None) -> bool:
+def valid_client_key(value: str | None) -> TypeGuard[str]:
     """True for a cookie value this server could have issued (anything else is replaced)."""
     return value is not None and _CLIENT.fullmatch(value) is not None
 

@@ -83,7 +83,7 @@ def client_key(request: web.Request) -> str:
     key = request.get(CLIENT_KEY)
     if key is None:
         cookie = request.cookies.get(COOKIE_NAME)
-        key = cookie if valid_client_key(cookie) and cookie is not None else new_client_key()
+        key = cookie if valid_client_key(cookie) else new_client_key()
         if key != cookie:
             request[SET_COOKIE_KEY] = key
         request[CLIENT_KEY] = key
