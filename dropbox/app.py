@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dropbox import db, handlers_source, pages, periodic
 from dropbox.config import Config, LimitsConfig, Listen, ServerConfig
+from dropbox.form_tokens import FormTokens
 from dropbox.load import BASE_RESERVED_FDS, ConnectionGuard, UploadSlots, connection_limit
 from dropbox.questionnaire import load_questionnaire
 from dropbox.security import (
@@ -61,11 +62,12 @@ def create_app(config: Config) -> web.Application:
         sessions=SessionStore(
             idle_timeout=config.server.idle_timeout_minutes * 60.0,
             max_sessions=config.server.max_sessions,
-            login_attempts_per_minute=config.keys.login_attempts_per_session_per_minute,
         ),
-        deriver=KeyDeriver(salt, config.keys.profile,
-                           config.keys.max_concurrent_argon2),
-        limiter=LoginLimiter(config.keys.login_attempts_global_per_minute),
+        forms=FormTokens(max_age=config.server.idle_timeout_minutes * 60.0),
+        deriver=KeyDeriver(salt, config.keys.profile, config.keys.max_concurrent_argon2,
+                           config.keys.argon2_queue),
+        limiter=LoginLimiter(config.keys.login_attempts_per_session_per_minute,
+                             config.server.max_anonymous_clients),
         questionnaire=load_questionnaire(config.i18n.questionnaire),
         uploads=UploadSlots(config.limits.max_concurrent_uploads,
                             config.limits.max_concurrent_uploads_per_session),
@@ -139,11 +141,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _session_expiry(app: web.Application) -> AsyncIterator[None]:
-    """Drop idle sessions (and the reply identities in them) even if nobody comes back."""
-    sessions = app[pages.STATE].sessions
+    """Drop idle sessions (and the reply identities in them) even if nobody comes back, and the
+    login counters of visitors who stopped trying."""
+    app_state = app[pages.STATE]
 
     async def expire() -> None:
-        sessions.expire(pages.now())
+        app_state.sessions.expire(pages.now())
+        app_state.limiter.expire(pages.now())
 
     async with periodic.every(SESSION_SWEEP_SECONDS, expire):
         yield

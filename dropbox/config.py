@@ -46,7 +46,6 @@ class ServerConfig:
     idle_timeout_minutes: int = 30
     instance_name: str = "Amanat"
     instance_description: str = ""
-    max_sessions: int = 50_000
     # A connection must finish its request headers this long after it opened (or after its
     # previous response); the same time closes an idle keep-alive connection.
     header_timeout_seconds: int = 20
@@ -56,6 +55,8 @@ class ServerConfig:
     # Open connections at most (further lowered to fit the process's open-file limit): beyond
     # it the connection that has waited longest for its headers is closed.
     max_connections: int = 4096
+    max_sessions: int = 50_000  # logged-in sources; nobody else has a server-side session
+    max_anonymous_clients: int = 10_000  # login-attempt counters of visitors not logged in
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ class KeysConfig:
     instance_salt: Path
     argon2_profile: str = "production"
     max_concurrent_argon2: int = 2
+    argon2_queue: int = 32  # derivations that may wait; beyond, the page says "busy"
     login_attempts_per_session_per_minute: int = 5
-    login_attempts_global_per_minute: int = 60
 
     @property
     def profile(self) -> Argon2Profile:
@@ -202,7 +203,7 @@ def parse_listen(text: str, where: str, base_dir: Path) -> Listen:
 def _server(r: _Reader) -> ServerConfig:
     r.only({"listen", "idle_timeout_minutes", "instance_name", "instance_description",
             "max_sessions", "header_timeout_seconds", "body_idle_timeout_seconds",
-            "max_connections"})
+            "max_connections", "max_anonymous_clients"})
     d = ServerConfig()
     return ServerConfig(
         listen=r.listen("listen", None) or d.listen,
@@ -215,6 +216,8 @@ def _server(r: _Reader) -> ServerConfig:
         body_idle_timeout_seconds=r.integer("body_idle_timeout_seconds",
                                             d.body_idle_timeout_seconds, minimum=1),
         max_connections=r.integer("max_connections", d.max_connections, minimum=16),
+        max_anonymous_clients=r.integer("max_anonymous_clients", d.max_anonymous_clients,
+                                        minimum=1),
     )
 
 
@@ -242,8 +245,11 @@ def _limits(r: _Reader) -> LimitsConfig:
 
 def _keys(r: _Reader) -> KeysConfig:
     r.only({"org_public_key", "keyring", "instance_salt", "argon2_profile",
-            "max_concurrent_argon2", "login_attempts_per_session_per_minute",
+            "max_concurrent_argon2", "argon2_queue", "login_attempts_per_session_per_minute",
             "login_attempts_global_per_minute"})
+    # login_attempts_global_per_minute is still read (an old amanat.toml must load) but no longer
+    # used: a global limit let one client shut every source out; the fair queue replaced it.
+    r.integer("login_attempts_global_per_minute", 60, minimum=1)
     paths = {n: r.path(n, None) for n in ("org_public_key", "keyring", "instance_salt")}
     missing = [n for n, p in paths.items() if p is None]
     if missing:
@@ -259,11 +265,10 @@ def _keys(r: _Reader) -> KeysConfig:
         argon2_profile=profile,
         max_concurrent_argon2=r.integer("max_concurrent_argon2", d.max_concurrent_argon2,
                                         minimum=1),
+        argon2_queue=r.integer("argon2_queue", d.argon2_queue, minimum=0),
         login_attempts_per_session_per_minute=r.integer(
             "login_attempts_per_session_per_minute", d.login_attempts_per_session_per_minute,
             minimum=1),
-        login_attempts_global_per_minute=r.integer(
-            "login_attempts_global_per_minute", d.login_attempts_global_per_minute, minimum=1),
     )
 
 

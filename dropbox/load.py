@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from keys.errors import AmanatError
+from keys.errors import BusyError
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ def shed(kind: str) -> None:
     if kind not in _shed_kinds:
         _shed_kinds.add(kind)
         logger.warning("shedding load: %s", kind)
-
-
-class BusyError(AmanatError):
-    """Too many uploads are being received (by everyone, or by this session) to take one more."""
 
 
 def connection_limit(configured: int, reserved: int) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dropbox import i18n, pages
-from dropbox.i18n import N_, choose_locale
+from dropbox.i18n import N_, choose_locale, match_locale
 from dropbox.sessions import COOKIE_NAME
 from keys.errors import AmanatError
 
@@ -135,21 +135,20 @@ def error_page(request: web.Request, error: PageError) -> web.Response:
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Find the request's session and locale; set the cookie of a session created meanwhile."""
+    """Find the request's logged-in session and locale; set the cookies chosen meanwhile. A
+    language link (`?l=`) is remembered in a cookie of its own, not in server-side state."""
     app_state = pages.state(request)
-    session = app_state.sessions.get(request.cookies.get(COOKIE_NAME), pages.now())
-    request[pages.SESSION_KEY] = session
-    query_locale = request.query.get("l")
-    if query_locale and session is None:
-        session = pages.ensure_session(request)
-    code = choose_locale(query_locale, session.locale if session else None,
-                         request.headers.get("Accept-Language"),
-                         app_state.config.i18n.default_locale)
-    if session is not None and query_locale:
-        session.locale = code
-    request[pages.LOCALE_KEY] = code
+    request[pages.SESSION_KEY] = app_state.sessions.get(request.cookies.get(COOKIE_NAME),
+                                                        pages.now())
+    chosen = match_locale(request.query.get("l"))
+    remembered = request.cookies.get(pages.LANG_COOKIE)
+    if chosen is not None and chosen != remembered:
+        request[pages.SET_LANG_KEY] = chosen
+    request[pages.LOCALE_KEY] = choose_locale(chosen, remembered,
+                                              request.headers.get("Accept-Language"),
+                                              app_state.config.i18n.default_locale)
     response = await handler(request)
-    pages.set_session_cookie(request, response)
+    pages.set_cookies(request, response)
     return response
 
 

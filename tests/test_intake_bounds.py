@@ -14,7 +14,8 @@ import pytest
 from conftest import SourceClient
 
 from dropbox.intake import MESSAGE_ECHO_BYTES
-from dropbox.load import BusyError, UploadSlots
+from dropbox.load import UploadSlots
+from keys.errors import BusyError
 
 
 async def test_a_long_message_is_stored_whole(running_server: Any) -> None:
