@@ -355,6 +355,7 @@ async def test_50000_cookieless_requests_log_nobody_out(running_server):
         pending = _codename(page)
         sessions = server.state.sessions
         assert len(sessions) == 1
+        counters = len(server.state.limiter)  # the source's own attempt, until it expires
 
         # Each of these made a session before (a language link did), and the pages with forms
         # still hand out a form cookie; static files and error pages are the cheapest to flood.
@@ -365,7 +366,7 @@ async def test_50000_cookieless_requests_log_nobody_out(running_server):
         assert statuses == {200: 37_500, 404: 12_500}
         assert cookies <= {"amanat_lang", "amanat_session"}
         assert len(sessions) == 1  # nothing was stored for the flood
-        assert len(server.state.limiter) == 0
+        assert len(server.state.limiter) <= counters  # the flood added no counter
 
         status, page = await source.get("/submit")  # still logged in
         assert 'id="submit-form"' in page
