@@ -50,6 +50,7 @@ from keys.bundle import (
 )
 from keys.errors import AgeError, ConfigError, InputError, TransferError
 from keys.keyring import Keyring, encode_key
+from keys.manifest import IntakeLimits
 
 TRANSFER_KEY_TAG = "AMANAT-TRANSFER-SIGNING-KEY"
 MAX_ACK_IDS = 10_000
@@ -94,8 +95,11 @@ class PlannedBundle:
         return sum(BLOCK + size + (-size % BLOCK) for size in members) + 2 * BLOCK
 
 
-async def build_transfer(session: AsyncSession, instance: str, day: str) -> PlannedBundle:
-    """A manifest of every submission investigators have not acknowledged yet."""
+async def build_transfer(
+    session: AsyncSession, instance: str, day: str, limits: IntakeLimits | None = None
+) -> PlannedBundle:
+    """A manifest of every submission investigators have not acknowledged yet; `limits` (the
+    intake's) are signed into it for the review tool to check submission manifests against."""
     items = []
     for submission in await db.list_unacknowledged(session):
         if not submission.ciphertexts:
@@ -114,7 +118,11 @@ async def build_transfer(session: AsyncSession, instance: str, day: str) -> Plan
             )
         )
     manifest = TransferManifest(
-        instance_id=instance, bundle_id=new_bundle_id(), created_day=day, items=tuple(items)
+        instance_id=instance,
+        bundle_id=new_bundle_id(),
+        created_day=day,
+        items=tuple(items),
+        limits=limits,
     )
     return PlannedBundle(manifest)
 

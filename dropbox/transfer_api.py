@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db, periodic, transfer
 from dropbox.config import Config
+from dropbox.intake import intake_limits
 from dropbox.security import set_security_headers
 from dropbox.server_keys import load_verified_keyring, read_instance_salt
 from dropbox.store import CiphertextStore, DiskReserveError
@@ -182,7 +183,9 @@ async def pull(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     await read_signed_body(request, 0)
     async with state.maker() as session:
-        planned = await transfer.build_transfer(session, state.instance, db.today())
+        planned = await transfer.build_transfer(
+            session, state.instance, db.today(), intake_limits(state.config.limits)
+        )
     filename = f"amanat-{planned.manifest.bundle_id}.tar"
     response = web.StreamResponse(
         headers={
