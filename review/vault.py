@@ -4,9 +4,12 @@
       vault.json      {"format": "amanat-review-vault/1"}: marks the folder as a vault
       identity.age    the investigator identity file (age, scrypt passphrase), as issued
       keyring.json    the org-signed keyring; org.pub the organization key it must verify with
-      state.age       the index: submissions, messages, answers, tags, notes, imported bundle ids,
-                      replies and the chain-of-custody log, as JSON encrypted to the investigator's
-                      own recipient and signed inside the encryption with their Ed25519 key
+      state.age       the index: per submission what the signed bundle says, a short excerpt and
+                      counts, tags, notes; imported bundle ids and their signed limits, replies and
+                      the chain-of-custody log, as JSON encrypted to the investigator's own
+                      recipient and signed inside the encryption with their Ed25519 key. Messages
+                      and answers are not in it: they stay the age files the server sent, in the
+                      stored bundle, and are decrypted when shown (review/content.py)
       bundles/<sha256>.tar      every imported transfer bundle, byte for byte as verified: the
                                 server's signed evidence; ciphertexts are read from it by offset
       objects/ab/<sha256>.age   ciphertexts made here (replies), by SHA-256
@@ -37,10 +40,14 @@ from keys.age import X25519Identity, decrypt, decrypt_iter, encrypt
 from keys.errors import AgeError, ConfigError, InputError, KeyringForkError, StorageError
 from keys.identity_file import InvestigatorSecrets, open_identity
 from keys.keyring import Keyring, encode_key, load_keyring, parse_org_public_key
+from review.content import Content, NonConformingItemError, limits_of, open_content, summary
 
 VAULT_FORMAT = "amanat-review-vault/1"
-STATE_FORMAT = "amanat-review-state/1"
+STATE_FORMAT = "amanat-review-state/2"
 STATE_MAGIC = STATE_FORMAT.encode() + b"\n"
+# Format 1 kept every message, answer and attachment list inline; opening such a vault migrates
+# it (`_migrate_v1`) and saves it as format 2.
+STATE_FORMAT_V1 = "amanat-review-state/1"
 GENESIS = "0" * 64
 CHUNK = 64 * 1024
 
@@ -198,7 +205,31 @@ class Vault:
         except BaseException:
             lock.close()
             raise
-        return cls(root, investigator, keyring, state, lock)
+        vault = cls(root, investigator, keyring, state, lock)
+        if state.get("format") == STATE_FORMAT_V1:
+            try:
+                vault._migrate_v1()
+            except BaseException:
+                lock.close()
+                raise
+        return vault
+
+    def _migrate_v1(self) -> None:
+        """Format 1 -> 2: drop the inline messages, answers and attachment lists, re-check every
+        submission against the strict schema (quarantining what fails), and save."""
+        for sub in self.state["submissions"].values():
+            for key in ("message", "answers", "questionnaire", "attachments"):
+                sub.pop(key, None)
+            if not sub.get("readable", True):
+                sub.update(summary(None))
+                continue
+            try:
+                sub.update(summary(self._open_content(sub)))
+            except NonConformingItemError as exc:
+                sub.update(readable=True, quarantine=str(exc))
+        self.state["format"] = STATE_FORMAT
+        self.log("migrate", [], to=STATE_FORMAT)
+        self.save()
 
     def __enter__(self) -> Vault:
         return self
@@ -249,6 +280,27 @@ class Vault:
         self.log("keyring", [], version=keyring.version, fingerprint=keyring.fingerprint())
         self.save()
         return current.version, keyring
+
+    def content(self, sub: dict[str, Any]) -> Content:
+        """A readable, conforming submission's message, answers and attachments, decrypted from
+        the stored bundle and checked again (it was checked on import)."""
+        if not sub.get("readable", True):
+            raise UnknownItemError(
+                f"submission {sub['id']} was not encrypted to this investigator's key"
+            )
+        if sub.get("quarantine"):
+            raise UnknownItemError(f"submission {sub['id']} is quarantined: {sub['quarantine']}")
+        try:
+            content = self._open_content(sub)
+        except NonConformingItemError as exc:
+            raise VaultIntegrityError(f"submission {sub['id']} no longer checks: {exc}") from None
+        if content is None:
+            raise VaultIntegrityError(f"submission {sub['id']} no longer opens with this key")
+        return content
+
+    def _open_content(self, sub: dict[str, Any]) -> Content | None:
+        limits = limits_of(self.state["bundles"].get(sub["bundle"]))
+        return open_content(self.read_ciphertext, self.identity, sub["ciphertexts"], limits)
 
     def submission(self, sid: str) -> dict[str, Any]:
         found: dict[str, Any] | None = self.state["submissions"].get(sid)
@@ -355,7 +407,7 @@ def _read_state(path: Path, investigator: InvestigatorSecrets) -> dict[str, Any]
         raise VaultIntegrityError(f"{path} does not open with this identity: {exc}") from None
     magic, _, rest = plaintext.partition(b"\n")
     sig_b64, _, body = rest.partition(b"\n")
-    if magic + b"\n" != STATE_MAGIC:
+    if magic.decode("ascii", errors="replace") not in (STATE_FORMAT, STATE_FORMAT_V1):
         raise VaultIntegrityError(f"{path} is not a vault state of format {STATE_FORMAT}")
     try:
         investigator.signing_key.verify_key.verify(body, base64.b64decode(sig_b64))

@@ -126,8 +126,8 @@ def encrypt_submission(
             "version": 1,
             "locale": "fa",
             "answers": [
-                {"key": k, "type": "text", "question": f"Question {k}?", "value": v}
-                for k, v in sub.answers.items()
+                {"key": f"q{n}", "type": "text", "question": f"Question {k}?", "value": v}
+                for n, (k, v) in enumerate(sub.answers.items())
             ],
         },
     }
