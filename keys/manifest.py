@@ -198,25 +198,20 @@ def decode_intake_manifest(data: bytes, limits: IntakeLimits) -> IntakeManifest:
     )
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
 def _check_depth(data: bytes) -> None:
     """Refuse nesting deeper than MAX_DEPTH before parsing: a deep document would exhaust the
-    parser's (and every later reader's) recursion."""
-    depth, in_string, escaped = 0, False, False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
+    parser's (and every later reader's) recursion. Brackets inside strings do not count."""
+    depth = 0
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub(b'""', data)):
+        if bracket in (b"[", b"{"):
             depth += 1
             if depth > MAX_DEPTH:
                 raise IntakeManifestError(f"the manifest nests deeper than {MAX_DEPTH} levels")
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
 
 
