@@ -12,7 +12,7 @@ import getpass
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,20 +216,10 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def search_documents(vault: Vault) -> Iterator[tuple[str, str]]:
-    """What `search` looks through: message text, then every answer (question and value), of
-    every readable submission that is not quarantined (each decrypted from the vault)."""
-    for sub in vault.state["submissions"].values():
-        if sub.get("readable", True) and not sub.get("quarantine"):
-            content = vault.content(sub)
-            answers = " ".join(f"{label} {text}" for label, text in answer_pairs(content.intake))
-            yield sub["id"], f"{content.message} {answers}"
-
-
 def run_search(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         subs = vault.state["submissions"]
-        index = SearchIndex(search_documents(vault))
+        index = SearchIndex(vault.search_texts())
     hits = index.search(args.text)
     if args.json:
         out(

@@ -29,6 +29,7 @@ from keys.manifest import (
     IntakeManifestError,
     decode_intake_manifest,
 )
+from review.answers import answer_pairs
 
 EXCERPT_CHARS = 160
 # An age file is its header (one stanza per recipient) plus 16 bytes per 64 KiB chunk.
@@ -129,6 +130,12 @@ def _attachments(intake: IntakeManifest, files: list[dict[str, Any]]) -> tuple[d
         }
         for e in intake.files
     )
+
+
+def search_text(content: Content) -> str:
+    """What `search` looks through: the message, then every answer (question and value)."""
+    answers = " ".join(f"{label} {text}" for label, text in answer_pairs(content.intake))
+    return f"{content.message} {answers}"
 
 
 def summary(content: Content | None) -> dict[str, Any]:

@@ -13,6 +13,8 @@
       bundles/<sha256>.tar      every imported transfer bundle, byte for byte as verified: the
                                 server's signed evidence; ciphertexts are read from it by offset
       objects/ab/<sha256>.age   ciphertexts made here (replies), by SHA-256
+      search.age      the text `search` looks through, encrypted to ourselves (rebuilt from the
+                      bundles whenever it is missing or not the one the state names)
       .lock           held (flock) by whichever command has the vault open
 
 Nothing in the folder is plaintext testimony. Writes go to a temporary name, are fsynced, then
@@ -40,7 +42,14 @@ from keys.age import X25519Identity, decrypt, decrypt_iter, encrypt
 from keys.errors import AgeError, ConfigError, InputError, KeyringForkError, StorageError
 from keys.identity_file import InvestigatorSecrets, open_identity
 from keys.keyring import Keyring, encode_key, load_keyring, parse_org_public_key
-from review.content import Content, NonConformingItemError, limits_of, open_content, summary
+from review.content import (
+    Content,
+    NonConformingItemError,
+    limits_of,
+    open_content,
+    search_text,
+    summary,
+)
 
 VAULT_FORMAT = "amanat-review-vault/1"
 STATE_FORMAT = "amanat-review-state/2"
@@ -49,6 +58,7 @@ STATE_MAGIC = STATE_FORMAT.encode() + b"\n"
 # it (`_migrate_v1`) and saves it as format 2.
 STATE_FORMAT_V1 = "amanat-review-state/1"
 GENESIS = "0" * 64
+SEARCH_CACHE = "search.age"
 CHUNK = 64 * 1024
 
 
@@ -301,6 +311,39 @@ class Vault:
     def _open_content(self, sub: dict[str, Any]) -> Content | None:
         limits = limits_of(self.state["bundles"].get(sub["bundle"]))
         return open_content(self.read_ciphertext, self.identity, sub["ciphertexts"], limits)
+
+    def search_texts(self) -> list[tuple[str, str]]:
+        """(id, message and answers as text) of every readable submission not quarantined, for
+        `search`. Decrypting every message each time is slow, so the texts are kept in
+        search.age (encrypted to ourselves; its SHA-256 is in the signed state, so a file that
+        was swapped is rebuilt, never trusted); only submissions it lacks are decrypted."""
+        cache = self._read_search_cache()
+        wanted = [
+            sub for sub in self.state["submissions"].values()
+            if sub.get("readable", True) and not sub.get("quarantine")
+        ]
+        fresh = {sub["id"]: cache.get(sub["id"]) for sub in wanted}
+        for sub in wanted:
+            if fresh[sub["id"]] is None:
+                fresh[sub["id"]] = search_text(self.content(sub))
+        texts = {sid: text for sid, text in fresh.items() if text is not None}
+        if texts != cache:
+            data = encrypt(canonical(texts), [self.identity.recipient()])
+            write_atomic(self.root / SEARCH_CACHE, [data])
+            self.state["search_cache"] = hashlib.sha256(data).hexdigest()
+            self.save()
+        return list(texts.items())
+
+    def _read_search_cache(self) -> dict[str, str]:
+        path = self.root / SEARCH_CACHE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        if hashlib.sha256(data).hexdigest() != self.state.get("search_cache"):
+            return {}
+        texts: dict[str, str] = json.loads(decrypt(data, [self.identity]))
+        return texts
 
     def submission(self, sid: str) -> dict[str, Any]:
         found: dict[str, Any] | None = self.state["submissions"].get(sid)

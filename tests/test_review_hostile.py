@@ -308,3 +308,20 @@ def test_fuzzed_manifests_are_imported_or_quarantined_never_shown_raw(
             if file.is_file() and file.parent.name != "attachments":
                 text = file.read_text(encoding="utf-8")
                 assert not UNSAFE.search(text), (file, UNSAFE.findall(text))
+
+
+def test_a_swapped_search_cache_is_rebuilt_not_trusted(
+    tmp_path: Path, org: Org, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tool = Tool(tmp_path, org, capsys)
+    sub = Submission("the real text")
+    tool.import_([sub])
+    assert sub.submission_id in tool.run("search", "real text")
+    cache = tmp_path / "vault" / "search.age"
+    forged = json.dumps({sub.submission_id: "FORGED words"}).encode()
+    cache.write_bytes(encrypt(forged, [org.investigators[0].identity.recipient()]))
+    assert "0 match(es)" in tool.run("search", "FORGED")
+    assert sub.submission_id in tool.run("search", "real text")
+    later = Submission("imported after the first search")
+    tool.import_([later])
+    assert later.submission_id in tool.run("search", "after the first")
