@@ -28,6 +28,7 @@ MAX_FILENAME_CHARS = 1024
 MAX_CONTENT_TYPE_CHARS = 255
 MAX_QUESTION_CHARS = 4096
 MAX_VALUE_ITEMS = 256  # entries of one list or object answer value
+MAX_DOCUMENT_BYTES = 64 * MIB  # whatever the limits: a reader holds the document in memory
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # keys/bundle.py member names
@@ -75,10 +76,12 @@ class IntakeLimits:
 
     def max_document_bytes(self) -> int:
         """A bound on an honest manifest's size: every field and question at its longest, JSON
-        escaping included (6 bytes per character at worst), plus the file entries."""
+        escaping included (6 bytes per character at worst), plus the file entries; never over
+        MAX_DOCUMENT_BYTES."""
         per_field = 6 * (self.max_field_bytes + MAX_FIELD_NAME_CHARS + MAX_QUESTION_CHARS) + 512
         per_file = 6 * (MAX_FILENAME_CHARS + MAX_CONTENT_TYPE_CHARS + MAX_FIELD_NAME_CHARS) + 512
-        return 2 * self.max_fields * per_field + (self.max_files + 1) * per_file + 64 * 1024
+        bound = 2 * self.max_fields * per_field + (self.max_files + 1) * per_file + 64 * 1024
+        return min(bound, MAX_DOCUMENT_BYTES)
 
 
 # What the review tool accepts at most, whatever a (possibly compromised) server signs: a message
