@@ -51,17 +51,24 @@ def _vault(tmp: Path, name: str, org: object, subs: list[Submission]) -> tuple[P
     return root, import_s
 
 
-def _cold(vault: Path, passfile: Path, *args: str, runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "review.cli", *args, "--vault", str(vault),
-             "--passphrase-file", str(passfile)],
-            check=True, capture_output=True, cwd=ROOT,
-        )
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _once(vault: Path, passfile: Path, args: tuple[str, ...]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "review.cli", *args, "--vault", str(vault),
+         "--passphrase-file", str(passfile)],
+        check=True, capture_output=True, cwd=ROOT,
+    )
+    return time.perf_counter() - t0
+
+
+def _cold(passfile: Path, *runs: tuple[Path, tuple[str, ...]], rounds: int = 5) -> list[float]:
+    """Median time of each (vault, command), the commands taking turns so that noise from the
+    shared machine falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for n, (vault, args) in enumerate(runs):
+            times[n].append(_once(vault, passfile, args))
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -93,12 +100,15 @@ def main() -> None:
         bundles_b = sum(p.stat().st_size for p in (big_vault / "bundles").iterdir())
         one_small = f"s{min(set(range(n)) - big_at):05d}"
         one_big = f"s{min(big_at):05d}"
-        list_a = _cold(small_vault, passfile, "list")
-        list_b = _cold(big_vault, passfile, "list")
-        show_a = _cold(small_vault, passfile, "show", one_small)
-        show_b = _cold(big_vault, passfile, "show", one_small)
-        show_big = _cold(big_vault, passfile, "show", one_big)
-        open_only = _cold(big_vault, passfile, "list", "--tag", "none")
+        list_a, list_b, show_a, show_b, show_big, open_only = _cold(
+            passfile,
+            (small_vault, ("list",)),
+            (big_vault, ("list",)),
+            (small_vault, ("show", one_small)),
+            (big_vault, ("show", one_small)),
+            (big_vault, ("show", one_big)),
+            (big_vault, ("list", "--tag", "none")),
+        )
 
     print(f"{n} submissions; in B, {k} carry a 4 MiB message ({bundles_b / 1e9:.2f} GB of bundles)")
     print(f"import: A {small_import:.1f} s, B {big_import:.1f} s")
