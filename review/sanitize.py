@@ -27,6 +27,9 @@ _NEWLINES = re.compile(r"\r\n|[\r\u2028\u2029\x85\x0b\x0c]")
 REPLACEMENT = "\ufffd"
 
 RLI, PDI = "\u2067", "\u2069"
+# Any character one of the substitutions below would touch: most text has none, and one search
+# is several times cheaper than four substitutions (`list` cleans every row's excerpt).
+_NEEDS_CLEANING = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}]")
 
 
 def clean(text: str, *, single_line: bool = False) -> str:
@@ -35,10 +38,11 @@ def clean(text: str, *, single_line: bool = False) -> str:
     Escape sequences and control characters become U+FFFD (so a reader sees something was
     there); bidi controls are dropped. With `single_line`, newlines and tabs become spaces.
     """
-    text = _NEWLINES.sub("\n", text)
-    text = _ESCAPE_SEQUENCE.sub(REPLACEMENT, text)
-    text = _CONTROL.sub(REPLACEMENT, text)
-    text = _BIDI.sub("", text)
+    if _NEEDS_CLEANING.search(text) is not None:
+        text = _NEWLINES.sub("\n", text)
+        text = _ESCAPE_SEQUENCE.sub(REPLACEMENT, text)
+        text = _CONTROL.sub(REPLACEMENT, text)
+        text = _BIDI.sub("", text)
     if single_line:
         text = text.replace("\n", " ").replace("\t", " ")
     return text
