@@ -237,6 +237,8 @@ class Vault:
                 sub.update(summary(self._open_content(sub)))
             except NonConformingItemError as exc:
                 sub.update(readable=True, quarantine=str(exc))
+            except (OSError, VaultIntegrityError) as exc:  # `verify` says more
+                sub.update(readable=True, quarantine=f"unreadable in the vault: {exc}")
         self.state["format"] = STATE_FORMAT
         self.log("migrate", [], to=STATE_FORMAT)
         self.save()
