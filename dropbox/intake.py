@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -37,13 +36,21 @@ from dropbox.sessions import CSRF_FIELD
 from dropbox.store import CiphertextStore, CiphertextWriter, StoredFile
 from keys.age import Encryptor, Recipient
 from keys.errors import InputError
+from keys.manifest import (
+    INTAKE_FORMAT,
+    MAX_FIELD_NAME_CHARS,
+    MAX_FILENAME_CHARS,
+    FileEntry,
+    IntakeLimits,
+    IntakeManifest,
+    encode_intake_manifest,
+    fit_content_type,
+)
 
 T = TypeVar("T")
 
-MANIFEST_FORMAT = "amanat-manifest/v1"
+MANIFEST_FORMAT = INTAKE_FORMAT
 READ_CHUNK = 256 * 1024
-MAX_FILENAME_CHARS = 1024
-MAX_CONTENT_TYPE_CHARS = 255
 MESSAGE_FIELD = "message"
 MESSAGE_ECHO_BYTES = 64 * 1024
 """The message's first bytes kept in memory: enough to check it and show it again."""
@@ -225,7 +232,7 @@ class Intake:
             value = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedFormError("a form field is not UTF-8 text") from None
-        answers.setdefault(part.name or "", []).append(value)
+        answers.setdefault((part.name or "")[:MAX_FIELD_NAME_CHARS], []).append(value)
 
     async def _stream_part(
         self, part: BodyPartReader, stack: AsyncExitStack, budget: _Budget
@@ -239,11 +246,11 @@ class Intake:
             return None
         opened = _Open(
             writer=await stack.enter_async_context(self.store.writer()),
-            field=part.name or "",
+            field=(part.name or "")[:MAX_FIELD_NAME_CHARS],
             filename=(part.filename or "")[:MAX_FILENAME_CHARS],
-            content_type=part.headers.get("Content-Type", "application/octet-stream")[
-                :MAX_CONTENT_TYPE_CHARS
-            ],
+            content_type=fit_content_type(
+                part.headers.get("Content-Type", "application/octet-stream")
+            ),
             echo=bytearray() if is_message else None,
         )
         encryptor = Encryptor(self.recipients)
@@ -298,8 +305,8 @@ class Intake:
                 received.append(ReceivedFile(item.field, item.filename, item.content_type,
                                              item.size, item.sha256, stored))
             first_file = 1 if message else 0
-            document = manifest(day, received[:first_file],
-                                received[first_file:], answers, extra)
+            document = manifest(day, received[:first_file], received[first_file:], answers,
+                                extra, intake_limits(self.limits))
             stored_manifest = await self._write_whole(document)
         except BaseException:
             for stored in committed:
@@ -337,24 +344,37 @@ async def store_submission(
         raise
 
 
+def intake_limits(limits: LimitsConfig) -> IntakeLimits:
+    """The limits a submission manifest is checked against (signed into transfer bundles)."""
+    return IntakeLimits(
+        max_message_bytes=limits.max_message_bytes,
+        max_file_bytes=limits.max_file_bytes,
+        max_files=limits.max_files,
+        max_fields=limits.max_fields,
+        max_field_bytes=limits.max_field_bytes,
+    )
+
+
 def manifest(
     day: str,
     message: Sequence[ReceivedFile],
     files: Sequence[ReceivedFile],
     answers: dict[str, list[str]],
     extra: dict[str, Any],
+    limits: IntakeLimits,
 ) -> bytes:
-    """The manifest's plaintext (JSON, UTF-8): everything about a submission that the server must
-    not see, encrypted like the rest. `extra` adds keys such as the page's locale."""
-    document: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "received_day": day,
-        "message": _describe(message[0]) if message else None,
-        "files": [_describe(f) for f in files],
-        "answers": answers,
-        **extra,
-    }
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
+    """The manifest's plaintext (keys/manifest.py): everything about a submission that the
+    server must not see, encrypted like the rest. `extra` may add the page's `locale` and the
+    checked `questionnaire` record."""
+    document = IntakeManifest(
+        received_day=day,
+        message=_describe(message[0]) if message else None,
+        files=tuple(_describe(f) for f in files),
+        answers=answers,
+        questionnaire=extra.get("questionnaire"),
+        locale=extra.get("locale"),
+    )
+    return encode_intake_manifest(document, limits)
 
 
 def _checked(check: AnswersCheck, answers: dict[str, list[str]], message: _Open | None,
@@ -381,12 +401,6 @@ def _names(files: Sequence[_Open]) -> dict[str, list[str]]:
     return names
 
 
-def _describe(item: ReceivedFile) -> dict[str, Any]:
-    return {
-        "field": item.field,
-        "filename": item.filename,
-        "content_type": item.content_type,
-        "size": item.size,
-        "sha256": item.sha256,
-        "ciphertext": item.stored.name,
-    }
+def _describe(item: ReceivedFile) -> FileEntry:
+    return FileEntry(item.field, item.filename, item.content_type, item.size, item.sha256,
+                     item.stored.name)

@@ -395,11 +395,12 @@ def _read_choices(field: Field, values: list[str], locale: str) -> Any:
     return chosen or None
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0 but tab and newlines, DEL, C1
 
 
 def _clean_text(value: str, *, multiline: bool) -> str:
-    """What the source typed, minus control characters and outer blank space; line ends as \\n."""
+    """What the source typed, minus C0 and C1 control characters (8-bit CSI is a terminal escape)
+    and outer blank space; line ends as \\n."""
     value = _CONTROL.sub("", value.replace("\r\n", "\n").replace("\r", "\n"))
     if not multiline:
         value = " ".join(value.split("\n"))

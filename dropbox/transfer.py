@@ -55,6 +55,7 @@ from keys.bundle import (
 )
 from keys.errors import AgeError, ConfigError, InputError, TransferError
 from keys.keyring import Keyring, encode_key
+from keys.manifest import IntakeLimits
 
 TRANSFER_KEY_TAG = "AMANAT-TRANSFER-SIGNING-KEY"
 MAX_ACK_IDS = 10_000
@@ -100,10 +101,12 @@ class PlannedBundle:
 
 
 async def build_transfer(
-    session: AsyncSession, instance: str, day: str, investigator: str | None = None
+    session: AsyncSession, instance: str, day: str, investigator: str | None = None,
+    limits: IntakeLimits | None = None,
 ) -> PlannedBundle:
     """A manifest of every submission not acknowledged under the policy yet; for an investigator
-    (a pull), without those that investigator acknowledged already."""
+    (a pull), without those that investigator acknowledged already. `limits` (the intake's) are
+    signed into it for the review tool to check submission manifests against."""
     items = []
     for submission in await _waiting(session, investigator):
         if not submission.ciphertexts:
@@ -122,7 +125,11 @@ async def build_transfer(
             )
         )
     manifest = TransferManifest(
-        instance_id=instance, bundle_id=new_bundle_id(), created_day=day, items=tuple(items)
+        instance_id=instance,
+        bundle_id=new_bundle_id(),
+        created_day=day,
+        items=tuple(items),
+        limits=limits,
     )
     return PlannedBundle(manifest)
 

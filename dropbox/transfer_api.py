@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db, periodic, transfer
 from dropbox.config import Config
+from dropbox.intake import intake_limits
 from dropbox.security import set_security_headers
 from dropbox.server_keys import load_verified_keyring, read_instance_salt
 from dropbox.store import CiphertextStore, DiskReserveError
@@ -195,7 +196,8 @@ async def pull(request: web.Request) -> web.StreamResponse:
     await read_signed_body(request, 0)
     async with state.maker() as session:
         planned = await transfer.build_transfer(
-            session, state.instance, db.today(), request[INVESTIGATOR].label
+            session, state.instance, db.today(), request[INVESTIGATOR].label,
+            limits=intake_limits(state.config.limits),
         )
     filename = f"amanat-{planned.manifest.bundle_id}.tar"
     response = web.StreamResponse(

@@ -45,6 +45,7 @@ from dropbox.socks_errors import socks_retrying
 from keys.bundle import TransferManifest
 from keys.errors import ConfigError, InputError, TransferError
 from keys.keyring import encode_key
+from keys.manifest import IntakeLimits
 from keys.transfer_auth import EMPTY_SHA256, sign_request
 
 if TYPE_CHECKING:
@@ -301,6 +302,7 @@ def _client_parser(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 def run_export(args: argparse.Namespace) -> int:
     from dropbox.config import load_config
+    from dropbox.intake import intake_limits
     from dropbox.server_keys import load_verified_keyring, read_instance_salt
     from dropbox.store import CiphertextStore
     from dropbox.transfer import instance_id, load_transfer_key
@@ -311,7 +313,9 @@ def run_export(args: argparse.Namespace) -> int:
     store = CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes)
     instance = instance_id(read_instance_salt(config))
     try:
-        planned = asyncio.run(_plan_export(config.storage.database_url, instance))
+        planned = asyncio.run(
+            _plan_export(config.storage.database_url, instance, intake_limits(config.limits))
+        )
         progress = Progress("export", planned.size)
         _write_new_file(args.out, lambda out: _export_to(out, planned, store, key, progress))
     finally:
@@ -323,7 +327,7 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _plan_export(url: str, instance: str) -> PlannedBundle:
+async def _plan_export(url: str, instance: str, limits: IntakeLimits) -> PlannedBundle:
     from dropbox import db
     from dropbox.transfer import build_transfer
 
@@ -331,7 +335,7 @@ async def _plan_export(url: str, instance: str) -> PlannedBundle:
     engine, maker = db.create_engine_and_sessionmaker(url)
     try:
         async with maker() as session:
-            return await build_transfer(session, instance, db.today())
+            return await build_transfer(session, instance, db.today(), limits=limits)
     finally:
         await engine.dispose()
 

@@ -23,6 +23,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from keys.errors import TransferError
+from keys.manifest import IntakeLimits, IntakeManifestError
 
 TRANSFER_FORMAT = "amanat-transfer-bundle/1"
 REPLY_FORMAT = "amanat-reply-bundle/1"
@@ -97,6 +98,9 @@ class TransferManifest:
     bundle_id: str
     created_day: str
     items: tuple[TransferItem, ...]
+    # The intake limits the server enforced; the review tool checks submission manifests against
+    # them. None: not signed (older servers), and the reader assumes the defaults.
+    limits: IntakeLimits | None = None
 
     def files(self) -> list[tuple[str, int, str]]:
         """(name, size, sha256) of every member after the signature, in archive order."""
@@ -171,6 +175,8 @@ def encode_manifest(manifest: Manifest) -> bytes:
             "created_day": manifest.created_day,
             "items": [_item_doc(i) for i in manifest.items],
         }
+        if manifest.limits is not None:
+            doc["limits"] = manifest.limits.to_json()
     else:
         doc = {
             "format": REPLY_FORMAT,
@@ -242,7 +248,12 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 
 def _decode_transfer(doc: dict[str, object]) -> TransferManifest:
-    _keys(doc, {"format", "instance_id", "bundle_id", "created_day", "items"}, "manifest")
+    base = {"format", "instance_id", "bundle_id", "created_day", "items"}
+    _keys(doc, base | ({"limits"} if "limits" in doc else set()), "manifest")
+    try:
+        limits = IntakeLimits.from_json(doc["limits"]) if "limits" in doc else None
+    except IntakeManifestError as exc:
+        raise BundleMalformedError(f"manifest: {exc}") from None
     items = []
     for raw in _list(doc["items"], "items"):
         item = _obj(raw, "item")
@@ -279,6 +290,7 @@ def _decode_transfer(doc: dict[str, object]) -> TransferManifest:
         bundle_id=_match(_ID_RE, doc["bundle_id"], "bundle_id"),
         created_day=_match(_DAY_RE, doc["created_day"], "created_day"),
         items=tuple(items),
+        limits=limits,
     )
 
 

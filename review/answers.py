@@ -2,7 +2,8 @@
 
 The intake records the raw form fields (`answers`: field name -> list of strings) and, when a
 questionnaire checked them, a self-describing record (`questionnaire.answers`: key, type, the
-English question, the value). Values can be strings, lists, consent dicts or null.
+English question, the value). Values are strings, lists, flat objects (consent, dates), booleans
+or null; keys/manifest.py bounds their nesting, and `answer_text` stops at MAX_DEPTH anyway.
 """
 
 from __future__ import annotations
@@ -14,33 +15,33 @@ from pathlib import Path
 from typing import Any
 
 from keys.errors import InputError
+from keys.manifest import IntakeManifest
+
+MAX_DEPTH = 4
 
 
-def answer_text(value: Any) -> str:
+def answer_text(value: Any, depth: int = MAX_DEPTH) -> str:
     """Any answer value as plain text (lists one per line, dicts as `key: value`)."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
+    if depth <= 0:
+        return "…"
     if isinstance(value, list):
-        return "\n".join(answer_text(v) for v in value)
+        return "\n".join(answer_text(v, depth - 1) for v in value)
     if isinstance(value, dict):
-        return "\n".join(f"{k}: {answer_text(v)}" for k, v in value.items())
+        return "\n".join(f"{k}: {answer_text(v, depth - 1)}" for k, v in value.items())
     return str(value)
 
 
-def answer_pairs(submission: dict[str, Any]) -> list[tuple[str, str]]:
+def answer_pairs(intake: IntakeManifest) -> list[tuple[str, str]]:
     """(label, text) per answer: the questionnaire's questions when the intake recorded them,
     otherwise the raw form field names."""
-    record = submission.get("questionnaire") or {}
-    items = record.get("answers") if isinstance(record, dict) else None
-    if isinstance(items, list) and items:
-        return [
-            (str(a.get("question") or a.get("key")), answer_text(a.get("value")))
-            for a in items
-            if isinstance(a, dict)
-        ]
-    return [(str(k), answer_text(v)) for k, v in submission.get("answers", {}).items()]
+    items = (intake.questionnaire or {}).get("answers")
+    if items:
+        return [(str(a["question"] or a["key"]), answer_text(a["value"])) for a in items]
+    return [(k, answer_text(v)) for k, v in intake.answers.items()]
 
 
 # --- the questionnaire's own labels, in the reader's language --------------------------------

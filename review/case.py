@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import os
 import secrets
 from collections.abc import Callable
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from review.answers import answer_pairs
-from review.sanitize import clean, safe_filename, unique_name
+from review.content import Content
+from review.sanitize import clean, escape_json_text, json_dumps, safe_filename, unique_name
 from review.vault import (
     GENESIS,
-    UnknownItemError,
     Vault,
     VaultIntegrityError,
     canonical,
@@ -43,20 +42,14 @@ def _inside(directory: Path, name: str) -> Path:
     return target
 
 
-def _ciphertext(sub: dict[str, Any], attachment: dict[str, Any]) -> dict[str, Any]:
-    return next(c for c in sub["ciphertexts"] if c["sha256"] == attachment["object"])
-
-
-def _write_verified(
-    vault: Vault, directory: Path, sub: dict[str, Any], attachment: dict[str, Any], name: str
-) -> Path:
+def _write_verified(vault: Vault, directory: Path, attachment: dict[str, Any], name: str) -> Path:
     """Decrypt one attachment into `directory` under `name`; verified before it gets the name."""
     tmp = _inside(directory, f".amanat-partial-{secrets.token_hex(8)}")
     digest, size = hashlib.sha256(), 0
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
-            for chunk in vault.decrypt_ciphertext(_ciphertext(sub, attachment)):
+            for chunk in vault.decrypt_ciphertext(attachment["ciphertext"]):
                 digest.update(chunk)
                 size += len(chunk)
                 out.write(chunk)
@@ -74,74 +67,126 @@ def _write_verified(
         tmp.unlink(missing_ok=True)
 
 
-def _readable(vault: Vault, sid: str) -> dict[str, Any]:
-    sub = vault.submission(sid)
-    if not sub.get("readable", True):
-        raise UnknownItemError(f"submission {sid} was not encrypted to this investigator's key")
-    return sub
-
-
 def extract_files(
     vault: Vault, sid: str, out_dir: Path, progress: Progress | None = None
 ) -> list[dict[str, Any]]:
-    """Write one submission's attachments into `out_dir` (created if needed)."""
-    sub = _readable(vault, sid)
+    """Write one submission's attachments into `out_dir` (created if needed). The custody log
+    records the start before the first plaintext is written and each file once it is there, so
+    a run that fails half way leaves no decrypted file the log does not account for."""
+    sub = vault.submission(sid)
+    content = vault.content(sub)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = _extract_into(vault, sub, out_dir, progress)
-    vault.log("extract", [sid], out=str(out_dir.resolve()), files=written)
+    where = str(out_dir.resolve())
+    vault.log("extract", [sid], out=where, planned=len(content.attachments))
+    vault.save()
+    written = _extract_into(vault, sub["id"], content, out_dir, progress, "extract-file")
+    vault.log("extract-done", [sid], out=where, files=len(written))
     vault.save()
     return written
 
 
 def _extract_into(
-    vault: Vault, sub: dict[str, Any], out_dir: Path, progress: Progress | None
+    vault: Vault,
+    sid: str,
+    content: Content,
+    out_dir: Path,
+    progress: Progress | None,
+    action: str,
 ) -> list[dict[str, Any]]:
     taken = set(os.listdir(out_dir))
     written = []
-    for n, att in enumerate(sub["attachments"]):
+    for n, att in enumerate(content.attachments):
         name = unique_name(safe_filename(att["name"]), taken)
-        path = _write_verified(vault, out_dir, sub, att, name)
+        path = _write_verified(vault, out_dir, att, name)
         taken.add(path.name)
-        written.append({"name": path.name, "size": att["size"], "sha256": att["sha256"]})
+        entry = {"name": path.name, "size": att["size"], "sha256": att["sha256"]}
+        vault.log(action, [sid], out=str(path.resolve()), size=att["size"], sha256=att["sha256"])
+        vault.save()
+        written.append(entry)
         if progress:
-            progress(n + 1, len(sub["attachments"]))
+            progress(n + 1, len(content.attachments))
     return written
 
 
 # --- export-case -------------------------------------------------------------------------------
+
+ABOUT = """\
+About the files in this folder (written by amanat-review export-case)
+
+Everything here came from anonymous sources and is untrusted. So that no terminal, editor or
+viewer acts on what a source typed:
+
+- message.txt (in each submission's folder) and summary.html: the text with terminal control
+  characters (C0 other than newline and tab, DEL, C1, and whole escape sequences) replaced by
+  U+FFFD, and bidi embedding, override and isolate characters removed. The exact original stays
+  in the vault; its size and SHA-256 are in that folder's answers.json (message_size,
+  message_sha256).
+- answers.json and custody.jsonl: JSON with every value exact, but control, bidi and line
+  separator characters written as \\uXXXX escapes.
+- attachments/: each file exactly as received and verified against the SHA-256 recorded at
+  intake, saved under a name made safe for Windows, macOS and Linux; the original name is in
+  answers.json (attachments: name, saved_as).
+- SHA256SUMS: check everything with `sha256sum -c SHA256SUMS`.
+"""
 
 
 def export_case(
     vault: Vault, ids: list[str], out_dir: Path, progress: Progress | None = None
 ) -> Path:
     """Write a case folder: per submission its message, answers and attachments; custody.jsonl;
-    summary.html; and SHA256SUMS over all of them (check with `sha256sum -c SHA256SUMS`)."""
-    subs = [_readable(vault, sid) for sid in dict.fromkeys(ids)]
+    summary.html; ABOUT.txt; and SHA256SUMS over all of them. Custody: the start is logged
+    before anything is written, then each file as it is written."""
+    subs = [vault.submission(sid) for sid in dict.fromkeys(ids)]
+    contents = [vault.content(sub) for sub in subs]
     if out_dir.exists() and any(out_dir.iterdir()):
         raise VaultIntegrityError(f"{out_dir} is not empty: export-case writes a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     vault.log("export-case", [s["id"] for s in subs], out=str(out_dir.resolve()))
     vault.save()
     exported: dict[str, list[dict[str, Any]]] = {}
-    for n, sub in enumerate(subs):
+    for n, (sub, content) in enumerate(zip(subs, contents, strict=True)):
         folder = out_dir / safe_filename(sub["id"])
         (folder / "attachments").mkdir(parents=True)
-        (folder / "message.txt").write_text(sub["message"], encoding="utf-8")
-        answers = json.dumps(
-            {"answers": sub["answers"], "questionnaire": sub.get("questionnaire")},
-            ensure_ascii=False,
-            indent=2,
-            sort_keys=True,
+        _write_text(vault, sub["id"], folder / "message.txt", clean(content.message))
+        saved = _extract_into(
+            vault, sub["id"], content, folder / "attachments", None, "export-file"
         )
-        (folder / "answers.json").write_text(answers + "\n", encoding="utf-8")
-        exported[sub["id"]] = _extract_into(vault, sub, folder / "attachments", None)
+        _write_text(vault, sub["id"], folder / "answers.json", _answers_json(content, saved))
+        exported[sub["id"]] = saved
         if progress:
             progress(n + 1, len(subs))
     (out_dir / "custody.jsonl").write_text(_custody_lines(vault, set(ids)), encoding="utf-8")
-    summary = _summary_html(vault, subs, exported)
+    summary = _summary_html(vault, list(zip(subs, contents, strict=True)), exported)
     (out_dir / "summary.html").write_text(summary, encoding="utf-8")
+    (out_dir / "ABOUT.txt").write_text(ABOUT, encoding="utf-8")
     _write_sums(out_dir)
     return out_dir
+
+
+def _write_text(vault: Vault, sid: str, path: Path, text: str) -> None:
+    """Write a file with plaintext testimony in it, then record it in the custody log."""
+    data = text.encode("utf-8")
+    path.write_bytes(data)
+    vault.log("export-file", [sid], out=str(path.resolve()), size=len(data),
+              sha256=hashlib.sha256(data).hexdigest())
+    vault.save()
+
+
+def _answers_json(content: Content, saved: list[dict[str, Any]]) -> str:
+    """The answers with every value exact, escaped where a terminal could act on them."""
+    document = {
+        "received_day": content.intake.received_day,
+        "message_size": content.message_size,
+        "message_sha256": content.message_sha256,
+        "answers": content.intake.answers,
+        "questionnaire": content.intake.questionnaire,
+        "attachments": [
+            {"name": a["name"], "saved_as": s["name"], "size": a["size"], "sha256": a["sha256"],
+             "content_type": a["content_type"]}
+            for a, s in zip(content.attachments, saved, strict=True)
+        ],
+    }
+    return json_dumps(document) + "\n"
 
 
 def _custody_lines(vault: Vault, ids: set[str]) -> str:
@@ -151,7 +196,7 @@ def _custody_lines(vault: Vault, ids: set[str]) -> str:
     for entry in vault.state["custody"]:
         subjects = set(entry["subjects"])
         if not subjects or subjects & ids:
-            lines.append(canonical(entry).decode())
+            lines.append(escape_json_text(canonical(entry).decode()))
         else:
             body_sha = hashlib.sha256(canonical(custody_body(entry))).hexdigest()
             redacted = {
@@ -184,7 +229,9 @@ def _e(text: object) -> str:
 
 
 def _summary_html(
-    vault: Vault, subs: list[dict[str, Any]], exported: dict[str, list[dict[str, Any]]]
+    vault: Vault,
+    subs: list[tuple[dict[str, Any], Content]],
+    exported: dict[str, list[dict[str, Any]]],
 ) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -201,15 +248,15 @@ def _summary_html(
         f"(starts from {GENESIS[:8]}…). Check files with <code>sha256sum -c SHA256SUMS</code>."
         "</p>",
     ]
-    for sub in subs:
+    for sub, content in subs:
         parts.append(f"<section><h2>Submission {_e(sub['id'])}</h2>")
         parts.append(
             f"<p>Day {_e(sub['day'])} · source {_e(sub['source'])} · tags "
             f"{_e(', '.join(sub['tags']) or '—')}</p>"
         )
-        parts.append(f'<h3>Message</h3><pre dir="auto">{_e(sub["message"])}</pre>')
+        parts.append(f'<h3>Message</h3><pre dir="auto">{_e(content.message)}</pre>')
         parts.append("<h3>Answers</h3><table>")
-        for key, value in answer_pairs(sub):
+        for key, value in answer_pairs(content.intake):
             parts.append(f'<tr><th dir="auto">{_e(key)}</th><td dir="auto">{_e(value)}</td></tr>')
         parts.append("</table><h3>Attachments</h3><table><tr><th>file</th><th>size</th>")
         parts.append("<th>SHA-256</th></tr>")

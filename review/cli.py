@@ -20,6 +20,7 @@ from typing import Any
 from keys.errors import AmanatError, WrongPassphraseError
 from review.answers import answer_pairs, questionnaire_labels
 from review.case import export_case, extract_files
+from review.content import Content
 from review.importer import import_bundle
 from review.replies import make_reply
 from review.report_text import LANGUAGES
@@ -106,10 +107,13 @@ def run_keyring(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         summary = import_bundle(vault, args.bundle, Progress("import"))
+    quarantined = summary["quarantined"]
     out(
         f"imported bundle {summary['bundle_id']}: {summary['imported']} new submission(s), "
-        f"{summary['skipped']} already in the vault"
+        f"{summary['skipped']} already in the vault, {len(quarantined)} quarantined"
     )
+    for sid, reason in sorted(quarantined.items()):
+        out(f"QUARANTINED {sid}: {clean(reason, single_line=True)}")
     return 0
 
 
@@ -120,7 +124,8 @@ def _row(sub: dict[str, Any]) -> dict[str, Any]:
         "source": sub["source"],
         "instance": sub["instance"],
         "readable": sub.get("readable", True),
-        "attachment_count": len(sub["attachments"]),
+        "quarantine": sub.get("quarantine"),
+        "attachment_count": sub.get("attachment_count", 0),
         "tags": sub["tags"],
         "notes": len(sub["notes"]),
     }
@@ -137,54 +142,71 @@ def run_list(args: argparse.Namespace) -> int:
     out(f"{'ID':<32}  {'DAY':<10}  {'SOURCE':<32}  {'FILES':>5}  TAGS / MESSAGE")
     for sub in subs:
         tags = one_line(",".join(sub["tags"]), 30)
-        excerpt = one_line(sub["message"], 40) if sub.get("readable", True) else "(not for me)"
         out(
             f"{clean(sub['id'], single_line=True):<32}  {sub['day']:<10}  "
-            f"{clean(sub['source'], single_line=True):<32}  {len(sub['attachments']):>5}  "
-            f"{tags + ' ' if tags else ''}{isolate(excerpt)}"
+            f"{clean(sub['source'], single_line=True):<32}  {sub.get('attachment_count', 0):>5}  "
+            f"{tags + ' ' if tags else ''}{isolate(_excerpt(sub))}"
         )
     out(f"{len(subs)} submission(s)")
     return 0
 
 
-def _show_json(vault: Vault, sub: dict[str, Any]) -> dict[str, Any]:
-    return _row(sub) | {
-        "received_day": sub.get("received_day"),
-        "message": sub["message"],
-        "message_sha256": sub.get("message_sha256"),
-        "answers": sub["answers"],
-        "questionnaire": sub.get("questionnaire"),
-        "attachments": [
-            {k: a[k] for k in ("name", "size", "sha256", "content_type", "field")}
-            for a in sub["attachments"]
-        ],
+def _excerpt(sub: dict[str, Any]) -> str:
+    if not sub.get("readable", True):
+        return "(not for me)"
+    if sub.get("quarantine"):
+        return one_line(f"(quarantined: {sub['quarantine']})", 60)
+    return one_line(sub.get("excerpt", ""), 40)
+
+
+def _show_json(vault: Vault, sub: dict[str, Any], content: Content | None) -> dict[str, Any]:
+    shown = _row(sub) | {
         "notes": sub["notes"],
         "replies": [r for r in vault.state["replies"] if r["source"] == sub["source"]],
+    }
+    if content is None:
+        return shown
+    return shown | {
+        "received_day": content.intake.received_day,
+        "message": content.message,
+        "message_sha256": content.message_sha256,
+        "answers": content.intake.answers,
+        "questionnaire": content.intake.questionnaire,
+        "attachments": [
+            {k: a[k] for k in ("name", "size", "sha256", "content_type", "field")}
+            for a in content.attachments
+        ],
     }
 
 
 def run_show(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         sub = vault.submission(args.id)
+        sealed = not sub.get("readable", True) or sub.get("quarantine")
+        content = None if sealed else vault.content(sub)
         if args.json:
-            out(json_dumps(_show_json(vault, sub)))
+            out(json_dumps(_show_json(vault, sub, content)))
             return 0
     out(f"submission {clean(sub['id'], single_line=True)}")
     out(f"day:     {sub['day']}   source: {clean(sub['source'], single_line=True)}")
     out(f"tags:    {one_line(', '.join(sub['tags']), 200) or '-'}")
-    if not sub.get("readable", True):
+    if sub.get("quarantine"):
+        out(f"QUARANTINED: {clean(sub['quarantine'], single_line=True)}")
+        out("(not shown: the bundle carries it in a form the intake never writes)")
+        return 0
+    if content is None:
         out("(this submission was not encrypted to your key)")
         return 0
     out("\nmessage:")
-    for line in display_lines(sub["message"]):
+    for line in display_lines(content.message):
         out(f"  {line}")
     out("\nanswers:")
-    for label, text in answer_pairs(sub):
+    for label, text in answer_pairs(content.intake):
         out(f"  {isolate(label)}:")
         for line in display_lines(text, 74):
             out(f"      {line}")
     out("\nattachments:")
-    for att in sub["attachments"]:
+    for att in content.attachments:
         kind = clean(att["content_type"], single_line=True)
         out(f"  {isolate(att['name'])}  {att['size']} bytes  {kind}")
         out(f"      sha256 {att['sha256']}")
@@ -197,19 +219,10 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def search_documents(subs: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """What `search` looks through: message text, then every answer (question id and value)."""
-    docs = []
-    for sub in subs:
-        answers = " ".join(f"{label} {text}" for label, text in answer_pairs(sub))
-        docs.append((sub["id"], f"{sub['message']} {answers}"))
-    return docs
-
-
 def run_search(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         subs = vault.state["submissions"]
-    index = SearchIndex(search_documents(list(subs.values())))
+        index = SearchIndex(vault.search_texts())
     hits = index.search(args.text)
     if args.json:
         out(

@@ -3,20 +3,21 @@
 Order matters: `keys.bundle.read_bundle` checks the structure, the transfer-key signature and every
 ciphertext hash before anything is written; then the bundle id is checked against the ones already
 imported (a replay is refused); then each new submission's message and encrypted manifest are
-opened in memory and cross-checked; only then are ciphertexts stored and the state saved. If any
-step fails, the objects this import added are removed and the state is left as it was.
+opened in memory and checked (review/content.py: the keys/manifest.py schema within the limits
+the bundle signs, and agreement with the bundle); only then is the bundle stored and the state
+saved. If any step fails, the objects this import added are removed and the state is left as it
+was. A signed bundle can still be crafted (the server holds the signing key): a submission that
+does not conform is quarantined (kept, with the reason, never shown), the others import.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from keys.age import decrypt
 from keys.bundle import (
     BundleError,
     TransferItem,
@@ -25,7 +26,9 @@ from keys.bundle import (
     read_bundle,
     transfer_key_lookup,
 )
-from keys.errors import AgeError, ConfigError, NoIdentityMatchError
+from keys.errors import ConfigError
+from keys.manifest import DEFAULT_LIMITS
+from review.content import NonConformingItemError, open_content, summary
 from review.vault import Vault, now
 
 Progress = Callable[[int, int], None]
@@ -71,6 +74,7 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         "bundle_id": manifest.bundle_id,
         "imported": len(new_items),
         "skipped": len(manifest.items) - len(new_items),
+        "quarantined": {sid: r["quarantine"] for sid, r in records.items() if r.get("quarantine")},
     }
 
 
@@ -80,6 +84,7 @@ def _record(
     """Add the new submissions, the bundle id (for replay checks) and a custody entry; save."""
     vault.state["submissions"].update(records)
     vault.state["bundles"][manifest.bundle_id] = {
+        "limits": (manifest.limits or DEFAULT_LIMITS).to_json(),
         "instance": manifest.instance_id,
         "created_day": manifest.created_day,
         "imported_at": now(),
@@ -87,9 +92,11 @@ def _record(
         "items": len(manifest.items),
         "new": len(records),
     }
+    quarantined = sorted(sid for sid, r in records.items() if r.get("quarantine"))
     vault.log(
         "import",
         sorted(records),
+        quarantined=quarantined,
         bundle_id=manifest.bundle_id,
         bundle_sha256=bundle_sha256,
         instance=manifest.instance_id,
@@ -131,37 +138,19 @@ def _open_item(
     item: TransferItem,
     bundle_sha256: str,
 ) -> dict[str, Any]:
-    """The vault's record of one submission: what the bundle says, plus what its intake
-    manifest and message say once decrypted (or `readable: False` if not encrypted to us)."""
+    """The vault's record of one submission: what the signed bundle says, plus a summary of its
+    decrypted content (`readable: False` if not encrypted to us). An item whose content breaks
+    the schema is kept, quarantined, with the reason: the rest of the bundle still imports."""
     record = _record_skeleton(bundle, manifest, item, bundle_sha256)
-    by_kind = {kind: [c for c in item.ciphertexts if c.kind == kind] for kind in KINDS}
-    if len(by_kind["message"]) > 1 or len(by_kind["manifest"]) != 1:
-        raise BundleConflictError(
-            f"submission {item.submission_id} needs one manifest and at most one message"
-        )
+
+    def read(ct: dict[str, Any]) -> Iterator[bytes]:
+        return bundle.iter_member(ct["name"])
+
+    limits = manifest.limits or DEFAULT_LIMITS
     try:
-        intake = _json_object(
-            decrypt(bundle.read_member(by_kind["manifest"][0].name), [vault.identity])
-        )
-        message = b""
-        if by_kind["message"]:
-            message = decrypt(bundle.read_member(by_kind["message"][0].name), [vault.identity])
-    except NoIdentityMatchError:
-        record.update(readable=False, message="", answers={}, attachments=[])
-        return record
-    except AgeError as exc:
-        raise BundleConflictError(f"submission {item.submission_id}: {exc}") from exc
-    _check_message(item, intake, message, by_kind["message"])
-    questionnaire = intake.get("questionnaire")
-    record.update(
-        readable=True,
-        message=message.decode("utf-8", errors="replace"),
-        message_sha256=hashlib.sha256(message).hexdigest(),
-        received_day=str(intake.get("received_day", item.day)),
-        answers=_dict(intake.get("answers"), item, "answers"),
-        questionnaire=_dict(questionnaire, item, "questionnaire") if questionnaire else None,
-        attachments=_attachments(item, intake, by_kind["file"]),
-    )
+        record.update(summary(open_content(read, vault.identity, record["ciphertexts"], limits)))
+    except NonConformingItemError as exc:
+        record.update(readable=True, quarantine=str(exc))
     return record
 
 
@@ -192,81 +181,6 @@ def _record_skeleton(
         "tags": [],
         "notes": [],
     }
-
-
-def _dict(value: object, item: TransferItem, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BundleConflictError(f"submission {item.submission_id}: {what} is not an object")
-    return value
-
-
-KINDS = ("message", "file", "manifest")
-INTAKE_MANIFEST_FORMAT = "amanat-manifest/v1"  # dropbox/intake.py MANIFEST_FORMAT
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    """The submission manifest written by dropbox/intake.py (format amanat-manifest/v1)."""
-    try:
-        value = json.loads(data)
-    except ValueError as exc:
-        raise BundleConflictError(f"an encrypted submission manifest is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise BundleConflictError("an encrypted submission manifest is not a JSON object")
-    if value.get("format") != INTAKE_MANIFEST_FORMAT:
-        raise BundleConflictError(
-            f"unknown submission manifest format {str(value.get('format'))[:40]!r}"
-        )
-    return value
-
-
-def _check_message(
-    item: TransferItem, intake: dict[str, Any], message: bytes, cts: list[Any]
-) -> None:
-    """The message ciphertext and the manifest's `message` entry agree, down to the SHA-256."""
-    entry = intake.get("message")
-    where = f"submission {item.submission_id}"
-    if entry is None and not cts:
-        return
-    if not isinstance(entry, dict) or not cts or entry.get("ciphertext") != cts[0].name:
-        raise BundleConflictError(f"{where}: the manifest and the bundle disagree on the message")
-    if entry.get("sha256") != hashlib.sha256(message).hexdigest() or entry.get("size") != len(
-        message
-    ):
-        raise BundleConflictError(
-            f"{where}: the message does not match the size and SHA-256 recorded at intake"
-        )
-
-
-def _attachments(
-    item: TransferItem, intake: dict[str, Any], files: list[Any]
-) -> list[dict[str, Any]]:
-    """Each `file` ciphertext described exactly once by the manifest's `files` (by name)."""
-    entries = intake.get("files") or []
-    by_name = {c.name: c for c in files}
-    described = [e.get("ciphertext") for e in entries if isinstance(e, dict)]
-    if len(described) != len(entries) or sorted(map(str, described)) != sorted(by_name):
-        raise BundleConflictError(
-            f"submission {item.submission_id}: the manifest's files and the bundle's "
-            "file ciphertexts do not match one to one"
-        )
-    out = []
-    for entry in entries:
-        size, sha256 = entry.get("size"), entry.get("sha256")
-        if not isinstance(size, int) or not isinstance(sha256, str) or len(sha256) != 64:
-            raise BundleConflictError(f"submission {item.submission_id}: bad file entry")
-        out.append(
-            {
-                "name": str(entry.get("filename") or "attachment"),
-                "content_type": str(entry.get("content_type") or "application/octet-stream"),
-                "size": size,
-                "sha256": sha256,
-                "field": str(entry.get("field", "")),
-                "object": by_name[entry["ciphertext"]].sha256,
-            }
-        )
-    return out
 
 
 class _HashingReader(io.RawIOBase):

@@ -29,7 +29,7 @@ from keys.errors import InputError
 from review.answers import QuestionnaireLabels
 from review.report_text import RTL, text
 from review.suppression import determined, suppress
-from review.vault import GENESIS, Vault, today, write_atomic
+from review.vault import GENESIS, UnknownItemError, Vault, VaultIntegrityError, today, write_atomic
 
 Key = tuple[str, ...]
 
@@ -309,10 +309,22 @@ def choose(vault: Vault, request: ReportRequest) -> tuple[list[dict[str, Any]], 
     """The consented submissions of the period and the vault's counts."""
     subs = list(vault.state["submissions"].values())
     period = [s for s in subs if in_period(str(s.get("day", "")), request.start, request.end)]
-    chosen = [s for s in period if consented(structured_answers(s), request.labels)]
+    readable = [r for s in period if (r := _answers_record(vault, s)) is not None]
+    chosen = [s for s in readable if consented(structured_answers(s), request.labels)]
     counts = {"in_vault": len(subs), "in_period": len(period), "counted": len(chosen),
               "left_out": len(period) - len(chosen)}
     return chosen, counts
+
+
+def _answers_record(vault: Vault, sub: dict[str, Any]) -> dict[str, Any] | None:
+    """The submission's day and questionnaire record, read (and checked) from its encrypted
+    content: the vault's state keeps no answers. None when it cannot be read or is quarantined:
+    such a submission is left out, as one without consent is."""
+    try:
+        content = vault.content(sub)
+    except (UnknownItemError, VaultIntegrityError):
+        return None
+    return {"id": sub["id"], "day": sub.get("day"), "questionnaire": content.intake.questionnaire}
 
 
 def make_report(vault: Vault, request: ReportRequest) -> dict[str, str]:

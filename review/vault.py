@@ -4,12 +4,17 @@
       vault.json      {"format": "amanat-review-vault/1"}: marks the folder as a vault
       identity.age    the investigator identity file (age, scrypt passphrase), as issued
       keyring.json    the org-signed keyring; org.pub the organization key it must verify with
-      state.age       the index: submissions, messages, answers, tags, notes, imported bundle ids,
-                      replies and the chain-of-custody log, as JSON encrypted to the investigator's
-                      own recipient and signed inside the encryption with their Ed25519 key
+      state.age       the index: per submission what the signed bundle says, a short excerpt and
+                      counts, tags, notes; imported bundle ids and their signed limits, replies and
+                      the chain-of-custody log, as JSON encrypted to the investigator's own
+                      recipient and signed inside the encryption with their Ed25519 key. Messages
+                      and answers are not in it: they stay the age files the server sent, in the
+                      stored bundle, and are decrypted when shown (review/content.py)
       bundles/<sha256>.tar      every imported transfer bundle, byte for byte as verified: the
                                 server's signed evidence; ciphertexts are read from it by offset
       objects/ab/<sha256>.age   ciphertexts made here (replies), by SHA-256
+      search.age      the text `search` looks through, encrypted to ourselves (rebuilt from the
+                      bundles whenever it is missing or not the one the state names)
       .lock           held (flock) by whichever command has the vault open
 
 Nothing in the folder is plaintext testimony. Writes go to a temporary name, are fsynced, then
@@ -37,11 +42,23 @@ from keys.age import X25519Identity, decrypt, decrypt_iter, encrypt
 from keys.errors import AgeError, ConfigError, InputError, KeyringForkError, StorageError
 from keys.identity_file import InvestigatorSecrets, open_identity
 from keys.keyring import Keyring, encode_key, load_keyring, parse_org_public_key
+from review.content import (
+    Content,
+    NonConformingItemError,
+    limits_of,
+    open_content,
+    search_text,
+    summary,
+)
 
 VAULT_FORMAT = "amanat-review-vault/1"
-STATE_FORMAT = "amanat-review-state/1"
+STATE_FORMAT = "amanat-review-state/2"
 STATE_MAGIC = STATE_FORMAT.encode() + b"\n"
+# Format 1 kept every message, answer and attachment list inline; opening such a vault migrates
+# it (`_migrate_v1`) and saves it as format 2.
+STATE_FORMAT_V1 = "amanat-review-state/1"
 GENESIS = "0" * 64
+SEARCH_CACHE = "search.age"
 CHUNK = 64 * 1024
 
 
@@ -198,7 +215,33 @@ class Vault:
         except BaseException:
             lock.close()
             raise
-        return cls(root, investigator, keyring, state, lock)
+        vault = cls(root, investigator, keyring, state, lock)
+        if state.get("format") == STATE_FORMAT_V1:
+            try:
+                vault._migrate_v1()
+            except BaseException:
+                lock.close()
+                raise
+        return vault
+
+    def _migrate_v1(self) -> None:
+        """Format 1 -> 2: drop the inline messages, answers and attachment lists, re-check every
+        submission against the strict schema (quarantining what fails), and save."""
+        for sub in self.state["submissions"].values():
+            for key in ("message", "answers", "questionnaire", "attachments"):
+                sub.pop(key, None)
+            if not sub.get("readable", True):
+                sub.update(summary(None))
+                continue
+            try:
+                sub.update(summary(self._open_content(sub)))
+            except NonConformingItemError as exc:
+                sub.update(readable=True, quarantine=str(exc))
+            except (OSError, VaultIntegrityError) as exc:  # `verify` says more
+                sub.update(readable=True, quarantine=f"unreadable in the vault: {exc}")
+        self.state["format"] = STATE_FORMAT
+        self.log("migrate", [], to=STATE_FORMAT)
+        self.save()
 
     def __enter__(self) -> Vault:
         return self
@@ -249,6 +292,60 @@ class Vault:
         self.log("keyring", [], version=keyring.version, fingerprint=keyring.fingerprint())
         self.save()
         return current.version, keyring
+
+    def content(self, sub: dict[str, Any]) -> Content:
+        """A readable, conforming submission's message, answers and attachments, decrypted from
+        the stored bundle and checked again (it was checked on import)."""
+        if not sub.get("readable", True):
+            raise UnknownItemError(
+                f"submission {sub['id']} was not encrypted to this investigator's key"
+            )
+        if sub.get("quarantine"):
+            raise UnknownItemError(f"submission {sub['id']} is quarantined: {sub['quarantine']}")
+        try:
+            content = self._open_content(sub)
+        except NonConformingItemError as exc:
+            raise VaultIntegrityError(f"submission {sub['id']} no longer checks: {exc}") from None
+        if content is None:
+            raise VaultIntegrityError(f"submission {sub['id']} no longer opens with this key")
+        return content
+
+    def _open_content(self, sub: dict[str, Any]) -> Content | None:
+        limits = limits_of(self.state["bundles"].get(sub["bundle"]))
+        return open_content(self.read_ciphertext, self.identity, sub["ciphertexts"], limits)
+
+    def search_texts(self) -> list[tuple[str, str]]:
+        """(id, message and answers as text) of every readable submission not quarantined, for
+        `search`. Decrypting every message each time is slow, so the texts are kept in
+        search.age (encrypted to ourselves; its SHA-256 is in the signed state, so a file that
+        was swapped is rebuilt, never trusted); only submissions it lacks are decrypted."""
+        cache = self._read_search_cache()
+        wanted = [
+            sub for sub in self.state["submissions"].values()
+            if sub.get("readable", True) and not sub.get("quarantine")
+        ]
+        fresh = {sub["id"]: cache.get(sub["id"]) for sub in wanted}
+        for sub in wanted:
+            if fresh[sub["id"]] is None:
+                fresh[sub["id"]] = search_text(self.content(sub))
+        texts = {sid: text for sid, text in fresh.items() if text is not None}
+        if texts != cache:
+            data = encrypt(canonical(texts), [self.identity.recipient()])
+            write_atomic(self.root / SEARCH_CACHE, [data])
+            self.state["search_cache"] = hashlib.sha256(data).hexdigest()
+            self.save()
+        return list(texts.items())
+
+    def _read_search_cache(self) -> dict[str, str]:
+        path = self.root / SEARCH_CACHE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        if hashlib.sha256(data).hexdigest() != self.state.get("search_cache"):
+            return {}
+        texts: dict[str, str] = json.loads(decrypt(data, [self.identity]))
+        return texts
 
     def submission(self, sid: str) -> dict[str, Any]:
         found: dict[str, Any] | None = self.state["submissions"].get(sid)
@@ -355,7 +452,7 @@ def _read_state(path: Path, investigator: InvestigatorSecrets) -> dict[str, Any]
         raise VaultIntegrityError(f"{path} does not open with this identity: {exc}") from None
     magic, _, rest = plaintext.partition(b"\n")
     sig_b64, _, body = rest.partition(b"\n")
-    if magic + b"\n" != STATE_MAGIC:
+    if magic.decode("ascii", errors="replace") not in (STATE_FORMAT, STATE_FORMAT_V1):
         raise VaultIntegrityError(f"{path} is not a vault state of format {STATE_FORMAT}")
     try:
         investigator.signing_key.verify_key.verify(body, base64.b64decode(sig_b64))

@@ -8,8 +8,10 @@ from html import unescape
 
 from conftest import SourceClient
 
+from dropbox.intake import intake_limits
 from keys.age import X25519Identity, encrypt
 from keys.codename import derive_source_keys
+from keys.manifest import decode_intake_manifest
 
 
 async def test_full_flow_joins_the_same_source(running_server):
@@ -54,7 +56,11 @@ async def test_full_flow_joins_the_same_source(running_server):
     assert len(kinds["manifest"]) == 1
     assert server.decrypt(kinds["message"][0]).decode() == "هغه ورځ they came at night"
     assert server.decrypt(kinds["file"][0]) == photo
-    manifest = json.loads(server.decrypt(kinds["manifest"][0]))
+    raw_manifest = server.decrypt(kinds["manifest"][0])
+    manifest = json.loads(raw_manifest)
+    # what the review tool will read: the strict schema, within the limits the server signs
+    typed = decode_intake_manifest(raw_manifest, intake_limits(server.config.limits))
+    assert [f.filename for f in typed.files] == ["photo.jpg", "notes.txt"]
     assert [f["filename"] for f in manifest["files"]] == ["photo.jpg", "notes.txt"]
     assert manifest["files"][0]["sha256"] == hashlib.sha256(photo).hexdigest()
     assert manifest["files"][0]["size"] == len(photo)

@@ -269,3 +269,8 @@ def test_solar_hijri_leap_years_follow_the_calendar() -> None:
     assert solar_hijri_to_gregorian(1403, 7, 1) == date(2024, 9, 22)
     with pytest.raises(ImpossibleDateError):
         solar_hijri_to_gregorian(1402, 12, 30)  # 1402 is not
+
+
+def test_c1_and_c0_controls_are_stripped_at_intake(q: Questionnaire) -> None:
+    result = validate(q, minimal(q_city=["Pesh\x9b31mawar\x1b\x85"]), "en", identity)
+    assert result.answers["city"] == "Pesh31mawar"

@@ -196,7 +196,7 @@ def _edit_message(key: str, value: object) -> Any:
 @pytest.mark.parametrize(
     ("tamper", "reason"),
     [
-        (_set("format", "amanat-manifest/v9"), "unknown submission manifest format"),
+        (_set("format", "amanat-manifest/v9"), "unknown manifest format"),
         (_edit_message("sha256", "0" * 64), "message does not match"),
         (_edit_message("ciphertext", "other.age"), "disagree on the message"),
         (_set("files", []), "do not match one to one"),
@@ -204,18 +204,27 @@ def _edit_message(key: str, value: object) -> Any:
     ids=["format", "message-hash", "message-name", "files-missing"],
 )
 def test_intake_manifest_must_agree_with_bundle(
-    tmp_path: Path, imported: dict[str, Any], org: Org, tamper: Any, reason: str
+    tmp_path: Path, org: Org, tamper: Any, reason: str
 ) -> None:
-    vault, passfile = imported["vault"], imported["passfile"]
+    vault, passfile = make_vault(tmp_path, org)
     good = Submission("fine", source_id="ok")
     bad = Submission("x", files=[("a.txt", b"a", "text/plain")], tamper=tamper)
     bundle = tmp_path / "b.tar"
     bundle.write_bytes(build_bundle(org, [good, bad]))
-    before = tree_digest(vault)
     result = review("import", bundle, "--vault", vault, "--passphrase-file", passfile)
-    assert result.returncode == 1
-    assert reason in result.stderr
-    assert tree_digest(vault) == before  # refused whole: not even the good submission
+    assert result.returncode == 0, result.stderr
+    assert f"QUARANTINED {bad.submission_id}: " in result.stdout
+    assert reason in result.stdout
+    common = ["--vault", vault, "--passphrase-file", passfile]
+    rows = {r["id"]: r for r in json.loads(review("list", "--json", *common).stdout)}
+    assert rows[good.submission_id]["quarantine"] is None  # the rest of the bundle imported
+    assert reason in rows[bad.submission_id]["quarantine"]
+    shown = review("show", bad.submission_id, *common)
+    assert "QUARANTINED" in shown.stdout
+    assert "x" not in shown.stdout.split("QUARANTINED", 1)[1].split(":", 1)[0]
+    refused = review("extract", bad.submission_id, "--out", tmp_path / "o", *common)
+    assert refused.returncode == 1
+    assert "quarantined" in refused.stderr
 
 
 def test_files_only_submission(tmp_path: Path, org: Org) -> None:
@@ -370,8 +379,21 @@ def test_export_case(imported: dict[str, Any], subs: list[Submission], tmp_path:
     actions = [e.get("action") for e in entries if not e.get("redacted")]
     assert actions[0] == "init"
     assert "import" in actions
-    assert actions[-1] == "export-case"
+    start = actions.index("export-case")
+    assert set(actions[start + 1 :]) == {"export-file"}  # every file, once written
+    logged = {Path(e["details"]["out"]).name for e in entries if e.get("action") == "export-file"}
+    assert logged == {"message.txt", "answers.json", "عکس خانه.jpg", "passwd", "evil.exe"}
     assert any(e.get("action") == "extract" for e in entries)
+    # Every file written for humans is free of controls, and ABOUT.txt says so.
+    for path in [*case.rglob("*.txt"), *case.rglob("*.json*"), case / "summary.html"]:
+        text = path.read_text(encoding="utf-8")
+        for bad in ("\x1b", "\x07", "\x9b", "\u202e", "\u202c"):
+            assert bad not in text, (path, bad)
+    assert "RED" in (case / ids[1] / "message.txt").read_text(encoding="utf-8")
+    assert json.loads((case / ids[1] / "answers.json").read_text())["answers"] == {
+        "note\x1b[1m": [EVIL]
+    }
+    assert "U+FFFD" in (case / "ABOUT.txt").read_text()
     # Tampering with one entry breaks the chain.
     entries[1]["by"] = "Mallory"
     with pytest.raises(ValueError, match="altered"):

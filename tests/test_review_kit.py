@@ -27,6 +27,7 @@ from keys.age import X25519Identity, X25519Recipient, encrypt
 from keys.bundle import Ciphertext, TransferItem, TransferManifest, write_bundle
 from keys.identity_file import InvestigatorSecrets, protect_identity
 from keys.keyring import Keyring, format_org_public_key, sign_keyring
+from keys.manifest import IntakeLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
@@ -126,8 +127,8 @@ def encrypt_submission(
             "version": 1,
             "locale": "fa",
             "answers": [
-                {"key": k, "type": "text", "question": f"Question {k}?", "value": v}
-                for k, v in sub.answers.items()
+                {"key": f"q{n}", "type": "text", "question": f"Question {k}?", "value": v}
+                for n, (k, v) in enumerate(sub.answers.items())
             ],
         },
     }
@@ -152,13 +153,17 @@ def build_bundle(
     key: SigningKey | None = None,
     instance: str = "inst1",
     recipients: list[X25519Recipient] | None = None,
+    limits: IntakeLimits | None = None,
 ) -> bytes:
+    """A transfer bundle signed like the server's (a compromised server signs anything)."""
     items, blobs = [], {}
     for sub in subs:
         item, item_blobs = encrypt_submission(sub, recipients or org.recipients())
         items.append(item)
         blobs.update(item_blobs)
-    manifest = TransferManifest(instance, bundle_id or secrets.token_hex(16), DAY, tuple(items))
+    manifest = TransferManifest(
+        instance, bundle_id or secrets.token_hex(16), DAY, tuple(items), limits
+    )
     out = io.BytesIO()
     files = [(n, io.BytesIO(blobs[n]), len(blobs[n])) for n, _, _ in manifest.files()]
     write_bundle(out, manifest, files, key or org.transfer_key)

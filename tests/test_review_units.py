@@ -6,6 +6,8 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from review.sanitize import (
     RLI,
@@ -43,6 +45,26 @@ def test_clean_removes_every_control(payload: str) -> None:
         assert ch not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
     assert "title" not in out  # whole sequences go, not just the ESC byte
     assert "ZWNo" not in out
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x206F), max_size=60), st.booleans())
+def test_clean_never_leaves_a_control_and_is_stable(text: str, single_line: bool) -> None:
+    out = clean(text, single_line=single_line)
+    for ch in out:
+        assert ch in "\n\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F), repr(out)
+        assert ch not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028"
+    assert clean(out, single_line=single_line) == out
+
+
+def test_file_names_are_safe_on_every_system() -> None:
+    assert safe_filename("CONIN$") == "_CONIN$"
+    assert safe_filename("COM¹.txt") == "_COM¹.txt"
+    assert safe_filename("nul .txt") == "_nul.txt"
+    assert safe_filename("-rf") == "_-rf"
+    assert safe_filename("report.pdf" + " " * 60 + ".desktop") == "report.pdf.desktop"
+    assert safe_filename("a \u3000 b.txt") == "a b.txt"
+    assert safe_filename("x" * 300 + ".desktop").endswith(".desktop")
 
 
 def test_clean_keeps_text_and_newlines() -> None:

@@ -30,6 +30,7 @@ from dropbox import transfer
 from dropbox.app import start_site
 from dropbox.config import Listen, load_config
 from dropbox.demo import DemoOrg, create_demo_org
+from dropbox.intake import intake_limits
 from dropbox.transfer_api import STATE, create_transfer_app
 from dropbox.transfer_cli import TransferClient, TransferClientError, verified_submission_ids
 from keys.age import X25519Recipient, decrypt, encrypt
@@ -146,6 +147,8 @@ async def test_pull_gives_a_signed_bundle_of_unacknowledged_items(org: DemoOrg) 
         manifest = bundle.manifest
         assert isinstance(manifest, TransferManifest)
         assert len(manifest.items) == 2
+        # the intake's limits are signed in, for the review tool to check manifests against
+        assert manifest.limits == intake_limits(pair.public.config.limits)
         names = [c.name for item in manifest.items for c in item.ciphertexts]
         # every age file the server holds for them, byte for byte
         for name in names:
