@@ -113,12 +113,6 @@ class Questionnaire:
     def field(self, key: str) -> Field:
         return next(f for f in self.fields if f.key == key)
 
-    @property
-    def file_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self.fields if f.is_file)
-
-    def owns_form_name(self, name: str) -> bool:
-        return any(f.form_name == name for f in self.fields)
 
 
 class AnswersInvalidError(InputError):

@@ -642,8 +642,3 @@ def _unknown_signer(manifest: Manifest) -> str:
         )
     return "no trusted key for a transfer bundle (transfer bundles are not accepted here)"
 
-
-def derive_source_id(lookup_id: str, instance_id: str) -> str:
-    """An opaque, stable id for a source that does not reveal its lookup id."""
-    data = f"amanat-source-id/1\0{instance_id}\0{lookup_id}".encode()
-    return hashlib.sha256(data).hexdigest()[:32]

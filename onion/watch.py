@@ -82,7 +82,6 @@ class OnionWatch:
         self._interval = interval
         self._on_upload = on_upload
         self._owned: TorController | None = None
-        self.republished = 0  # how many times services had to be published again
 
     async def run(self) -> None:
         while True:
@@ -122,7 +121,6 @@ class OnionWatch:
     async def _apply(self, detached: list[str]) -> None:
         back, dropped = await self._sync(self.controller, detached)
         if back:
-            self.republished += 1
             log.warning("onion watch: tor serves the %s onion again (its descriptor upload "
                         "follows)", ", ".join(sorted(back)))
         if dropped:

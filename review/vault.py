@@ -377,9 +377,6 @@ class Vault:
             raise VaultIntegrityError(f"not a SHA-256: {sha256[:80]!r}")
         return self.root / "objects" / sha256[:2] / f"{sha256}.age"
 
-    def has_object(self, sha256: str) -> bool:
-        return self.object_path(sha256).is_file()
-
     def write_object(self, sha256: str, data: bytes) -> None:
         """Store a ciphertext made here under its SHA-256."""
         path = self.object_path(sha256)
