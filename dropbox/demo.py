@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -37,8 +36,9 @@ from nacl.signing import SigningKey
 from dropbox.config import Config, Listen, load_config
 from dropbox.serve_cli import OnionHooks, serve
 from dropbox.transfer import create_transfer_key
-from keys.cli import KEYRING, ORG_KEY, ORG_PUB, write_private, write_public
+from keys.cli import KEYRING, ORG_KEY, ORG_PUB
 from keys.codename import generate_codename
+from keys.files import replace_atomic, write_new
 from keys.identity_file import (
     DEFAULT_WORK_FACTOR,
     InvestigatorSecrets,
@@ -95,19 +95,21 @@ def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = F
         .with_investigator(investigator.public_entry(today, credential))
         .with_transfer_key(transfer_key.verify_key)
     )
-    write_private(org_dir / ORG_KEY, format_org_signing_key(signing_key))
-    write_public(org_dir / ORG_PUB, format_org_public_key(signing_key.verify_key))
-    write_public(org_dir / KEYRING, sign_keyring(keyring, signing_key))
+    write_new(org_dir / ORG_KEY, format_org_signing_key(signing_key), secret=True)
+    write_new(org_dir / ORG_PUB, format_org_public_key(signing_key.verify_key), secret=False)
+    write_new(org_dir / KEYRING, sign_keyring(keyring, signing_key), secret=False)
 
     passphrase = generate_codename(words=True)
     work_factor = CHEAP_WORK_FACTOR if cheap_kdf else DEFAULT_WORK_FACTOR
-    write_private(root / IDENTITY_NAME, protect_identity(investigator, passphrase, work_factor))
-    write_private(
-        root / CREDENTIAL_NAME, protect_credential(credential, passphrase, work_factor)
-    )
-    write_private(root / SALT_NAME, secrets.token_bytes(32))
+    secret_files = {
+        root / IDENTITY_NAME: protect_identity(investigator, passphrase, work_factor),
+        root / CREDENTIAL_NAME: protect_credential(credential, passphrase, work_factor),
+        root / SALT_NAME: secrets.token_bytes(32),
+        root / CONFIG_NAME: demo_config_toml(port, cheap_kdf, tor_mode).encode("utf-8"),
+    }
+    for path, data in secret_files.items():
+        write_new(path, data, secret=True)
     config_path = root / CONFIG_NAME
-    write_private(config_path, demo_config_toml(port, cheap_kdf, tor_mode).encode("utf-8"))
     return DemoOrg(
         root,
         config_path,
@@ -234,9 +236,5 @@ def _read_state(path: Path) -> dict[str, str]:
 
 
 def _write_state(path: Path, state: dict[str, object]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(state, out, indent=2)
-        out.write("\n")
-    os.replace(temp, path)
+    replace_atomic(path, (json.dumps(state, indent=2) + "\n").encode("utf-8"), secret=True)
+

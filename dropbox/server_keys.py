@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 from dropbox.config import Config
-from keys.cli import replace_public
 from keys.codename import MIN_SALT_BYTES
 from keys.errors import ConfigError, KeyringError
+from keys.files import replace_atomic
 from keys.keyring import Keyring, load_keyring, parse_org_public_key
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def load_verified_keyring(config: Config) -> Keyring:
     fingerprint = keyring.fingerprint()
     if (keyring.version, fingerprint) != (seen_version, seen_fingerprint):
         config.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        replace_public(seen_file, f"{keyring.version}\n{fingerprint}\n".encode())
+        replace_atomic(seen_file, f"{keyring.version}\n{fingerprint}\n".encode(), secret=False)
     return keyring
 
 

@@ -26,7 +26,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -54,6 +53,7 @@ from keys.bundle import (
     write_bundle,
 )
 from keys.errors import AgeError, ConfigError, InputError, TransferError
+from keys.files import read_secret, write_new
 from keys.keyring import Keyring, encode_key
 from keys.manifest import IntakeLimits
 
@@ -412,14 +412,7 @@ def create_transfer_key(path: Path) -> SigningKey:
     """Generate a key and write it to a new file, mode 0600 (never overwriting one)."""
     key = SigningKey.generate()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path} already exists; refusing to overwrite a signing key") from None
-    with os.fdopen(fd, "wb") as out:
-        out.write(format_transfer_key(key))
-        out.flush()
-        os.fsync(out.fileno())
+    write_new(path, format_transfer_key(key), secret=True)
     return key
 
 
@@ -430,15 +423,12 @@ def load_transfer_key(path: Path | None, keyring: Keyring) -> SigningKey:
         raise ConfigError(
             "[transfer] signing_key is not set; create one with `amanat transfer init-key`"
         )
-    try:
-        key = parse_transfer_key(path.read_bytes(), str(path))
-    except FileNotFoundError:
+    if not path.exists():
         raise ConfigError(
             f"the transfer signing key {path} does not exist; create it with "
             "`amanat transfer init-key`"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the transfer signing key {path}: {exc.strerror}") from None
+        )
+    key = parse_transfer_key(read_secret(path, "transfer signing key"), str(path))
     check_pinned(key.verify_key, keyring)
     return key
 

@@ -29,7 +29,6 @@ import getpass
 import hashlib
 import ipaddress
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +43,7 @@ from nacl.signing import SigningKey
 from dropbox.socks_errors import socks_retrying
 from keys.bundle import TransferManifest
 from keys.errors import ConfigError, InputError, TransferError
+from keys.files import write_new
 from keys.keyring import encode_key
 from keys.manifest import IntakeLimits
 from keys.transfer_auth import EMPTY_SHA256, sign_request
@@ -492,7 +492,7 @@ def verified_submission_ids(path: Path, keyring: Path | None, org_pub: Path | No
     against the transfer key the keyring pins, every file's size and SHA-256. An altered or
     truncated bundle is refused, so nothing is acknowledged that was not received whole."""
     from keys.bundle import read_bundle, transfer_key_lookup
-    from keys.cli import read_file
+    from keys.files import read_file
     from keys.keyring import load_keyring, parse_org_public_key
 
     if keyring is None or org_pub is None:
@@ -514,17 +514,9 @@ def verified_submission_ids(path: Path, keyring: Path | None, org_pub: Path | No
 
 
 def _write_new_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write to a temporary name next to `path` (mode 0600), then rename: a failure leaves no
-    partial bundle behind, and an existing file is never overwritten."""
-    if path.exists():
-        raise UsageError(f"{path} already exists; refusing to overwrite it")
-    temp = path.with_name(f".{path.name}.partial")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """Write a new file (mode 0600) through `write`: a failure leaves no partial bundle behind,
+    and an existing file is never overwritten."""
     try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(temp, path)  # fails if `path` appeared meanwhile
-    finally:
-        temp.unlink(missing_ok=True)
+        write_new(path, write, secret=True)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None

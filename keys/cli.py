@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
-import secrets
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -26,6 +24,7 @@ from nacl.signing import SigningKey
 
 from keys.codename import to_locale_digits
 from keys.errors import ConfigError, InputError, KeyringError
+from keys.files import read_file, read_secret, replace_atomic, write_new
 from keys.identity_file import (
     DEFAULT_WORK_FACTOR,
     InvestigatorSecrets,
@@ -247,9 +246,9 @@ def run_init_org(args: argparse.Namespace) -> int:
             raise ConfigError(f"{root / name} already exists: refusing to overwrite an org dir")
     signing_key = SigningKey.generate()
     keyring = empty_keyring(signing_key.verify_key)
-    write_private(root / ORG_KEY, format_org_signing_key(signing_key))
-    write_public(root / ORG_PUB, format_org_public_key(signing_key.verify_key))
-    write_public(root / KEYRING, sign_keyring(keyring, signing_key))
+    write_new(root / ORG_KEY, format_org_signing_key(signing_key), secret=True)
+    write_new(root / ORG_PUB, format_org_public_key(signing_key.verify_key), secret=False)
+    write_new(root / KEYRING, sign_keyring(keyring, signing_key), secret=False)
     print(f"created org dir {root}")
     print(f"  {ORG_KEY}       organization signing key (mode 0600): keep it offline")
     print(f"  {ORG_PUB}       organization public key: {encode_key(signing_key.verify_key)}")
@@ -342,9 +341,9 @@ def _write_with_keyring(root: Path, keyring_doc: bytes, files: list[tuple[Path, 
     written: list[Path] = []
     try:
         for path, data in files:
-            write_private(path, data)
+            write_new(path, data, secret=True)
             written.append(path)
-        replace_public(root / KEYRING, keyring_doc)
+        replace_atomic(root / KEYRING, keyring_doc, secret=False)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -426,8 +425,7 @@ def run_fingerprint(args: argparse.Namespace) -> int:
 
 def _open_org_dir(root: Path) -> tuple[SigningKey, Keyring]:
     """The org signing key and the current keyring, after checking that they belong together."""
-    _require_private(root / ORG_KEY)
-    signing_key = parse_org_signing_key(read_file(root / ORG_KEY, "organization key"))
+    signing_key = parse_org_signing_key(read_secret(root / ORG_KEY, "organization key"))
     pinned = parse_org_public_key(read_file(root / ORG_PUB, "organization public key"))
     if bytes(pinned) != bytes(signing_key.verify_key):
         raise ConfigError(f"{root / ORG_PUB} does not match {root / ORG_KEY}")
@@ -435,23 +433,10 @@ def _open_org_dir(root: Path) -> tuple[SigningKey, Keyring]:
     return signing_key, keyring
 
 
-def _require_private(path: Path) -> None:
-    """Refuse a secret file others can read, as ssh does: it may already have leaked."""
-    try:
-        mode = path.stat().st_mode & 0o777
-    except OSError:
-        return  # read_file reports the missing file
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} is readable by other users (mode {mode:04o}); run `chmod 600 {path}` "
-            "and consider whether the key has leaked"
-        )
-
-
 def _change(root: Path, change: Callable[[Keyring], Keyring], done: str) -> int:
     signing_key, keyring = _open_org_dir(root)
     updated = change(keyring)
-    replace_public(root / KEYRING, sign_keyring(updated, signing_key))
+    replace_atomic(root / KEYRING, sign_keyring(updated, signing_key), secret=False)
     print(f"{done}; keyring is now version {updated.version}")
     print(f"fingerprint: {updated.fingerprint()}")
     return 0
@@ -492,60 +477,3 @@ def read_new_passphrase(path: Path | None, what: str = "the new identity file") 
     return passphrase
 
 
-# --- files -----------------------------------------------------------------------------------
-
-
-def read_file(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{what} file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600; refuse to touch an existing file."""
-    _write_new(path, data, 0o600)
-
-
-def write_public(path: Path, data: bytes) -> None:
-    _write_new(path, data, 0o644)
-
-
-def replace_public(path: Path, data: bytes) -> None:
-    """Atomically replace `path`: write a new file beside it, fsync, rename, fsync the dir."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    _write_new(temp, data, 0o644)
-    try:
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot replace {path}: {exc.strerror}") from None
-    _fsync_dir(path.parent)
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
-    except FileExistsError:
-        raise ConfigError(f"{path} already exists: refusing to overwrite it") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except OSError as exc:
-        path.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ from pathlib import Path
 from nacl.bindings import crypto_scalarmult_base
 from nacl.utils import random as random_bytes
 
+from keys.files import write_new
 from onion.errors import ClientAuthKeyError
 
 _ADDRESS = re.compile(r"[a-z2-7]{56}")
@@ -124,12 +125,9 @@ class ClientRegistry:
         """Write `NAME.auth` (mode 0600); an existing client of that name is an error."""
         path = self.folder / f"{check_client_name(name)}.auth"
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError as exc:
-            raise ClientAuthKeyError(f"a client named {name!r} already exists") from exc
-        with os.fdopen(fd, "w") as f:
-            f.write(auth_line(public) + "\n")
+        if path.exists():
+            raise ClientAuthKeyError(f"a client named {name!r} already exists")
+        write_new(path, (auth_line(public) + "\n").encode(), secret=True)
         _match_folder_owner(path)
         return path
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keys.errors import ConfigError, TorError
+from keys.files import replace_atomic
 from onion.client_auth import ClientKeyPair, ClientRegistry, auth_private_line
 from onion.controller import BootstrapState, LaunchedTor, TorController, launch_tor
 from onion.errors import TorTimeoutError
@@ -277,9 +278,8 @@ async def state_lock(paths: OnionPaths) -> AsyncIterator[None]:
 
 
 def write_state(paths: OnionPaths, services: list[PublishedService]) -> None:
-    tmp = paths.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(s) for s in services], indent=1))
-    os.replace(tmp, paths.state)
+    document = json.dumps([asdict(s) for s in services], indent=1).encode("utf-8")
+    replace_atomic(paths.state, document, secret=True)
 
 
 def read_state(paths: OnionPaths) -> list[PublishedService]:

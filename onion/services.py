@@ -24,6 +24,8 @@ from pathlib import Path
 
 from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
 
+from keys.errors import ConfigError
+from keys.files import write_new
 from onion.client_auth import b32encode_key, normalize_address
 from onion.controller import HsDescEvent, TorController
 from onion.errors import OnionKeyError, TorCommandError, TorTimeoutError
@@ -61,14 +63,12 @@ def onion_address(key_blob: str) -> str:
 
 def load_or_create_key(path: Path) -> str:
     """Read the service key at `path`, creating it (0600, never overwritten) the first time."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key(path)
-    with os.fdopen(fd, "w") as f:
-        f.write(KEY_PREFIX + generate_service_key() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    if not path.exists():
+        try:
+            write_new(path, (KEY_PREFIX + generate_service_key() + "\n").encode(), secret=True)
+        except ConfigError:
+            if not path.exists():  # else another process made it first: use theirs
+                raise
     return _read_key(path)
 
 

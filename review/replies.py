@@ -17,8 +17,9 @@ from typing import Any
 from keys.age import X25519Recipient, encrypt
 from keys.bundle import Reply, ReplyManifest, write_bundle
 from keys.errors import ConfigError, InputError
+from keys.files import replace_atomic
 from keys.keyring import Investigator
-from review.vault import UnknownItemError, Vault, today, write_atomic
+from review.vault import UnknownItemError, Vault, today
 
 MAX_REPLY_CHARS = 20_000
 
@@ -75,7 +76,7 @@ def make_reply(vault: Vault, source_id: str, message: str, outbox: Path) -> Path
     manifest = ReplyManifest(latest["instance"], secrets.token_hex(16), today(), me.label, (reply,))
     outbox.mkdir(parents=True, exist_ok=True)
     path = outbox / f"reply-{manifest.bundle_id}.tar"
-    write_atomic(path, [_signed_bundle(vault, manifest, ciphertext)])
+    replace_atomic(path, _signed_bundle(vault, manifest, ciphertext), secret=True)
     _record(vault, latest, manifest, ciphertext)
     return path
 

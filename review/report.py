@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from keys.errors import InputError
+from keys.files import replace_atomic
 from review.answers import QuestionnaireLabels
 from review.report_text import RTL, text
 from review.suppression import determined, suppress
-from review.vault import GENESIS, UnknownItemError, Vault, VaultIntegrityError, today, write_atomic
+from review.vault import GENESIS, UnknownItemError, Vault, VaultIntegrityError, today
 
 Key = tuple[str, ...]
 
@@ -361,9 +362,9 @@ def _write_folder(out: Path, files: dict[str, bytes]) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     for name, data in files.items():
-        write_atomic(out / name, [data])
-    write_atomic(out / "SHA256SUMS",
-                 ["".join(f"{sha}  {name}\n" for name, sha in sums.items()).encode()])
+        replace_atomic(out / name, data, secret=True)
+    sha256sums = "".join(f"{sha}  {name}\n" for name, sha in sums.items()).encode()
+    replace_atomic(out / "SHA256SUMS", sha256sums, secret=True)
     return sums
 
 

@@ -27,8 +27,6 @@ import base64
 import fcntl
 import hashlib
 import json
-import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +38,7 @@ from nacl.signing import VerifyKey
 
 from keys.age import X25519Identity, decrypt, decrypt_iter, encrypt
 from keys.errors import AgeError, ConfigError, InputError, KeyringForkError, StorageError
+from keys.files import replace_atomic
 from keys.identity_file import InvestigatorSecrets, open_identity
 from keys.keyring import Keyring, encode_key, load_keyring, parse_org_public_key
 from review.content import (
@@ -110,30 +109,6 @@ def verify_chain(entries: list[dict[str, Any]]) -> None:
         prev = entry["hash"]
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write under a temporary name, fsync, rename over `path`, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _empty_state(org_pub: VerifyKey, keyring: Keyring) -> dict[str, Any]:
     return {
         "format": STATE_FORMAT,
@@ -179,13 +154,13 @@ class Vault:
             raise ConfigError(f"{root} exists and is not empty: refusing to create a vault there")
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         (root / "objects").mkdir(mode=0o700)
-        write_atomic(root / "identity.age", [identity])
-        write_atomic(root / "keyring.json", [keyring_doc])
-        write_atomic(root / "org.pub", [org_pub_doc])
+        replace_atomic(root / "identity.age", identity, secret=True)
+        replace_atomic(root / "keyring.json", keyring_doc, secret=True)
+        replace_atomic(root / "org.pub", org_pub_doc, secret=True)
         vault = cls(root, investigator, keyring, _empty_state(org_pub, keyring), _take_lock(root))
         vault.log("init", [], recipient=str(investigator.identity.recipient()))
         vault.save()
-        write_atomic(root / "vault.json", [canonical({"format": VAULT_FORMAT})])
+        replace_atomic(root / "vault.json", canonical({"format": VAULT_FORMAT}), secret=True)
         return vault
 
     @classmethod
@@ -269,7 +244,7 @@ class Vault:
         signature = self.investigator.signing_key.sign(body).signature
         plaintext = STATE_MAGIC + base64.b64encode(signature) + b"\n" + body
         recipient = self.identity.recipient()
-        write_atomic(self.root / "state.age", [encrypt(plaintext, [recipient])])
+        replace_atomic(self.root / "state.age", encrypt(plaintext, [recipient]), secret=True)
 
     def update_keyring(self, document: bytes) -> tuple[int, Keyring]:
         """Adopt a newer org-signed keyring (revocations, new investigators, a rotated transfer
@@ -285,7 +260,7 @@ class Vault:
             document, current.org_verify_key, current.version, current.fingerprint()
         )
         _check_membership(keyring, self.investigator)
-        write_atomic(self.root / "keyring.json", [document])
+        replace_atomic(self.root / "keyring.json", document, secret=True)
         self.keyring = keyring
         self.state["keyring_version"] = keyring.version
         self.state["keyring_fingerprint"] = keyring.fingerprint()
@@ -331,7 +306,7 @@ class Vault:
         texts = {sid: text for sid, text in fresh.items() if text is not None}
         if texts != cache:
             data = encrypt(canonical(texts), [self.identity.recipient()])
-            write_atomic(self.root / SEARCH_CACHE, [data])
+            replace_atomic(self.root / SEARCH_CACHE, data, secret=True)
             self.state["search_cache"] = hashlib.sha256(data).hexdigest()
             self.save()
         return list(texts.items())
@@ -403,7 +378,7 @@ class Vault:
             if digest.hexdigest() != sha256:
                 raise VaultIntegrityError(f"{path.name} changed while being stored")
 
-        write_atomic(path, hashed())
+        replace_atomic(path, hashed(), secret=True)
 
     def read_ciphertext(self, ct: dict[str, Any]) -> Iterator[bytes]:
         """A ciphertext's bytes, from its bundle (by offset) or the objects folder, hashed as
