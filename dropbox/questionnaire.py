@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast, get_args
 
 from dropbox.config import FALLBACK_LOCALE, Localized
+from dropbox.localnum import format_number
 from dropbox.tolerant_date import ImpossibleDateError, read_date
 from keys.errors import ConfigError, InputError
 
@@ -351,7 +352,8 @@ def _read(field: Field, values: list[str], locale: str) -> Any:
         return None
     if field.max_length and len(text) > field.max_length:
         raise _Invalid(N_("Please write at most %(limit)s characters. You wrote %(count)s."),
-                       limit=field.max_length, count=len(text))
+                       limit=format_number(field.max_length, locale),
+                       count=format_number(len(text), locale))
     if field.type == "date":
         try:
             return read_date(text).to_json()
