@@ -3,15 +3,16 @@
 #
 #   deploy/build-wheelhouse.sh [--role offline|workstation] [OUT_DIR]
 #       --role offline      (default) the review workstation and the organization-key machine:
-#                           amanat-review and `amanat keys`
+#                           amanat-review (with its `review` extra: the report's charts) and
+#                           `amanat keys`
 #       --role workstation  the investigators' online workstation: `amanat transfer`
 #       OUT_DIR             default dist/wheelhouse
 #
 # Run it on an online build machine with the same OS, CPU and Python minor version as the
 # target (PYTHON=/usr/bin/python3.11 to pick the interpreter). It writes:
 #   *.whl             amanat (no dependencies) + the role's third-party dependencies from
-#                     pyproject.toml (offline: pynacl, argon2-cffi; workstation: also the
-#                     `workstation` extra) and theirs, binary wheels only
+#                     pyproject.toml (offline: pynacl, argon2-cffi and the `review` extra;
+#                     workstation: the `workstation` extra) and theirs, binary wheels only
 #   requirements.txt  every wheel pinned by version and SHA-256, for pip --require-hashes
 #   SHA256SUMS        for `sha256sum -c` after carrying the folder across
 #   INSTALL.txt       the commands to run on the target, which needs no network
@@ -38,7 +39,7 @@ import re, sys, tomllib
 role, what = sys.argv[1:]
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
-wanted = project["dependencies"] + (extras["workstation"] if role == "workstation" else [])
+wanted = project["dependencies"] + extras["workstation" if role == "workstation" else "review"]
 def names(specs): return {re.split(r"[\[<>=!~; ]", s, maxsplit=1)[0].lower() for s in specs}
 if what == "wanted":
     print(" ".join(wanted))

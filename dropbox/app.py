@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
 from dropbox import db, handlers_source, pages, periodic
-from dropbox.config import Config, Listen
+from dropbox.config import Config, LimitsConfig, Listen, ServerConfig
+from dropbox.form_tokens import FormTokens
+from dropbox.load import BASE_RESERVED_FDS, ConnectionGuard, UploadSlots, connection_limit
 from dropbox.questionnaire import load_questionnaire
 from dropbox.security import (
     HardenedRequest,
@@ -26,8 +29,10 @@ from dropbox.security import (
 )
 from dropbox.server_keys import KeyringFile, read_instance_salt
 from dropbox.sessions import KeyDeriver, LoginLimiter, SessionStore
-from dropbox.store import CiphertextStore
+from dropbox.store import CiphertextStore, coarsen_times
 from keys.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SMALL_FORM_BYTES = 64 * 1024  # login, confirm, logout: a few hundred bytes in practice
@@ -57,30 +62,45 @@ def create_app(config: Config) -> web.Application:
         sessions=SessionStore(
             idle_timeout=config.server.idle_timeout_minutes * 60.0,
             max_sessions=config.server.max_sessions,
-            login_attempts_per_minute=config.keys.login_attempts_per_session_per_minute,
         ),
-        deriver=KeyDeriver(salt, config.keys.profile,
-                           config.keys.max_concurrent_argon2),
-        limiter=LoginLimiter(config.keys.login_attempts_global_per_minute),
+        forms=FormTokens(max_age=config.server.idle_timeout_minutes * 60.0),
+        deriver=KeyDeriver(salt, config.keys.profile, config.keys.max_concurrent_argon2,
+                           config.keys.argon2_queue),
+        limiter=LoginLimiter(config.keys.login_attempts_per_session_per_minute,
+                             config.server.max_anonymous_clients),
         questionnaire=load_questionnaire(config.i18n.questionnaire),
+        uploads=UploadSlots(config.limits.max_concurrent_uploads,
+                            config.limits.max_concurrent_uploads_per_session),
     )
     app.on_response_prepare.append(set_security_headers)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_session_expiry)
+    app.cleanup_ctx.append(_daily_maintenance)
     handlers_source.add_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app
 
 
-async def start_site(app: web.Application, listen: Listen) -> tuple[web.AppRunner, str]:
+async def start_site(
+    app: web.Application, listen: Listen, config: Config | None = None
+) -> tuple[web.AppRunner, str]:
     """Serve `app` on `listen` without an access log; returns the runner and the real address
-    ("http://127.0.0.1:PORT" or "unix:/path")."""
+    ("http://127.0.0.1:PORT" or "unix:/path"). The header deadline and the connection cap come
+    from `config` (the defaults without one)."""
+    server_config = config.server if config else ServerConfig()
+    limits = config.limits if config else LimitsConfig()
+    # aiohttp's keep-alive timer runs from a connection's start (and from each response) until
+    # its next request's headers are complete: it is the header deadline.
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
-                           max_headers=MAX_HEADERS)
+                           max_headers=MAX_HEADERS,
+                           keepalive_timeout=server_config.header_timeout_seconds)
     await runner.setup()
     assert runner.server is not None
     runner.server.request_factory = functools.partial(app._make_request, _cls=HardenedRequest)
+    reserved = BASE_RESERVED_FDS + limits.max_concurrent_uploads * (limits.max_files + 1)
+    ConnectionGuard(connection_limit(server_config.max_connections, reserved)).attach(
+        runner.server)
     site: web.BaseSite
     if listen.unix_path is not None:
         site = web.UnixSite(runner, str(listen.unix_path))
@@ -121,11 +141,34 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _session_expiry(app: web.Application) -> AsyncIterator[None]:
-    """Drop idle sessions (and the reply identities in them) even if nobody comes back."""
-    sessions = app[pages.STATE].sessions
+    """Drop idle sessions (and the reply identities in them) even if nobody comes back, and the
+    login counters of visitors who stopped trying."""
+    app_state = app[pages.STATE]
 
     async def expire() -> None:
-        sessions.expire(pages.now())
+        app_state.sessions.expire(pages.now())
+        app_state.limiter.expire(pages.now())
 
     async with periodic.every(SESSION_SWEEP_SECONDS, expire):
+        yield
+
+
+async def _daily_maintenance(app: web.Application) -> AsyncIterator[None]:
+    """At startup and every midnight UTC: the store's and the database files' times back to
+    their day (which sets every change time to this moment, the same each day) and the
+    database's write-ahead log truncated, so a seized disk shows days, never moments."""
+    app_state = app[pages.STATE]
+
+    async def maintain() -> None:
+        try:
+            if app_state.db is not None:
+                async with app_state.db() as dbs:
+                    await db.truncate_journal(dbs)
+            files = db.sqlite_files(app_state.config.storage.database_url)
+            await asyncio.to_thread(coarsen_times, [*files, *(f.parent for f in files[:1])])
+            await asyncio.to_thread(app_state.store.coarsen_times)
+        except Exception as exc:  # the next day tries again; the service keeps serving
+            logger.error("daily maintenance failed: %s", type(exc).__name__)
+
+    async with periodic.daily(maintain, at_start=True):
         yield

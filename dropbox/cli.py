@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
     except AmanatError as exc:
         print(f"amanat: {exc}", file=sys.stderr)
-        return 1
+        status: int = getattr(exc, "exit_status", 1)  # e.g. 2: tor could not route a transfer
+        return status
     except KeyboardInterrupt:
         return 130
     return result

@@ -65,7 +65,17 @@ class ServerConfig:
     # Shown on every page / on the landing page; a plain string or one text per locale.
     instance_name: Localized = field(default_factory=lambda: Localized({FALLBACK_LOCALE: "Amanat"}))
     instance_description: Localized = field(default_factory=lambda: Localized({}))
-    max_sessions: int = 50_000
+    # A connection must finish its request headers this long after it opened (or after its
+    # previous response); the same time closes an idle keep-alive connection.
+    header_timeout_seconds: int = 20
+    # An upload or form body that sends nothing for this long is refused and its connection
+    # closed: a stalled body would otherwise hold its buffers and its descriptor forever.
+    body_idle_timeout_seconds: int = 60
+    # Open connections at most (further lowered to fit the process's open-file limit): beyond
+    # it the connection that has waited longest for its headers is closed.
+    max_connections: int = 4096
+    max_sessions: int = 50_000  # logged-in sources; nobody else has a server-side session
+    max_anonymous_clients: int = 10_000  # login-attempt counters of visitors not logged in
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ class LimitsConfig:
     max_message_bytes: int = 4 * MIB
     max_field_bytes: int = 8 * 1024
     max_fields: int = 100
+    max_concurrent_uploads: int = 8  # submissions being received at once (~5 MiB each)
+    max_concurrent_uploads_per_session: int = 2
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,8 @@ class KeysConfig:
     instance_salt: Path
     argon2_profile: str = "production"
     max_concurrent_argon2: int = 2
+    argon2_queue: int = 32  # derivations that may wait; beyond, the page says "busy"
     login_attempts_per_session_per_minute: int = 5
-    login_attempts_global_per_minute: int = 60
 
     @property
     def profile(self) -> Argon2Profile:
@@ -110,6 +122,9 @@ class TransferConfig:
     listen: Listen | None = None
     retention_days: int = 0
     signing_key: Path | None = None
+    # How many investigators must acknowledge a submission before its retention starts:
+    # None is every active investigator (`acknowledgements = "all"`), else that many.
+    acknowledgements: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ class TorConfig:
     data_dir: Path | None = None
     tor_binary: str = "tor"
     control_password_file: Path | None = None  # attach mode: HashedControlPassword auth
+    bootstrap_timeout: int = 180  # launch mode: seconds for tor to reach the Tor network
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,8 @@ def parse_listen(text: str, where: str, base_dir: Path) -> Listen:
 
 def _server(r: _Reader) -> ServerConfig:
     r.only({"listen", "idle_timeout_minutes", "instance_name", "instance_description",
-            "max_sessions"})
+            "max_sessions", "header_timeout_seconds", "body_idle_timeout_seconds",
+            "max_connections", "max_anonymous_clients"})
     d = ServerConfig()
     return ServerConfig(
         listen=r.listen("listen", None) or d.listen,
@@ -213,6 +230,13 @@ def _server(r: _Reader) -> ServerConfig:
         instance_name=r.localized("instance_name", d.instance_name),
         instance_description=r.localized("instance_description", d.instance_description),
         max_sessions=r.integer("max_sessions", d.max_sessions, minimum=1),
+        header_timeout_seconds=r.integer("header_timeout_seconds", d.header_timeout_seconds,
+                                         minimum=1),
+        body_idle_timeout_seconds=r.integer("body_idle_timeout_seconds",
+                                            d.body_idle_timeout_seconds, minimum=1),
+        max_connections=r.integer("max_connections", d.max_connections, minimum=16),
+        max_anonymous_clients=r.integer("max_anonymous_clients", d.max_anonymous_clients,
+                                        minimum=1),
     )
 
 
@@ -232,15 +256,19 @@ def _storage(r: _Reader) -> StorageConfig:
 def _limits(r: _Reader) -> LimitsConfig:
     d = LimitsConfig()
     names = ("max_file_bytes", "max_submission_bytes", "max_files", "max_message_bytes",
-             "max_field_bytes", "max_fields")
+             "max_field_bytes", "max_fields", "max_concurrent_uploads",
+             "max_concurrent_uploads_per_session")
     r.only(set(names))
     return LimitsConfig(**{n: r.integer(n, getattr(d, n), minimum=1) for n in names})
 
 
 def _keys(r: _Reader) -> KeysConfig:
     r.only({"org_public_key", "keyring", "instance_salt", "argon2_profile",
-            "max_concurrent_argon2", "login_attempts_per_session_per_minute",
+            "max_concurrent_argon2", "argon2_queue", "login_attempts_per_session_per_minute",
             "login_attempts_global_per_minute"})
+    # login_attempts_global_per_minute is still read (an old amanat.toml must load) but no longer
+    # used: a global limit let one client shut every source out; the fair queue replaced it.
+    r.integer("login_attempts_global_per_minute", 60, minimum=1)
     paths = {n: r.path(n, None) for n in ("org_public_key", "keyring", "instance_salt")}
     missing = [n for n, p in paths.items() if p is None]
     if missing:
@@ -256,26 +284,38 @@ def _keys(r: _Reader) -> KeysConfig:
         argon2_profile=profile,
         max_concurrent_argon2=r.integer("max_concurrent_argon2", d.max_concurrent_argon2,
                                         minimum=1),
+        argon2_queue=r.integer("argon2_queue", d.argon2_queue, minimum=0),
         login_attempts_per_session_per_minute=r.integer(
             "login_attempts_per_session_per_minute", d.login_attempts_per_session_per_minute,
             minimum=1),
-        login_attempts_global_per_minute=r.integer(
-            "login_attempts_global_per_minute", d.login_attempts_global_per_minute, minimum=1),
     )
 
 
 def _transfer(r: _Reader) -> TransferConfig:
-    r.only({"listen", "retention_days", "signing_key"})
+    r.only({"listen", "retention_days", "signing_key", "acknowledgements"})
     return TransferConfig(
         listen=r.listen("listen", None),
         retention_days=r.integer("retention_days", 0, minimum=0),
         signing_key=r.path("signing_key", None),
+        acknowledgements=_acknowledgements(r),
     )
+
+
+def _acknowledgements(r: _Reader) -> int | None:
+    value = r.table.get("acknowledgements", "all")
+    if value == "all":
+        return None
+    if type(value) is not int or value < 1:
+        raise ConfigError(
+            f'{r.where("acknowledgements")} must be "all" (every active investigator) or an '
+            "integer >= 1"
+        )
+    return value
 
 
 def _tor(r: _Reader) -> TorConfig:
     r.only({"mode", "control_port", "control_socket", "data_dir", "tor_binary",
-            "control_password_file"})
+            "control_password_file", "bootstrap_timeout"})
     mode = r.string("mode", "none")
     if mode not in TOR_MODES:
         raise ConfigError(f"[tor] mode must be one of {', '.join(TOR_MODES)}; got {mode!r}")
@@ -287,6 +327,7 @@ def _tor(r: _Reader) -> TorConfig:
         data_dir=r.path("data_dir", None),
         tor_binary=r.string("tor_binary", "tor"),
         control_password_file=r.path("control_password_file", None),
+        bootstrap_timeout=r.integer("bootstrap_timeout", 180, minimum=1),
     )
 
 

@@ -12,6 +12,9 @@ the row after `CiphertextWriter.commit()` and before it sends the success page.
 
 SQLite (the default) runs with `journal_mode=WAL`, `synchronous=FULL` (a committed row is on disk
 before the commit returns), `foreign_keys=ON` and `secure_delete=ON` (deleted rows are zeroed).
+The write-ahead log still holds the pages as they were before a delete: `truncate_journal`, run
+after every purge and by the daily maintenance, copies it into the database and cuts it to zero
+bytes, so nothing of a purged submission remains in any file (issue 10, section 5).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from sqlalchemy import (
     String,
     delete,
     event,
+    func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 __all__ = [
+    "Acknowledgement",
     "Base",
     "Ciphertext",
     "InvalidRecordError",
@@ -62,6 +68,9 @@ __all__ = [
     "Source",
     "Submission",
     "acknowledge",
+    "acknowledged_by",
+    "acknowledgers",
+    "add_acknowledgements",
     "add_reply",
     "add_submission",
     "create_engine_and_sessionmaker",
@@ -73,9 +82,13 @@ __all__ = [
     "get_source_by_lookup",
     "init_db",
     "list_unacknowledged",
+    "list_waiting_for",
     "replies_for",
+    "sqlite_files",
     "sweep_orphans",
     "today",
+    "truncate_journal",
+    "waiting_counts",
 ]
 
 Kind = Literal["message", "file", "manifest"]
@@ -121,7 +134,9 @@ class Source(Base):
 
 
 class Submission(Base):
-    """One submission; `acknowledged_day` is set once investigators confirm they hold it."""
+    """One submission; `acknowledged_day` is set once enough investigators confirm they hold it
+    (the organization's policy, dropbox/transfer.py); each one's confirmation is an
+    `Acknowledgement` row until then."""
 
     __tablename__ = "submissions"
 
@@ -159,6 +174,20 @@ class Ciphertext(Base):
     submission: Mapped[Submission] = relationship(back_populates="ciphertexts", lazy="raise")
 
     __table_args__ = (CheckConstraint("kind IN ('message', 'file', 'manifest')", name="kind"),)
+
+
+class Acknowledgement(Base):
+    """One investigator (by keyring label) holds one submission. Deleted with the submission."""
+
+    __tablename__ = "acknowledgements"
+
+    submission_id: Mapped[str] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
+    )
+    investigator: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10))
+
+    __table_args__ = (Index(None, "investigator"),)
 
 
 class Reply(Base):
@@ -277,12 +306,101 @@ async def list_unacknowledged(session: AsyncSession) -> list[Submission]:
     return list(result.scalars())
 
 
+def _waiting_for(investigator: str) -> Any:
+    """The ids of what one investigator's pull carries: submissions not acknowledged under the
+    policy yet that this investigator has not acknowledged either."""
+    mine = select(Acknowledgement.submission_id).where(
+        Acknowledgement.investigator == investigator
+    )
+    return select(Submission.id).where(
+        Submission.acknowledged_day.is_(None), Submission.id.not_in(mine)
+    )
+
+
+async def list_waiting_for(session: AsyncSession, investigator: str) -> list[Submission]:
+    """What one investigator's pull carries, oldest day first, with sources and ciphertexts."""
+    result = await session.execute(
+        select(Submission)
+        .where(Submission.id.in_(_waiting_for(investigator)))
+        .order_by(Submission.day, Submission.id)
+    )
+    return list(result.scalars())
+
+
+async def waiting_counts(session: AsyncSession, investigator: str) -> tuple[int, int, int]:
+    """(submissions, files, bytes) of what one investigator's pull carries, counted in SQL."""
+    result = await session.execute(
+        select(
+            func.count(func.distinct(Ciphertext.submission_id)),
+            func.count(Ciphertext.id),
+            func.coalesce(func.sum(Ciphertext.size), 0),
+        ).where(Ciphertext.submission_id.in_(_waiting_for(investigator)))
+    )
+    submissions, files, size = result.one()
+    return int(submissions), int(files), int(size)
+
+
+async def add_acknowledgements(
+    session: AsyncSession, ids: Iterable[str], investigator: str, day: str
+) -> tuple[list[str], list[str]]:
+    """Record that `investigator` holds these submissions. Returns (newly acknowledged, already
+    acknowledged by them); unknown ids are in neither list."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return [], []
+    if not 1 <= len(investigator) <= 128:
+        raise InvalidRecordError("an investigator label has 1 to 128 characters")
+    existing = set(
+        (await session.execute(select(Submission.id).where(Submission.id.in_(wanted)))).scalars()
+    )
+    already = set(
+        (
+            await session.execute(
+                select(Acknowledgement.submission_id).where(
+                    Acknowledgement.submission_id.in_(wanted),
+                    Acknowledgement.investigator == investigator,
+                )
+            )
+        ).scalars()
+    )
+    new = [i for i in wanted if i in existing and i not in already]
+    session.add_all(
+        Acknowledgement(submission_id=i, investigator=investigator, day=_day(day)) for i in new
+    )
+    await session.flush()
+    return new, sorted(already)
+
+
+async def acknowledgers(session: AsyncSession) -> dict[str, set[str]]:
+    """For each submission not acknowledged under the policy yet that someone acknowledged:
+    the labels of the investigators who did."""
+    result = await session.execute(
+        select(Acknowledgement.submission_id, Acknowledgement.investigator)
+        .join(Submission, Submission.id == Acknowledgement.submission_id)
+        .where(Submission.acknowledged_day.is_(None))
+    )
+    found: dict[str, set[str]] = {}
+    for submission_id, label in result:
+        found.setdefault(submission_id, set()).add(label)
+    return found
+
+
+async def acknowledged_by(session: AsyncSession, investigator: str) -> int:
+    """How many submissions still on record this investigator has acknowledged."""
+    result = await session.execute(
+        select(func.count()).select_from(Acknowledgement).where(
+            Acknowledgement.investigator == investigator
+        )
+    )
+    return int(result.scalar_one())
+
+
 async def acknowledge(
     session: AsyncSession, ids: Iterable[str], day: str, retention_days: int
 ) -> list[str]:
-    """Mark submissions as safely received by investigators; their ciphertexts may be deleted
-    from `day + retention_days` on. Returns the ids newly acknowledged (already acknowledged or
-    unknown ids are left alone, so a repeated acknowledgement is harmless)."""
+    """Mark submissions as acknowledged under the organization's policy; their ciphertexts may
+    be deleted from `day + retention_days` on. Returns the ids newly acknowledged (already
+    acknowledged or unknown ids are left alone, so a repeated acknowledgement is harmless)."""
     if retention_days < 0:
         raise InvalidRecordError("retention_days must not be negative")
     wanted = sorted(set(ids))
@@ -403,6 +521,27 @@ async def sweep_orphans(session: AsyncSession, store: CiphertextStore) -> int:
     for name in orphans:
         store.delete(name)
     return len(orphans)
+
+
+async def truncate_journal(session: AsyncSession) -> bool:
+    """SQLite: checkpoint the write-ahead log into the database (where secure_delete zeroed what
+    was deleted) and truncate it to zero bytes, so no copy of a deleted row stays in it. Call it
+    on a session with no transaction open. Returns False when another connection's read kept it
+    from completing (the next call tries again); other databases: True, nothing to do."""
+    if session.get_bind().dialect.name != "sqlite":
+        return True
+    busy, _log, _done = (await session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).one()
+    return not busy
+
+
+def sqlite_files(url: str) -> list[Path]:
+    """The files of a SQLite database (the database, its -wal and -shm) that exist now."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return []
+    base = Path(parsed.database)
+    candidates = [base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")]
+    return [path for path in candidates if path.exists()]
 
 
 # --- engine and migrations ----------------------------------------------------------------------

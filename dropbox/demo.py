@@ -3,13 +3,18 @@
 On first use the folder gets everything a real deployment has, made with the same keys/ code:
 
     org/org.key, org/org.pub, org/keyring.json   the organization (amanat keys init-org)
-    investigator.age                             one investigator's identity file (passphrase)
+    investigator.age                             one investigator's offline identity (passphrase)
+    investigator-transfer.cred                   their transfer credential (same passphrase)
     transfer.key                                 the server's transfer signing key (pinned)
     instance_salt                                the per-instance codename salt
     amanat.toml                                  the service config
     data/                                        the ciphertext store and the SQLite database
     demo.json                                    url, transfer_url, config, investigator_identity,
+                                                 investigator_transfer_credential,
                                                  investigator_passphrase, for people and tests
+
+In a real deployment the identity lives only on the review workstation and the credential only on
+the online workstation; a demo keeps both in one folder.
 
 The passphrase is printed once when it is created (and kept in demo.json: this is a demo).
 Later runs reuse the folder as it is.
@@ -30,11 +35,17 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from dropbox.config import Config, Listen, load_config
-from dropbox.serve_cli import serve
+from dropbox.serve_cli import OnionHooks, serve
 from dropbox.transfer import create_transfer_key
 from keys.cli import KEYRING, ORG_KEY, ORG_PUB, write_private, write_public
 from keys.codename import generate_codename
-from keys.identity_file import DEFAULT_WORK_FACTOR, InvestigatorSecrets, protect_identity
+from keys.identity_file import (
+    DEFAULT_WORK_FACTOR,
+    InvestigatorSecrets,
+    TransferCredential,
+    protect_credential,
+    protect_identity,
+)
 from keys.keyring import (
     empty_keyring,
     format_org_public_key,
@@ -44,6 +55,7 @@ from keys.keyring import (
 
 CONFIG_NAME = "amanat.toml"
 IDENTITY_NAME = "investigator.age"
+CREDENTIAL_NAME = "investigator-transfer.cred"
 SALT_NAME = "instance_salt"
 TRANSFER_KEY_NAME = "transfer.key"
 STATE_NAME = "demo.json"
@@ -62,6 +74,8 @@ class DemoOrg:
     passphrase: str
     org_signing_key: SigningKey
     investigator: InvestigatorSecrets
+    credential_path: Path
+    credential: TransferCredential
 
 
 def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = False,
@@ -72,12 +86,13 @@ def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = F
     org_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     signing_key = SigningKey.generate()
     investigator = InvestigatorSecrets.generate(INVESTIGATOR_LABEL)
+    credential = TransferCredential.generate(INVESTIGATOR_LABEL)
     today = datetime.now(UTC).date()
     # The server's transfer key, pinned by the organization as `amanat keys pin-transfer-key` does.
     transfer_key = create_transfer_key(root / TRANSFER_KEY_NAME)
     keyring = (
         empty_keyring(signing_key.verify_key)
-        .with_investigator(investigator.public_entry(today))
+        .with_investigator(investigator.public_entry(today, credential))
         .with_transfer_key(transfer_key.verify_key)
     )
     write_private(org_dir / ORG_KEY, format_org_signing_key(signing_key))
@@ -87,10 +102,22 @@ def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = F
     passphrase = generate_codename(words=True)
     work_factor = CHEAP_WORK_FACTOR if cheap_kdf else DEFAULT_WORK_FACTOR
     write_private(root / IDENTITY_NAME, protect_identity(investigator, passphrase, work_factor))
+    write_private(
+        root / CREDENTIAL_NAME, protect_credential(credential, passphrase, work_factor)
+    )
     write_private(root / SALT_NAME, secrets.token_bytes(32))
     config_path = root / CONFIG_NAME
     write_private(config_path, demo_config_toml(port, cheap_kdf, tor_mode).encode("utf-8"))
-    return DemoOrg(root, config_path, root / IDENTITY_NAME, passphrase, signing_key, investigator)
+    return DemoOrg(
+        root,
+        config_path,
+        root / IDENTITY_NAME,
+        passphrase,
+        signing_key,
+        investigator,
+        root / CREDENTIAL_NAME,
+        credential,
+    )
 
 
 def demo_config_toml(port: int, cheap_kdf: bool, tor_mode: str) -> str:
@@ -133,14 +160,23 @@ def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
     if config_path.exists():
         passphrase = _read_state(state_path).get("investigator_passphrase", "")
         print(f"amanat demo: reusing {root}")
+        if not (root / CREDENTIAL_NAME).exists():
+            print(f"  it has no transfer credential (made before they existed): issue one with "
+                  f"`amanat keys transfer-credential --dir {root / 'org'} --label "
+                  f"'{INVESTIGATOR_LABEL}' --credential-out {root / CREDENTIAL_NAME}`")
     else:
         org = create_demo_org(root, port=DEFAULT_PORT if port is None else port,
                               cheap_kdf=cheap_kdf, tor_mode="launch" if tor else "none")
         passphrase = org.passphrase
         print(f"amanat demo: created a throwaway organization in {root}")
-        print(f"  investigator identity file: {root / IDENTITY_NAME}")
+        print(f"  investigator identity file (review workstation): {root / IDENTITY_NAME}")
+        print(f"  transfer credential (online workstation): {root / CREDENTIAL_NAME}")
         print(f"  its passphrase (shown once; also in {STATE_NAME}): {passphrase}")
-    config = _runtime_config(load_config(config_path), port, tor)
+    stored = load_config(config_path)
+    if tor and stored.tor.mode == "none":
+        print(f"amanat demo: {config_path} says [tor] mode = \"none\" (made with --no-tor); "
+              "launching tor for this run as asked (--no-tor serves without an onion)")
+    config = _runtime_config(stored, port, tor)
 
     transfer_url: list[str] = []
 
@@ -150,6 +186,7 @@ def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
             "transfer_url": transfer_url[0] if transfer_url else None,
             "config": str(config_path),
             "investigator_identity": str(root / IDENTITY_NAME),
+            "investigator_transfer_credential": str(root / CREDENTIAL_NAME),
             "investigator_passphrase": passphrase,
             "onions": onions,
         }
@@ -161,15 +198,30 @@ def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:
             print(f"amanat demo: onion service {url}", flush=True)
         print(f"  config: {config_path}\n  state:  {state_path}\n  stop with Ctrl-C", flush=True)
 
-    return asyncio.run(serve(config, ready, transfer_url.append))
+    hooks = OnionHooks(bootstrap=_say_bootstrap, failed=_say_onion_down) if tor else OnionHooks()
+    return asyncio.run(serve(config, ready, transfer_url.append, hooks))
+
+
+def _say_bootstrap(percent: int, summary: str) -> None:
+    print(f"amanat demo: tor bootstrap {percent}%: {summary}", flush=True)
+
+
+def _say_onion_down(reason: str) -> None:
+    print(f"amanat demo: the onion service is NOT up: {reason}", flush=True)
+    print("amanat demo: serving on this computer only (127.0.0.1); no source can reach it "
+          "through Tor", flush=True)
 
 
 def _runtime_config(config: Config, port: int | None, tor: bool) -> Config:
-    """The command line's --port and --no-tor win over the stored config for this run."""
+    """The command line's --port and --no-tor win over the stored config for this run (and
+    without --no-tor a folder made with it launches tor)."""
     server = config.server
     if port is not None:
         server = dataclasses.replace(server, listen=Listen(host="127.0.0.1", port=port))
-    tor_config = config.tor if tor else dataclasses.replace(config.tor, mode="none")
+    tor_config = dataclasses.replace(config.tor, mode="none")
+    if tor:
+        mode = "launch" if config.tor.mode == "none" else config.tor.mode
+        tor_config = dataclasses.replace(config.tor, mode=mode)
     return dataclasses.replace(config, server=server, tor=tor_config)
 
 

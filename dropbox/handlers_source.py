@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,16 +23,24 @@ from dropbox.intake import (
     IntakeError,
     LimitExceededError,
     ReceivedSubmission,
+    StalledError,
     store_submission,
 )
+from dropbox.load import answer_and_close
 from dropbox.localnum import format_number
 from dropbox.questionnaire import AnswersInvalidError, intake_check
-from dropbox.security import PageError
+from dropbox.security import PageError, error_page
 from dropbox.sessions import COOKIE_NAME, CSRF_FIELD, Session
-from dropbox.store import DiskReserveError
+from dropbox.store import CiphertextStore, DiskReserveError
 from keys.age import X25519Identity, decrypt
-from keys.codename import SourceKeys, generate_codename, group_codename, to_locale_digits
-from keys.errors import AgeError, CodenameError
+from keys.codename import (
+    SourceKeys,
+    generate_codename,
+    group_codename,
+    normalize_codename,
+    to_locale_digits,
+)
+from keys.errors import AgeError, BusyError, CodenameError
 
 
 def expected_disk_bytes(content_length: int) -> int:
@@ -56,30 +63,47 @@ def add_routes(app: web.Application) -> None:
 
 async def landing(request: web.Request) -> web.Response:
     return pages.render(request, "landing.html",
-                        fingerprint=pages.state(request).keyring.fingerprint())
+                        fingerprint=pages.state(request).keyring_file.fingerprint())
 
 
 async def start_page(request: web.Request) -> web.Response:
-    """A fresh codename every time this page loads; it is shown here once and never again."""
-    session = pages.ensure_session(request)
-    session.pending_codename = generate_codename()
-    context = _codename_context(request, session)
-    return pages.render(request, "start.html", csrf=True, codename=context["codename"],
-                        codename_local=context["codename_local"])
+    """A fresh codename every time this page loads; it is shown here once and never again. It is
+    kept nowhere on the server: the form's signed token carries it back (see form_tokens.py)."""
+    codename = normalize_codename(generate_codename())
+    return _start_form(request, codename, pages.form_token(request, bound=codename))
 
 
 async def start_confirm(request: web.Request) -> web.Response:
     """The source wrote the codename down: only now is the source record created."""
-    session, _form = await _checked_form(request)
-    codename = session.pending_codename
-    if codename is None:  # a second click on the button, or a page from an old session
-        return pages.redirect("/submit" if session.logged_in else "/start")
-    keys = await _derive(request, session, codename)
+    form = await _small_form(request)
+    token = form.get(CSRF_FIELD)
+    proof = pages.check_form_token(request, token)
+    if proof is None or not proof.bound:
+        session = pages.current_session(request)
+        if session is not None and session.logged_in:  # a second click, or an old page
+            return pages.redirect("/submit")
+        raise PageError(403)
+    try:
+        keys = await _derive(request, proof.bound, proof.issued)
+    except BusyError:  # nothing is lost: the same codename and form, to send again
+        return _start_form(request, proof.bound, str(token), status=503, error=_BUSY)
     async with _db(request) as dbs, dbs.begin():
-        source = await db.create_source(dbs, keys.lookup_id, str(keys.reply_identity.recipient()),
-                                        _today())
-    pages.log_in(request, session, source.id, keys.reply_identity)
+        # get_or_create: two clicks that both got through create one source, not an error
+        source = await db.get_or_create_source(
+            dbs, keys.lookup_id, str(keys.reply_identity.recipient()), _today())
+    pages.log_in(request, source.id, keys.reply_identity)
     return pages.redirect("/submit")
+
+
+def _start_form(request: web.Request, codename: str, token: str, status: int = 200,
+                error: str | None = None) -> web.Response:
+    grouped = group_codename(codename)
+    local = to_locale_digits(grouped, pages.locale(request))
+    _ = pages.gettext(request)
+    response = pages.render(request, "start.html", status=status, form_token=token,
+                            codename=grouped, codename_local=local if local != grouped else "",
+                            error=_(error) if error else None)
+    return _retry_later(response)
 
 
 async def submit_page(request: web.Request) -> web.Response:
@@ -93,7 +117,7 @@ async def _submit_form(request: web.Request, session: Session,
                        invalid: AnswersInvalidError | None = None) -> web.Response:
     """The submit page; after a refused submission, with the errors and what was typed."""
     return pages.render(
-        request, "submit.html", status=400 if invalid else 200, csrf=True,
+        request, "submit.html", status=400 if invalid else 200,
         limits=_limits(request), replies=await _replies(request, session),
         questionnaire=pages.state(request).questionnaire,
         q_values=invalid.values if invalid else {}, q_errors=invalid.errors if invalid else {},
@@ -106,11 +130,20 @@ async def submit_post(request: web.Request) -> web.Response:
         raise PageError(403)
     if not session.logged_in or session.source_id is None:
         return pages.redirect("/login")
-    source_id = session.source_id
     _refuse_early(request)
+    try:
+        with pages.state(request).uploads.take(session.key):
+            return await _receive(request, session, session.source_id)
+    except BusyError:  # shed under load: do not linger reading the refused body
+        return await answer_and_close(request, error_page(request, PageError(503)))
+
+
+async def _receive(request: web.Request, session: Session, source_id: str) -> web.Response:
+    """Stream the submission into the store, then record it: the page that says it arrived."""
     app_state = pages.state(request)
     intake = Intake(app_state.store, app_state.keyring.active_recipients(),
-                    app_state.config.limits, session.check_csrf)
+                    app_state.config.limits, session.check_csrf,
+                    app_state.config.server.body_idle_timeout_seconds)
     code = pages.locale(request)
     check = intake_check(app_state.questionnaire, code, pages.gettext(request))
     try:
@@ -135,28 +168,41 @@ async def submit_post(request: web.Request) -> web.Response:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    return pages.render(request, "login.html", csrf=True, error=None)
+    return _login_form(request, pages.form_token(request))
 
 
 async def login_post(request: web.Request) -> web.Response:
-    session, form = await _checked_form(request)
+    """A malformed codename is answered at once; a well-formed one waits its turn for Argon2id."""
+    form = await _small_form(request)
+    token = form.get(CSRF_FIELD)
+    proof = pages.check_form_token(request, token)
+    if proof is None:
+        raise PageError(403)
     typed = form.get("codename")
     try:
-        keys = await _derive(request, session, typed if isinstance(typed, str) else "")
+        normalize_codename(typed if isinstance(typed, str) else "")
+        keys = await _derive(request, str(typed), proof.issued)
     except CodenameError:
-        return _login_error(request, N_("That is not a codename. A codename has 16 digits "
-                                        "(or 7 words). Please check it and try again."))
+        return _login_error(request, N_("That is not a codename. A codename has 20 digits "
+                                        "(older ones have 16) or 7 words. Please check it and "
+                                        "try again."))
+    except BusyError:  # the same form again, so its age still counts
+        return _login_form(request, str(token), status=503, error=_BUSY)
     async with _db(request) as dbs:
         source = await db.get_source_by_lookup(dbs, keys.lookup_id)
     if source is None:
         return _login_error(request, N_("No testimony was found for that codename. Please "
                                         "check it and try again."))
-    pages.log_in(request, session, source.id, keys.reply_identity)
+    pages.log_in(request, source.id, keys.reply_identity)
     return pages.redirect("/submit")
 
 
 async def logout(request: web.Request) -> web.Response:
-    session, _form = await _checked_form(request)
+    form = await _small_form(request)
+    session = pages.current_session(request)
+    token = form.get(CSRF_FIELD)
+    if session is None or not isinstance(token, str) or not session.check_csrf(token):
+        raise PageError(403)
     pages.state(request).sessions.drop(session.key)
     response = pages.redirect("/")
     response.del_cookie(COOKIE_NAME, path="/")
@@ -165,30 +211,54 @@ async def logout(request: web.Request) -> web.Response:
 
 # --- helpers ----------------------------------------------------------------------------------
 
+_BUSY = N_("This drop is busy right now. Please wait a minute and try again.")
+RETRY_AFTER_SECONDS = 60
 
-async def _checked_form(request: web.Request) -> tuple[Session, Form]:
-    """The session of a small urlencoded form whose CSRF token matches (403 otherwise).
-    Anything else (multipart above all) is refused before aiohttp could spool it to disk."""
+
+async def _small_form(request: web.Request) -> Form:
+    """A small urlencoded form (login, confirm, logout). Anything else (multipart above all) is
+    refused before aiohttp could spool it to disk."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise PageError(400)
-    form = await request.post()
-    session = pages.current_session(request)
-    token = form.get(CSRF_FIELD)
-    if session is None or not isinstance(token, str) or not session.check_csrf(token):
-        raise PageError(403)
-    return session, form
+    try:  # at most SMALL_FORM_BYTES: the whole body within one idle deadline
+        async with asyncio.timeout(pages.state(request).config.server.body_idle_timeout_seconds):
+            return await request.post()
+    except TimeoutError:
+        raise PageError(408) from None
 
 
-async def _derive(request: web.Request, session: Session, codename: str) -> SourceKeys:
+async def _derive(request: web.Request, codename: str, form_issued: float) -> SourceKeys:
+    """One Argon2id run for a well-formed codename: limited per visitor (429), then in line
+    (BusyError when the line is full), proven forms first."""
     app_state = pages.state(request)
-    if not app_state.limiter.allow(session, pages.now()):
+    now = pages.now()
+    if not app_state.limiter.allow(pages.client_key(request), now):
         raise PageError(429)
-    return await app_state.deriver.derive(codename)
+    rank = app_state.deriver.rank(form_issued, now)
+    return await app_state.deriver.derive(codename, rank, lambda: _connected(request))
+
+
+def _connected(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+def _login_form(request: web.Request, token: str, status: int = 200,
+                error: str | None = None) -> web.Response:
+    _ = pages.gettext(request)
+    response = pages.render(request, "login.html", status=status, form_token=token,
+                            error=_(error) if error else None)
+    return _retry_later(response)
 
 
 def _login_error(request: web.Request, message: str) -> web.Response:
-    _ = pages.gettext(request)
-    return pages.render(request, "login.html", status=400, csrf=True, error=_(message))
+    return _login_form(request, pages.form_token(request), status=400, error=message)
+
+
+def _retry_later(response: web.Response) -> web.Response:
+    if response.status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _refuse_early(request: web.Request) -> None:
@@ -214,6 +284,8 @@ def _intake_page_error(request: web.Request, error: IntakeError) -> PageError:
     code = pages.locale(request)
     if isinstance(error, CsrfError):
         return PageError(403)
+    if isinstance(error, StalledError):
+        return PageError(408)
     if isinstance(error, LimitExceededError):
         detail = _(LIMIT_MESSAGES.get(error.what, LIMIT_MESSAGES["submission"])) % {
             "limit": format_bytes(error.limit, code) if error.what not in ("files", "fields")
@@ -248,12 +320,6 @@ def _limits(request: web.Request) -> dict[str, str]:
     }
 
 
-def _codename_context(request: web.Request, session: Session) -> dict[str, str]:
-    grouped = group_codename(session.pending_codename or "")
-    local = to_locale_digits(grouped, pages.locale(request))
-    return {"codename": grouped, "codename_local": local if local != grouped else ""}
-
-
 async def _replies(request: web.Request, session: Session) -> list[dict[str, str | None]]:
     """The source's replies, decrypted in memory for this page only."""
     identity = session.reply_identity
@@ -264,15 +330,16 @@ async def _replies(request: web.Request, session: Session) -> list[dict[str, str
         rows = await db.replies_for(dbs, session.source_id)
     shown: list[dict[str, str | None]] = []
     for row in rows:
-        text = await asyncio.to_thread(_read_reply, app_state.store.path(row.name), identity)
+        text = await asyncio.to_thread(_read_reply, app_state.store, row.name, identity)
         shown.append({"day": row.day, "text": text})
     return shown
 
 
-def _read_reply(path: Path, identity: X25519Identity) -> str | None:
+def _read_reply(store: CiphertextStore, name: str, identity: X25519Identity) -> str | None:
     """The reply's text; None if it cannot be opened (damaged, or not for this codename)."""
     try:
-        return decrypt(path.read_bytes(), [identity]).decode("utf-8", "replace")
+        with store.open(name) as reply:  # through the store: the file's access time stays put
+            return decrypt(reply.read(), [identity]).decode("utf-8", "replace")
     except (AgeError, OSError):
         return None
 

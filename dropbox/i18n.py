@@ -1,11 +1,12 @@
 """Languages: which locale a request gets, its translations, and one Jinja2 environment per locale.
 
-A source picks a language with a `?l=` link present on every page; the choice is remembered in
-the server-side session. Without one, the browser's Accept-Language decides, then the configured
-default. Catalogs live in dropbox/translations/<locale>/LC_MESSAGES/messages.mo (compiled by
-`pybabel compile`, see babel.cfg); a locale without a compiled catalog shows the English source
-strings. Python code marks strings with `N_()` (module level, translated when shown) or calls the
-per-request `gettext` that `translator(locale)` returns.
+A source picks a language with a `?l=` link present on every page; the choice is remembered in a
+cookie of its own (no server-side state for it). Without one, the browser's Accept-Language
+decides, then the configured default. Catalogs live in
+dropbox/translations/<locale>/LC_MESSAGES/messages.mo (compiled by `pybabel compile`, see
+babel.cfg); a locale without a compiled catalog shows the English source strings. Python code
+marks strings with `N_()` (module level, translated when shown) or calls the per-request
+`gettext` that `translator(locale)` returns.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def from_accept_language(header: str | None) -> str | None:
 def choose_locale(
     query: str | None, remembered: str | None, accept_language: str | None, default: str
 ) -> str:
-    """The ?l= link first, then the session's remembered choice, then the browser, then default."""
+    """The ?l= link first, then the remembered choice (cookie), then the browser, then default."""
     return (
         match_locale(query)
         or match_locale(remembered)

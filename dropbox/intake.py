@@ -7,6 +7,12 @@ of each plaintext is computed on the way, limits are enforced as the bytes arriv
 end an encrypted manifest describes the submission (file names, types, sizes, hashes, the form's
 answers) so that nothing about the content is visible to the server.
 
+Nothing a hostile body sends is held whole or costs more than it brings: the message streams
+into its own encryptor like a file (only its first `MESSAGE_ECHO_BYTES` stay in memory, for the
+questionnaire's check and to show it again), every part counts against `max_files` or
+`max_fields` before it is read, an encryptor and a store file exist only once a part has sent a
+byte, and every read waits at most the body idle deadline (`StalledError`).
+
 All or nothing: the ciphertexts are committed only after the whole body has been read, and
 `store_submission` records them in the database only after they are durable. Any failure on the
 way (over a limit, a dropped connection, a full disk, a cancelled task) deletes whatever this
@@ -15,12 +21,13 @@ submission wrote.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, MultipartReader
 
@@ -31,11 +38,15 @@ from dropbox.store import CiphertextStore, CiphertextWriter, StoredFile
 from keys.age import Encryptor, Recipient
 from keys.errors import InputError
 
+T = TypeVar("T")
+
 MANIFEST_FORMAT = "amanat-manifest/v1"
 READ_CHUNK = 256 * 1024
 MAX_FILENAME_CHARS = 1024
 MAX_CONTENT_TYPE_CHARS = 255
 MESSAGE_FIELD = "message"
+MESSAGE_ECHO_BYTES = 64 * 1024
+"""The message's first bytes kept in memory: enough to check it and show it again."""
 
 
 class IntakeError(InputError):
@@ -58,6 +69,10 @@ class CsrfError(IntakeError):
 
 class MalformedFormError(IntakeError):
     """The body is not a form this page sends (nested multipart, bad text encoding, ...)."""
+
+
+class StalledError(IntakeError):
+    """The body sent nothing for longer than the idle deadline."""
 
 
 class EmptySubmissionError(IntakeError):
@@ -126,7 +141,7 @@ class _Open:
     content_type: str
     size: int = 0
     sha256: str = ""
-    text: bytearray | None = None  # the message's plaintext, kept in memory for `check`
+    echo: bytearray | None = None  # the message's first MESSAGE_ECHO_BYTES, for `check`
 
 
 class Intake:
@@ -138,6 +153,7 @@ class Intake:
         recipients: Sequence[Recipient],
         limits: LimitsConfig,
         check_csrf: Callable[[str], bool],
+        idle_timeout: float,
     ) -> None:
         if not recipients:
             raise IntakeError("the keyring has no active investigator to encrypt to")
@@ -145,6 +161,7 @@ class Intake:
         self.recipients = list(recipients)
         self.limits = limits
         self.check_csrf = check_csrf
+        self.idle_timeout = idle_timeout
 
     async def receive(
         self, reader: MultipartReader, day: str, extra: dict[str, Any] | None = None,
@@ -156,9 +173,10 @@ class Intake:
         async with AsyncExitStack() as stack:
             parts: list[_Open] = []
             await self._check_first_field(reader)
-            while (part := await reader.next()) is not None:
+            while (part := await self._idle(reader.next())) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise MalformedFormError("nested multipart bodies are not accepted")
+                self._count(part, budget)
                 if part.filename is None and part.name != MESSAGE_FIELD:
                     await self._read_field(part, budget, answers)
                     continue
@@ -173,26 +191,35 @@ class Intake:
                 raise EmptySubmissionError("nothing to submit")
             extra = dict(extra or {})
             if check is not None:
-                extra["questionnaire"] = check(_with_message(answers, message), _names(files))
+                extra["questionnaire"] = _checked(check, answers, message, _names(files))
             return await self._commit(day, message, files, answers, extra)
         raise AssertionError("unreachable")  # pragma: no cover - AsyncExitStack re-raises
 
     async def _check_first_field(self, reader: MultipartReader) -> None:
         """The CSRF token comes first, so a forged request is refused before any upload."""
-        part = await reader.next()
+        part = await self._idle(reader.next())
         if not isinstance(part, BodyPartReader) or part.name != CSRF_FIELD:
             raise CsrfError("the form's first field must be its CSRF token")
-        token = (await _read_bounded(part, 512)).decode("ascii", errors="replace")
+        token = (await self._read_bounded(part, 512)).decode("ascii", errors="replace")
         if not self.check_csrf(token):
             raise CsrfError("the CSRF token does not match this session")
+
+    def _count(self, part: BodyPartReader, budget: _Budget) -> None:
+        """Every part counts before it is read, an empty one too: a body of 20,000 empty parts
+        is refused at the first part over the limit, not parsed to its end."""
+        if part.filename is not None:
+            budget.files += 1
+            if budget.files > self.limits.max_files:
+                raise LimitExceededError("files", self.limits.max_files)
+        else:
+            budget.fields += 1
+            if budget.fields > self.limits.max_fields:
+                raise LimitExceededError("fields", self.limits.max_fields)
 
     async def _read_field(
         self, part: BodyPartReader, budget: _Budget, answers: dict[str, list[str]]
     ) -> None:
-        budget.fields += 1
-        if budget.fields > self.limits.max_fields:
-            raise LimitExceededError("fields", self.limits.max_fields)
-        raw = await _read_bounded(part, self.limits.max_field_bytes)
+        raw = await self._read_bounded(part, self.limits.max_field_bytes)
         budget.spend(len(raw))
         try:
             value = raw.decode("utf-8")
@@ -203,43 +230,56 @@ class Intake:
     async def _stream_part(
         self, part: BodyPartReader, stack: AsyncExitStack, budget: _Budget
     ) -> _Open | None:
-        """Encrypt one file or the message into a new writer; None for an empty file input."""
+        """Encrypt one file or the message into a new writer; None for an empty message box or
+        a file input left empty. The writer and the encryptor wait for the part's first byte."""
         is_message = part.filename is None
         limit = self.limits.max_message_bytes if is_message else self.limits.max_file_bytes
-        writer = await stack.enter_async_context(self.store.writer())
+        chunk = await self._idle(part.read_chunk(READ_CHUNK))
+        if not chunk and (is_message or not part.filename):
+            return None
         opened = _Open(
-            writer=writer,
+            writer=await stack.enter_async_context(self.store.writer()),
             field=part.name or "",
             filename=(part.filename or "")[:MAX_FILENAME_CHARS],
             content_type=part.headers.get("Content-Type", "application/octet-stream")[
                 :MAX_CONTENT_TYPE_CHARS
             ],
+            echo=bytearray() if is_message else None,
         )
         encryptor = Encryptor(self.recipients)
-        await writer.write(encryptor.header)
+        await opened.writer.write(encryptor.header)
         digest = hashlib.sha256()
-        opened.text = bytearray() if is_message else None
-        while chunk := await part.read_chunk(READ_CHUNK):
+        while chunk:
             opened.size += len(chunk)
             if opened.size > limit:
                 raise LimitExceededError("message" if is_message else "file", limit)
             budget.spend(len(chunk))
             digest.update(chunk)
-            if opened.text is not None:
-                opened.text += chunk
+            if opened.echo is not None and len(opened.echo) < MESSAGE_ECHO_BYTES:
+                opened.echo += chunk[: MESSAGE_ECHO_BYTES - len(opened.echo)]
             for ciphertext in encryptor.update(chunk):
-                await writer.write(ciphertext)
-        if opened.size == 0 and (is_message or not opened.filename):
-            await writer.abort()  # an empty message box or a file input left empty
-            return None
-        if not is_message:
-            budget.files += 1
-            if budget.files > self.limits.max_files:
-                raise LimitExceededError("files", self.limits.max_files)
+                await opened.writer.write(ciphertext)
+            chunk = await self._idle(part.read_chunk(READ_CHUNK))
         for ciphertext in encryptor.finalize():
-            await writer.write(ciphertext)
+            await opened.writer.write(ciphertext)
         opened.sha256 = digest.hexdigest()
         return opened
+
+    async def _read_bounded(self, part: BodyPartReader, limit: int) -> bytes:
+        data = bytearray()
+        while chunk := await self._idle(part.read_chunk(min(READ_CHUNK, limit + 1))):
+            data += chunk
+            if len(data) > limit:
+                raise LimitExceededError("field", limit)
+        return bytes(data)
+
+    async def _idle(self, read: Awaitable[T]) -> T:
+        """One read of the body, refused once it has waited longer than the idle deadline."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                return await read
+        except TimeoutError:
+            raise StalledError("the body sent nothing for too long") from None
 
     async def _commit(
         self,
@@ -317,12 +357,21 @@ def manifest(
     return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
 
 
-def _with_message(answers: dict[str, list[str]], message: _Open | None) -> dict[str, list[str]]:
-    """The text fields as `check` sees them: the answers plus the message's text."""
+def _checked(check: AnswersCheck, answers: dict[str, list[str]], message: _Open | None,
+             files: dict[str, list[str]]) -> Any:
+    """Run `check` on the text fields plus the message's first bytes. A refusal shows the fields
+    again; a message longer than what was kept is then left out rather than shown cut short (a
+    source could send the shortened text without noticing)."""
     fields = {name: list(values) for name, values in answers.items()}
-    if message is not None and message.text is not None:
-        fields[MESSAGE_FIELD] = [message.text.decode("utf-8", errors="replace")]
-    return fields
+    if message is not None and message.echo is not None:
+        fields[MESSAGE_FIELD] = [message.echo.decode("utf-8", errors="ignore" if
+                                                     message.size > len(message.echo)
+                                                     else "replace")]
+    try:
+        return check(fields, files)
+    finally:  # the refusal holds `fields` itself (AnswersInvalidError.values)
+        if message is not None and message.size > MESSAGE_ECHO_BYTES:
+            fields.pop(MESSAGE_FIELD, None)
 
 
 def _names(files: Sequence[_Open]) -> dict[str, list[str]]:
@@ -341,12 +390,3 @@ def _describe(item: ReceivedFile) -> dict[str, Any]:
         "sha256": item.sha256,
         "ciphertext": item.stored.name,
     }
-
-
-async def _read_bounded(part: BodyPartReader, limit: int) -> bytes:
-    data = bytearray()
-    while chunk := await part.read_chunk(min(READ_CHUNK, limit + 1)):
-        data += chunk
-        if len(data) > limit:
-            raise LimitExceededError("field", limit)
-    return bytes(data)

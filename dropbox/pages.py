@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import i18n
 from dropbox.config import Config
+from dropbox.form_tokens import FormProof, FormTokens, new_client_key, valid_client_key
+from dropbox.load import UploadSlots
 from dropbox.questionnaire import Questionnaire
 from dropbox.server_keys import KeyringFile
 from dropbox.sessions import (
@@ -32,8 +34,11 @@ from keys.age import X25519Identity
 from keys.keyring import Keyring
 
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("amanat_session")
-NEW_SESSION_KEY: web.RequestKey[bool] = web.RequestKey("amanat_new_session", bool)
+CLIENT_KEY: web.RequestKey[str] = web.RequestKey("amanat_client", str)
+SET_COOKIE_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_cookie", str)
 LOCALE_KEY: web.RequestKey[str] = web.RequestKey("amanat_locale", str)
+SET_LANG_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_lang", str)
+LANG_COOKIE = "amanat_lang"
 
 
 @dataclass
@@ -45,9 +50,11 @@ class AppState:
     instance_salt: bytes
     store: CiphertextStore
     sessions: SessionStore
+    forms: FormTokens
     deriver: KeyDeriver
     limiter: LoginLimiter
     questionnaire: Questionnaire
+    uploads: UploadSlots  # submissions being received, all sources and per session
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
 
     @property
@@ -71,22 +78,44 @@ def current_session(request: web.Request) -> Session | None:
     return request.get(SESSION_KEY)
 
 
-def ensure_session(request: web.Request) -> Session:
-    """The request's session, created (and its cookie set on the response) if there is none."""
-    session = current_session(request)
-    if session is None:
-        session = state(request).sessions.create(now())
-        request[SESSION_KEY] = session
-        request[NEW_SESSION_KEY] = True
-    return session
+def client_key(request: web.Request) -> str:
+    """The visitor's cookie value (a logged-in session's key, or a random value that names an
+    anonymous visitor and is stored nowhere); a new one is set on the response if there is none.
+    The value is never chosen by the visitor: an unknown shape is replaced."""
+    key = request.get(CLIENT_KEY)
+    if key is None:
+        cookie = request.cookies.get(COOKIE_NAME)
+        key = cookie if valid_client_key(cookie) else new_client_key()
+        if key != cookie:
+            request[SET_COOKIE_KEY] = key
+        request[CLIENT_KEY] = key
+    return key
 
 
-def log_in(request: web.Request, session: Session, source_id: str,
-           reply_identity: X25519Identity) -> None:
-    """Attach a source to the session under a fresh cookie value and CSRF token."""
+def form_token(request: web.Request, bound: str = "") -> str:
+    """A signed token for a form of an anonymous page (login, start), bound to this visitor."""
+    return state(request).forms.issue(client_key(request), now(), bound)
+
+
+def check_form_token(request: web.Request, token: object) -> FormProof | None:
+    """What a posted form token proves, or None if it is not this visitor's or has expired."""
+    if not isinstance(token, str):
+        return None
+    return state(request).forms.check(token, request.cookies.get(COOKIE_NAME), now())
+
+
+def log_in(request: web.Request, source_id: str, reply_identity: X25519Identity) -> Session:
+    """A new logged-in session under a fresh cookie value and CSRF token (a value or token known
+    before login is useless after it); the visitor's previous session, if any, ends."""
+    sessions = state(request).sessions
+    previous = current_session(request)
+    if previous is not None:
+        sessions.drop(previous.key)
+    session = sessions.create(now())
     session.log_in(source_id, reply_identity)
-    state(request).sessions.rotate(session)
-    request[NEW_SESSION_KEY] = True
+    request[SESSION_KEY] = session
+    request[CLIENT_KEY] = request[SET_COOKIE_KEY] = session.key
+    return session
 
 
 def locale(request: web.Request) -> str:
@@ -99,11 +128,11 @@ def gettext(request: web.Request) -> Any:
 
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    """Render a page in the request's locale. Pages with forms get a session (for the CSRF token)
-    by passing `csrf=True`."""
+    """Render a page in the request's locale. The forms of logged-in pages (submit, logout) carry
+    the session's CSRF token; anonymous forms pass their own `form_token`."""
     code = locale(request)
     config = state(request).config
-    session = ensure_session(request) if context.pop("csrf", False) else current_session(request)
+    session = current_session(request)
     html = i18n.environment(code).get_template(template).render(
         locale=i18n.locale_info(code),
         locales=i18n.all_locales(),
@@ -123,16 +152,28 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def set_session_cookie(request: web.Request, response: web.StreamResponse) -> None:
-    """A session cookie: no Expires/Max-Age (gone when the browser closes), HttpOnly, Strict."""
-    if request.get(NEW_SESSION_KEY):
-        session = current_session(request)
-        if session is not None:
-            response.set_cookie(COOKIE_NAME, session.key, path="/", httponly=True,
-                                samesite="Strict")
+def set_cookies(request: web.Request, response: web.StreamResponse) -> None:
+    """The visitor's cookie and the language cookie, if this request chose new values: session
+    cookies (no Expires/Max-Age: gone when the browser closes), HttpOnly, SameSite=Strict."""
+    for name, key in ((COOKIE_NAME, SET_COOKIE_KEY), (LANG_COOKIE, SET_LANG_KEY)):
+        value = request.get(key)
+        if value is not None:
+            response.set_cookie(name, value, path="/", httponly=True, samesite="Strict")
 
 
 def _language_links(request: web.Request) -> list[tuple[i18n.LocaleInfo, str]]:
-    """Each locale with a link to the current page in that locale (GET pages), else to /."""
-    path = request.path if request.method == "GET" else "/"
+    """Each locale with a link to the current page in that locale (GET pages), else to /.
+
+    The link is built from the matched route, never from the request's path: a path such as
+    `//phish.onion/` or `/\\phish/` is served (as a 404) under the real address, and a link
+    copied from it would lead off the onion."""
+    path = _route_path(request) if request.method == "GET" else "/"
     return [(info, f"{path}?{urlencode({'l': info.code})}") for info in i18n.all_locales()]
+
+
+def _route_path(request: web.Request) -> str:
+    """The path of the page's own route ("/" for anything but a plain page route)."""
+    resource = request.match_info.route.resource
+    if isinstance(resource, web.PlainResource):
+        return str(resource.url_for())
+    return "/"

@@ -9,13 +9,14 @@ its own `Server` header, which is removed there.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from dropbox import pages
-from dropbox.i18n import N_, choose_locale
+from dropbox import i18n, pages
+from dropbox.i18n import N_, choose_locale, match_locale
 from dropbox.sessions import COOKIE_NAME
 from keys.errors import AmanatError
 
@@ -52,10 +53,16 @@ ERROR_MESSAGES: dict[int, tuple[str, str]] = {
     500: (N_("Something went wrong"),
           N_("The server could not finish this request. Nothing you sent was kept. Please "
              "try again later.")),
+    503: (N_("The drop is busy"),
+          N_("Many people are sending right now. Nothing you sent was kept. Please try again "
+             "in a minute.")),
     507: (N_("The drop is full"),
           N_("The server does not have enough space right now. Nothing you sent was kept. "
              "Please try again later.")),
 }
+
+
+N_BACK = N_("Back to the start page")
 
 
 class PageError(AmanatError):
@@ -80,12 +87,44 @@ class HardenedRequest(web.Request):
 
     aiohttp answers a malformed request (a bad request line, headers over the size limits) itself,
     before any route matches, so `on_response_prepare` never sees those responses: without this
-    they would carry "Server: Python/3.x aiohttp/3.x". `start_site` makes aiohttp build every
-    request with this class."""
+    they would carry "Server: Python/3.x aiohttp/3.x", and a plain-text body quoting the parser's
+    message and the bytes the client sent. `start_site` makes aiohttp build every request with
+    this class."""
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         await super()._prepare_hook(response)
         await set_security_headers(self, response)
+        if _is_aiohttp_error(response):
+            assert isinstance(response, web.Response)
+            page = minimal_error_page(response.status)
+            response.body = page
+            response.content_type, response.charset = "text/html", "utf-8"
+            response.headers["Content-Length"] = str(len(page))  # aiohttp counted its own body
+
+
+def _is_aiohttp_error(response: web.StreamResponse) -> bool:
+    """An error aiohttp wrote itself: every error of ours is an HTML page (or JSON, for the
+    transfer API), so a plain-text one can only be aiohttp's (a malformed request, a handler
+    error that escaped the middlewares)."""
+    return (isinstance(response, web.Response) and response.status >= 400
+            and response.content_type == "text/plain")
+
+
+def minimal_error_page(status: int) -> bytes:
+    """The page for a request too malformed to route (no browser sends one, and nothing of it,
+    not even its language, can be trusted): the error's title and explanation in English, and
+    nothing of what was sent."""
+    _ = i18n.translator("en")
+    info = i18n.locale_info("en")
+    title, detail = ERROR_MESSAGES.get(status, ERROR_MESSAGES[500 if status >= 500 else 400])
+    title, detail, back = (html.escape(_(text)) for text in (title, detail, N_BACK))
+    return (
+        f'<!doctype html>\n<html lang="{info.lang}" dir="{info.direction}"><head>'
+        f'<meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+        f'<title>{title}</title><link rel="stylesheet" href="/static/style.css"></head>'
+        f'<body><main><h1>{title}</h1><p>{detail}</p><p><a href="/">{back}</a></p></main>'
+        f"</body></html>\n"
+    ).encode()
 
 
 def error_page(request: web.Request, error: PageError) -> web.Response:
@@ -96,21 +135,20 @@ def error_page(request: web.Request, error: PageError) -> web.Response:
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Find the request's session and locale; set the cookie of a session created meanwhile."""
+    """Find the request's logged-in session and locale; set the cookies chosen meanwhile. A
+    language link (`?l=`) is remembered in a cookie of its own, not in server-side state."""
     app_state = pages.state(request)
-    session = app_state.sessions.get(request.cookies.get(COOKIE_NAME), pages.now())
-    request[pages.SESSION_KEY] = session
-    query_locale = request.query.get("l")
-    if query_locale and session is None:
-        session = pages.ensure_session(request)
-    code = choose_locale(query_locale, session.locale if session else None,
-                         request.headers.get("Accept-Language"),
-                         app_state.config.i18n.default_locale)
-    if session is not None and query_locale:
-        session.locale = code
-    request[pages.LOCALE_KEY] = code
+    request[pages.SESSION_KEY] = app_state.sessions.get(request.cookies.get(COOKIE_NAME),
+                                                        pages.now())
+    chosen = match_locale(request.query.get("l"))
+    remembered = request.cookies.get(pages.LANG_COOKIE)
+    if chosen is not None and chosen != remembered:
+        request[pages.SET_LANG_KEY] = chosen
+    request[pages.LOCALE_KEY] = choose_locale(chosen, remembered,
+                                              request.headers.get("Accept-Language"),
+                                              app_state.config.i18n.default_locale)
     response = await handler(request)
-    pages.set_session_cookie(request, response)
+    pages.set_cookies(request, response)
     return response
 
 

@@ -17,19 +17,34 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from dropbox.config import Config, Listen, load_config
-from keys.errors import ConfigError
+from keys.errors import ConfigError, TorError
 
 T = TypeVar("T")
 Ready = Callable[[str, list[str]], None]
+# The packages whose log records may reach the log. aiohttp's and asyncio's describe clients: a
+# traceback when an upload breaks, the raw bytes of a malformed request, the peer's address.
+OWN_LOGGERS = ("dropbox", "onion", "keys")
+
+
+@dataclass(frozen=True)
+class OnionHooks:
+    """What a person at the terminal hears about the onion while it comes up (`amanat demo`)."""
+
+    bootstrap: Callable[[int, str], None] | None = None  # a launched tor's progress, summary
+    # Set: when the onion cannot be published (no route to the Tor network), say why here and
+    # keep serving on the local address; unset: the error ends `serve`.
+    failed: Callable[[str], None] | None = None
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -72,7 +87,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def serve(
-    config: Config, ready: Ready, transfer_ready: Callable[[str], None] | None = None
+    config: Config, ready: Ready, transfer_ready: Callable[[str], None] | None = None,
+    hooks: OnionHooks = OnionHooks(),
 ) -> int:
     """Serve until SIGTERM or SIGINT; `ready(address, onion_urls)` is called once listening.
     With `[transfer] listen` set, the transfer API also runs on its own listener and
@@ -81,6 +97,7 @@ async def serve(
     # `amanat --help`, `amanat keys` and `amanat onion` need neither.
     from dropbox.app import create_app
 
+    quiet_logging()
     app = create_app(config)  # refuses a keyring that does not verify, before listening
     transfer_app = None
     if config.transfer.listen is not None:
@@ -88,7 +105,7 @@ async def serve(
 
         transfer_app = create_transfer_app(config)  # refuses an unpinned key, before listening
     with _stop_on_signals() as stop:  # a signal during startup still ends in a clean exit
-        return await _serve_until(app, transfer_app, config, stop, ready, transfer_ready)
+        return await _serve_until(app, transfer_app, config, stop, ready, transfer_ready, hooks)
 
 
 async def _serve_until(
@@ -98,15 +115,16 @@ async def _serve_until(
     stop: asyncio.Event,
     ready: Ready,
     transfer_ready: Callable[[str], None] | None,
+    hooks: OnionHooks,
 ) -> int:
     from dropbox.app import start_site  # see serve(): imported only when serving
 
-    runner, address = await start_site(app, config.server.listen)
+    runner, address = await start_site(app, config.server.listen, config)
     runners = [runner]
     try:
         if transfer_app is not None and config.transfer.listen is not None:
             transfer_runner, transfer_address = await start_site(
-                transfer_app, config.transfer.listen
+                transfer_app, config.transfer.listen, config
             )
             runners.append(transfer_runner)
             config = _with_bound_transfer_port(config, transfer_address)
@@ -114,8 +132,14 @@ async def _serve_until(
                 transfer_ready(transfer_address)
         async with contextlib.AsyncExitStack() as stack:
             # Publishing can wait minutes on tor's bootstrap: a signal must still end it.
-            publishing = stack.enter_async_context(_onions(config, address))
-            onions = await _unless_stopped(stop, publishing)
+            publishing = stack.enter_async_context(_onions(config, address, hooks))
+            try:
+                onions = await _unless_stopped(stop, publishing)
+            except TorError as exc:
+                if hooks.failed is None:
+                    raise
+                hooks.failed(str(exc))
+                onions = []
             if onions is not None:
                 ready(address, onions)
                 await stop.wait()
@@ -148,7 +172,9 @@ async def _unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
     return None
 
 
-def _onions(config: Config, address: str) -> AbstractAsyncContextManager[list[str]]:
+def _onions(
+    config: Config, address: str, hooks: OnionHooks
+) -> AbstractAsyncContextManager[list[str]]:
     if config.tor.mode == "none":
         return _no_onions()
     try:
@@ -158,13 +184,38 @@ def _onions(config: Config, address: str) -> AbstractAsyncContextManager[list[st
             f"[tor] mode = {config.tor.mode!r} needs onion publishing, which this build lacks; "
             "set mode = \"none\" (or use --no-tor) and publish the onion service yourself"
         ) from None
-    manager: AbstractAsyncContextManager[list[str]] = publish(config, address)
+    manager: AbstractAsyncContextManager[list[str]] = publish(
+        config, address, on_bootstrap=hooks.bootstrap)
     return manager
 
 
 @contextlib.asynccontextmanager
 async def _no_onions() -> AsyncIterator[list[str]]:
     yield []
+
+
+class _OwnRecordsOnly(logging.Filter):
+    """Let through only Amanat's own records, and never with a traceback: a record's time is
+    not printed, but whatever writes the log (the journal) stamps each line with the moment, so
+    nothing a client causes may be logged (issue 10, "A seized disk shows days")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] not in OWN_LOGGERS:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def quiet_logging() -> None:
+    """Warnings and errors of Amanat's own loggers to stderr, without time or traceback;
+    every other library's records nowhere."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_OwnRecordsOnly())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # a warning raised while serving a client: dropped likewise
 
 
 @contextlib.contextmanager

@@ -61,6 +61,7 @@ class KeyringFile:
         self._config = config
         self._stamp = self._file_stamp()
         self._keyring = load_verified_keyring(config)
+        self._fingerprint = self._keyring.fingerprint()
 
     def current(self) -> Keyring:
         stamp = self._file_stamp()
@@ -68,9 +69,16 @@ class KeyringFile:
             self._stamp = stamp
             try:
                 self._keyring = load_verified_keyring(self._config)
+                self._fingerprint = self._keyring.fingerprint()
             except (KeyringError, ConfigError) as exc:
                 logger.error("the changed keyring was refused, the previous one stays: %s", exc)
         return self._keyring
+
+    def fingerprint(self) -> str:
+        """The current keyring's fingerprint, computed once per keyring (the landing page shows
+        it on every load, and hashing the canonical keyring each time was most of its cost)."""
+        self.current()
+        return self._fingerprint
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:

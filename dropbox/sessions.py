@@ -1,9 +1,16 @@
-"""Server-side sessions held only in memory, CSRF tokens, and login rate limits.
+"""Server-side sessions of logged-in sources (held only in memory), per-visitor login limits,
+and bounded, fair Argon2id.
 
-A session is what a browser's cookie points at: its CSRF token, the chosen language, a codename
-issued but not yet confirmed, and, once a source has logged in, the source id and the reply
-identity derived from the codename. Nothing here is ever written to disk: a restart logs every
-source out, and a session idle for longer than the timeout is dropped with its reply identity.
+A session exists only once a source has logged in or confirmed a new codename (each of which cost
+an Argon2id run): it holds the source id, the reply identity derived from the codename and the
+CSRF token of the logged-in pages. Visitors who have done nothing else get no server-side state:
+their forms carry signed tokens (form_tokens.py), their language is a cookie of its own, and their
+pending codename travels in the start form's token. So page floods cannot evict a logged-in source
+or lose a pending codename. Login limits per visitor live in their own bounded pool
+(`LoginLimiter`), which a flood can churn without touching the sessions.
+
+Nothing here is ever written to disk: a restart logs every source out, and a session idle for
+longer than the timeout is dropped with its reply identity.
 
 Everything takes the current time as an argument (`now`, seconds on a monotonic clock), so the
 logic is tested by feeding times rather than by sleeping.
@@ -12,17 +19,29 @@ logic is tested by feeding times rather than by sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import os
 import secrets
+import sys
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from dropbox.fair_queue import FairQueue, Rank
 from keys.age import X25519Identity
 from keys.codename import Argon2Profile, SourceKeys, derive_source_keys, normalize_codename
+from keys.errors import BusyError
 
 COOKIE_NAME = "amanat_session"
 CSRF_FIELD = "csrf_token"
+# A codename attempt whose form was loaded at least this long ago has proven some patience: it
+# waits before the attempts of fresh forms (a flood of fresh sessions queues behind itself).
+FORM_PROOF_SECONDS = 3.0
+ARGON2_MAX_WAIT_SECONDS = 60.0
+ARGON2_NICE = 10  # below the event loop: pages answer at once while derivations queue
 
 
 @dataclass
@@ -56,9 +75,6 @@ class Session:
     key: str
     csrf_token: str
     last_seen: float
-    login_bucket: TokenBucket
-    locale: str | None = None
-    pending_codename: str | None = field(default=None, repr=False)
     source_id: str | None = None
     reply_identity: X25519Identity | None = field(default=None, repr=False)
 
@@ -73,27 +89,24 @@ class Session:
         return hmac.compare_digest(token.encode("utf-8"), self.csrf_token.encode("ascii"))
 
     def log_in(self, source_id: str, reply_identity: X25519Identity) -> None:
-        self.pending_codename = None
         self.source_id = source_id
         self.reply_identity = reply_identity
         # A new privilege level gets a new CSRF token (a token seen before login stays useless).
         self.csrf_token = secrets.token_urlsafe(32)
 
     def forget_secrets(self) -> None:
-        self.pending_codename = None
         self.source_id = None
         self.reply_identity = None
 
 
 class SessionStore:
-    """Sessions by cookie value, least recently used first; bounded in count and idle time."""
+    """Logged-in sessions by cookie value, least recently used first; bounded in count and idle
+    time. Only a login or a confirmed codename (an Argon2id run each) adds one, so the pool fills
+    no faster than the Argon2id queue serves, never from page loads."""
 
-    def __init__(
-        self, idle_timeout: float, max_sessions: int, login_attempts_per_minute: int
-    ) -> None:
+    def __init__(self, idle_timeout: float, max_sessions: int) -> None:
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
-        self.login_attempts_per_minute = login_attempts_per_minute
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     def __len__(self) -> int:
@@ -123,16 +136,9 @@ class SessionStore:
             key=secrets.token_urlsafe(32),
             csrf_token=secrets.token_urlsafe(32),
             last_seen=now,
-            login_bucket=TokenBucket(self.login_attempts_per_minute, 60.0, updated=now),
         )
         self._sessions[session.key] = session
         return session
-
-    def rotate(self, session: Session) -> None:
-        """Give `session` a new cookie value (at login), so a value known before is useless."""
-        self._sessions.pop(session.key, None)
-        session.key = secrets.token_urlsafe(32)
-        self._sessions[session.key] = session
 
     def drop(self, key: str) -> None:
         """End a session (logout, timeout): its reply identity is gone from memory with it."""
@@ -153,34 +159,73 @@ class SessionStore:
 
 
 class LoginLimiter:
-    """Codename attempts (logins and confirmations, each costing one Argon2id run), limited per
-    session and for the whole service, so a flood of guesses can neither brute-force codenames
-    quickly nor keep the Argon2 workers busy forever."""
+    """Codename attempts (logins and confirmations) per visitor, keyed by the visitor's cookie.
 
-    def __init__(self, global_per_minute: int) -> None:
-        self._global = TokenBucket(global_per_minute, 60.0)
+    Its own bounded pool of token buckets, apart from the sessions: a flood of fresh cookies can
+    only churn this pool (resetting some visitor's count), never evict a logged-in source. It
+    slows a guesser who keeps one cookie; one who changes cookies is the fair queue's job."""
 
-    def allow(self, session: Session, now: float) -> bool:
-        # The session bucket is checked first so one noisy session cannot drain the global one.
-        return session.login_bucket.take(now) and self._global.take(now)
+    def __init__(self, per_minute: int, max_clients: int) -> None:
+        self.per_minute = per_minute
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, client: str, now: float) -> bool:
+        bucket = self._buckets.pop(client, None)
+        if bucket is None:
+            bucket = TokenBucket(self.per_minute, 60.0, updated=now)
+            while len(self._buckets) >= self.max_clients:
+                self._buckets.popitem(last=False)
+        self._buckets[client] = bucket
+        return bucket.take(now)
+
+    def expire(self, now: float) -> int:
+        """Forget buckets untouched for a minute: they are full again, as good as new."""
+        expired = 0
+        while self._buckets:
+            client, oldest = next(iter(self._buckets.items()))
+            if now - oldest.updated < 60.0:
+                break
+            del self._buckets[client]
+            expired += 1
+        return expired
 
 
 class KeyDeriver:
-    """Runs codename derivations (Argon2id: seconds of CPU and 64 MiB each) in a small thread
-    pool behind a semaphore, so at most `max_concurrent` run at once and the event loop keeps
-    serving pages meanwhile."""
+    """Runs codename derivations (Argon2id: a second of CPU and 64 MiB each) in a small thread
+    pool at a lower CPU priority than the event loop, behind a bounded fair queue: at most
+    `max_concurrent` run at once (one of them kept for proven forms), at most `max_waiting` wait,
+    proven forms first."""
 
-    def __init__(self, salt: bytes, profile: Argon2Profile, max_concurrent: int) -> None:
+    def __init__(self, salt: bytes, profile: Argon2Profile, max_concurrent: int,
+                 max_waiting: int, proof_seconds: float = FORM_PROOF_SECONDS,
+                 max_wait: float = ARGON2_MAX_WAIT_SECONDS) -> None:
         self._salt = salt
         self._profile = profile
+        self._proof_seconds = proof_seconds
         self._executor = ThreadPoolExecutor(max_workers=max_concurrent,
-                                            thread_name_prefix="amanat-argon2")
-        self._semaphore = asyncio.Semaphore(max_concurrent)
+                                            thread_name_prefix="amanat-argon2",
+                                            initializer=_lower_priority)
+        # With two workers or more, one is kept for proven attempts: a real source waits for no
+        # fresh-form derivation already running.
+        self.queue = FairQueue(max_concurrent, max_waiting, max_wait,
+                               reserved=1 if max_concurrent > 1 else 0)
 
-    async def derive(self, codename: str) -> SourceKeys:
-        """Raises CodenameError for a codename that cannot be one."""
+    def rank(self, form_issued: float, now: float) -> Rank:
+        """Forms loaded a while ago (proven) before fresh ones; then the oldest form first."""
+        return (0 if now - form_issued >= self._proof_seconds else 1, form_issued)
+
+    async def derive(self, codename: str, rank: Rank,
+                     still_wanted: Callable[[], bool] = lambda: True) -> SourceKeys:
+        """Raises CodenameError for a codename that cannot be one (at once, no Argon2 run) and
+        BusyError when the queue is full, the wait too long, or the client gone meanwhile."""
         normalize_codename(codename)  # cheap check first: no Argon2 run for garbage
-        async with self._semaphore:
+        async with self.queue.slot(rank):
+            if not still_wanted():
+                raise BusyError("the client left while waiting")
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
                 self._executor, derive_source_keys, codename, self._salt, self._profile
@@ -188,3 +233,11 @@ class KeyDeriver:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Lower this Argon2 worker thread's CPU priority (on Linux a thread has its own nice value,
+    and the threads libargon2 starts inherit it); elsewhere do nothing."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICE)

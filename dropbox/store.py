@@ -15,6 +15,12 @@ the database and acknowledge it, so nothing acknowledged is ever lost (issue 3, 
 Disk work runs in the store's worker threads so the event loop never blocks on the disk. A writer
 buffers at most `FLUSH_BYTES` while one earlier buffer is being written, so memory per upload stays
 around two buffers whatever the upload size.
+
+File times show days, never moments (issue 10, "A seized disk shows days"): a committed file, and
+every folder the store changes, gets its access and modification times set to midnight UTC of the
+day; reads and listings use O_NOATIME so they do not put the moment back. The change time cannot
+be set: `coarsen_times()`, run by the daily maintenance, touches every file and folder so that
+their change times all become the moment of that sweep (docs/format.md, threat model).
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import os
 import re
 import secrets
 import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +52,7 @@ __all__ = [
     "StoreIOError",
     "StoredFile",
     "UnsafeNameError",
+    "coarsen_times",
 ]
 
 FLUSH_BYTES = 1024 * 1024
@@ -60,6 +68,8 @@ _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 _WORKERS = 4
 _IOV_MAX = 1024
+_DAY_SECONDS = 86400
+_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 class DiskReserveError(StorageError):
@@ -95,6 +105,8 @@ class CiphertextStore:
         self.root = root.resolve(strict=True)
         for directory in (self.root, self.root / _TMP_DIR, self.root / _OBJECTS_DIR):
             _make_private_dir(directory)
+        for directory in (self.root / _TMP_DIR, self.root / _OBJECTS_DIR, self.root):
+            _set_day(directory)
         self._tmp = self.root / _TMP_DIR
         self._objects = self.root / _OBJECTS_DIR
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -103,11 +115,13 @@ class CiphertextStore:
     def sweep(self) -> int:
         """Delete temporary files left by a crash; call once at startup. Returns how many."""
         removed = 0
-        for entry in os.scandir(self._tmp):
-            if entry.is_symlink() or entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
+        for name in _list_dir(self._tmp):
+            entry = self._tmp / name
+            if entry.is_symlink() or entry.is_file():
+                os.unlink(entry)
                 removed += 1
         if removed:
+            _set_day(self._tmp)
             _fsync_dir(self._tmp)
         return removed
 
@@ -130,8 +144,13 @@ class CiphertextStore:
         return CiphertextWriter(self)
 
     def open(self, name: str) -> BinaryIO:
-        """Open a committed ciphertext for reading (export)."""
-        return self.path(name).open("rb")
+        """Open a committed ciphertext for reading (export, replies), leaving its times alone."""
+        path = self.path(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NOATIME)
+        except PermissionError:  # O_NOATIME needs the file's owner: a store shared read-only
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.fdopen(fd, "rb")
 
     def delete(self, name: str) -> None:
         """Delete a committed ciphertext; a file already gone is not an error."""
@@ -140,6 +159,7 @@ class CiphertextStore:
             target.unlink()
         except FileNotFoundError:
             return
+        _set_day(target.parent)
         _fsync_dir(target.parent)
 
     def path(self, name: str) -> Path:
@@ -154,13 +174,25 @@ class CiphertextStore:
     def names(self) -> list[str]:
         """Every committed ciphertext name (to find files the database no longer knows)."""
         found = []
-        for fan in sorted(os.listdir(self._objects)):
+        for fan in sorted(_list_dir(self._objects)):
             found += [
                 name
-                for name in sorted(os.listdir(self._objects / fan))
+                for name in sorted(_list_dir(self._objects / fan))
                 if _OBJECT_NAME.fullmatch(name) and name.startswith(fan)
             ]
         return found
+
+    def coarsen_times(self) -> int:
+        """Set every file's and folder's times to midnight UTC of its modification day (a file's
+        access time to the same), which also sets every change time to this moment: run daily,
+        it leaves on disk the days of uploads and nothing finer. Returns how many it touched."""
+        paths = [self._objects / fan / name for fan in _list_dir(self._objects)
+                 for name in _list_dir(self._objects / fan)]
+        return coarsen_times([*paths, *self._directories()])
+
+    def _directories(self) -> list[Path]:
+        fans = [self._objects / fan for fan in _list_dir(self._objects)]
+        return [*fans, self._objects, self._tmp, self.root]
 
     def close(self) -> None:
         """Wait for the worker threads to finish (at shutdown)."""
@@ -191,11 +223,14 @@ class CiphertextStore:
         fan = self._objects / token[:2]
         if not fan.exists():
             fan.mkdir(mode=_DIR_MODE, exist_ok=True)
+            _set_day(self._objects)
             _fsync_dir(self._objects)
         target = fan / f"{token}.age"
         os.rename(partial.path, target)
         partial.published = target
+        _set_day(fan)
         _fsync_dir(fan)
+        _set_day(self._tmp)
         _fsync_dir(self._tmp)
         return target.name
 
@@ -218,8 +253,10 @@ class _Partial:
         """Close and delete, including a published file whose commit nobody saw."""
         self.close()
         self.path.unlink(missing_ok=True)
+        _set_day(self.path.parent)
         if self.published is not None:
             self.published.unlink(missing_ok=True)
+            _set_day(self.published.parent)
 
 
 class CiphertextWriter:
@@ -368,6 +405,7 @@ class CiphertextWriter:
         partial = self._partial
         assert partial is not None
         try:
+            _set_day(partial.fd)
             os.fsync(partial.fd)
             partial.close()
             return self._store._publish(partial)
@@ -408,6 +446,50 @@ def _make_private_dir(directory: Path) -> None:
     if directory.is_symlink() or not directory.is_dir():
         raise StoreIOError(f"{directory} is not a plain directory")
     os.chmod(directory, _DIR_MODE)
+
+
+def _day_start(moment: float) -> int:
+    """Midnight UTC of the day `moment` (seconds since the epoch) falls in, in nanoseconds."""
+    return (int(moment) - int(moment) % _DAY_SECONDS) * 1_000_000_000
+
+
+def coarsen_times(paths: Iterable[Path]) -> int:
+    """Set each path's access and modification times to midnight UTC of its modification day
+    (its change time becomes now); paths gone meanwhile are skipped. Returns how many it set."""
+    done = 0
+    for path in paths:
+        try:
+            mtime = os.stat(path, follow_symlinks=False).st_mtime
+        except FileNotFoundError:  # deleted meanwhile (a purge, an aborted upload)
+            continue
+        _set_day(path, _day_start(mtime))
+        done += 1
+    return done
+
+
+def _set_day(target: Path | int, day_ns: int | None = None) -> None:
+    """Access and modification times of a path (never followed) or open file: midnight UTC of
+    today, or of `day_ns`. A folder that vanished meanwhile is not an error."""
+    day = _day_start(time.time()) if day_ns is None else day_ns
+    try:
+        if isinstance(target, int):
+            os.utime(target, ns=(day, day))
+        else:
+            os.utime(target, ns=(day, day), follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+
+
+def _list_dir(directory: Path) -> list[str]:
+    """The names in a folder, read without updating the folder's access time."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | _NOATIME)
+    except PermissionError:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

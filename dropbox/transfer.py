@@ -3,10 +3,15 @@
 - `build_transfer` turns every unacknowledged submission into a transfer manifest (docs/format.md,
   section 5) whose members are the age files in the store; `write_transfer_bundle` streams it to a
   binary stream, signed with the server's transfer key.
-- `acknowledge_submissions` records that investigators hold a list of submissions, then
-  `purge_due` deletes the submissions whose retention ran out: rows first (committed), files
-  after, so a crash in between leaves only orphan files that `db.sweep_orphans` removes at startup.
-  The submission rows go too, so an id acknowledged again later is reported as unknown.
+- `acknowledge_submissions` records that one investigator holds a list of submissions;
+  `settle_acknowledgements` starts the retention of every submission whose acknowledgements meet
+  the organization's policy (`[transfer] acknowledgements`: every active investigator, or N of
+  them); then `purge_due` deletes the submissions whose retention ran out: rows first
+  (committed), files after, so a crash in between leaves only orphan files that
+  `db.sweep_orphans` removes at startup; then it truncates the database's write-ahead log, which
+  still held the deleted rows. The submission rows go too, so an id acknowledged again later is
+  reported as unknown.
+- `waiting_status` counts what one investigator's pull would carry, without building it.
 - `store_replies` takes a verified reply bundle and stores each age-encrypted reply for its source
   (the server cannot read them: they are encrypted to the source's reply recipient).
 
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from nacl.signing import SigningKey, VerifyKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db
@@ -94,10 +99,13 @@ class PlannedBundle:
         return sum(BLOCK + size + (-size % BLOCK) for size in members) + 2 * BLOCK
 
 
-async def build_transfer(session: AsyncSession, instance: str, day: str) -> PlannedBundle:
-    """A manifest of every submission investigators have not acknowledged yet."""
+async def build_transfer(
+    session: AsyncSession, instance: str, day: str, investigator: str | None = None
+) -> PlannedBundle:
+    """A manifest of every submission not acknowledged under the policy yet; for an investigator
+    (a pull), without those that investigator acknowledged already."""
     items = []
-    for submission in await db.list_unacknowledged(session):
+    for submission in await _waiting(session, investigator):
         if not submission.ciphertexts:
             continue  # nothing left to carry (cannot happen before acknowledgement)
         items.append(
@@ -135,7 +143,72 @@ def write_transfer_bundle(
         return write_bundle(out, planned.manifest, files(), signing_key)
 
 
+async def _waiting(session: AsyncSession, investigator: str | None) -> list[db.Submission]:
+    if investigator is None:
+        return await db.list_unacknowledged(session)
+    return await db.list_waiting_for(session, investigator)
+
+
+@dataclass(frozen=True)
+class WaitingStatus:
+    """What one investigator's pull would carry, and what waits on the server besides."""
+
+    submissions: int
+    files: int
+    bytes: int
+    replies: int
+    acknowledged_by_me: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "waiting": {
+                "submissions": self.submissions,
+                "files": self.files,
+                "bytes": self.bytes,
+                "replies": self.replies,
+            },
+            "acknowledged_by_me": self.acknowledged_by_me,
+        }
+
+
+async def waiting_status(session: AsyncSession, investigator: str) -> WaitingStatus:
+    """Counts only, in SQL: nothing is read from the store and no row is loaded. `replies` are
+    those stored for sources that have not read them yet."""
+    submissions, files, size = await db.waiting_counts(session, investigator)
+    replies = await session.scalar(select(func.count()).select_from(db.Reply))
+    return WaitingStatus(
+        submissions=submissions,
+        files=files,
+        bytes=size,
+        replies=int(replies or 0),
+        acknowledged_by_me=await db.acknowledged_by(session, investigator),
+    )
+
+
 # --- acknowledgement and retention ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AckPolicy:
+    """When a submission counts as acknowledged: `required` investigators (None: every active
+    investigator who was in the keyring on the submission's day) hold it. Only acknowledgements
+    of active investigators count: a revoked one's copy is no reason to delete ours."""
+
+    required: int | None
+    retention_days: int
+
+    def met(self, acknowledged: set[str], keyring: Keyring, day: str) -> bool:
+        active = {i.label for i in keyring.active_investigators()}
+        counted = acknowledged & active
+        if not counted:
+            return False
+        if self.required is not None:
+            return len(counted) >= self.required
+        # Someone added after the submission's day cannot open it: do not wait for them.
+        expected = {
+            i.label for i in keyring.active_investigators() if i.added.isoformat() <= day
+        }
+        return expected <= counted
 
 
 @dataclass(frozen=True)
@@ -144,6 +217,7 @@ class AckResult:
     already_acknowledged: list[str]
     unknown: list[str]
     deleted: int
+    retention_started: list[str]
 
 
 def parse_ack_ids(document: object) -> list[str]:
@@ -163,37 +237,59 @@ async def acknowledge_submissions(
     maker: async_sessionmaker[AsyncSession],
     store: CiphertextStore,
     ids: Sequence[str],
+    investigator: str,
+    keyring: Keyring,
+    policy: AckPolicy,
     day: str,
-    retention_days: int,
 ) -> AckResult:
-    """Mark `ids` as held by investigators, then delete whatever retention now allows."""
+    """Record that `investigator` holds `ids`, start the retention of every submission that now
+    meets the policy, then delete whatever retention allows."""
     async with maker.begin() as session:
-        existing = set(
-            (await session.execute(select(db.Submission.id).where(db.Submission.id.in_(ids))))
-            .scalars()
-        )
-        newly = await db.acknowledge(session, ids, day, retention_days)
-    done = set(newly)
+        newly, already = await db.add_acknowledgements(session, ids, investigator, day)
+        started = await settle_acknowledgements(session, keyring, policy, day)
+    known = set(newly) | set(already)
     deleted = await purge_due(maker, store, day)
     return AckResult(
         acknowledged=newly,
-        already_acknowledged=[i for i in ids if i in existing and i not in done],
-        unknown=[i for i in ids if i not in existing],
+        already_acknowledged=already,
+        unknown=[i for i in ids if i not in known],
         deleted=deleted,
+        retention_started=started,
     )
+
+
+async def settle_acknowledgements(
+    session: AsyncSession, keyring: Keyring, policy: AckPolicy, day: str
+) -> list[str]:
+    """Start the retention (`db.acknowledge`) of every submission whose acknowledgements meet
+    the policy under this keyring. Run after each acknowledgement and before each purge: a
+    revocation can complete a submission nobody acknowledged today."""
+    pending = await db.acknowledgers(session)
+    if not pending:
+        return []
+    rows = await session.execute(
+        select(db.Submission.id, db.Submission.day).where(db.Submission.id.in_(sorted(pending)))
+    )
+    days = {submission_id: day for submission_id, day in rows}
+    met = [sid for sid, who in pending.items() if policy.met(who, keyring, days[sid])]
+    return await db.acknowledge(session, met, day, policy.retention_days)
 
 
 async def purge_due(
     maker: async_sessionmaker[AsyncSession], store: CiphertextStore, day: str
 ) -> int:
     """Delete acknowledged submissions whose retention ended by `day`, their rows and their
-    ciphertexts. Returns how many files were deleted."""
+    ciphertexts, and the database journal's copy of those rows. Returns how many files were
+    deleted."""
     async with maker.begin() as session:
         due = [s.id for s in await db.due_for_deletion(session, day)]
         names = await db.forget_submissions(session, due) if due else []
     # After the commit: a file whose row is gone is an orphan either way.
     for name in names:
         await asyncio.to_thread(store.delete, name)
+    if due:
+        async with maker() as session:
+            await db.truncate_journal(session)  # a reader in the way: the daily sweep retries
     return len(names)
 
 

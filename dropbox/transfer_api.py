@@ -1,13 +1,18 @@
 """The transfer API: a separate aiohttp application on its own listener (`[transfer] listen`).
 
 It is meant to sit behind a client-authorized onion service that only the online workstation
-knows, never behind the public one. Every request must also be signed by an unrevoked keyring
-investigator (keys/transfer_auth.py, docs/format.md section 6); the keyring is re-read and
-re-verified on every request, so a revocation takes effect without a restart.
+knows, never behind the public one. Every request must also be signed with the transfer
+credential of an unrevoked keyring investigator (keys/transfer_auth.py, docs/format.md section 6;
+never with an offline key); the keyring is re-read and re-verified on every request, so a
+revocation takes effect without a restart.
 
-    GET|POST /v1/pull   a signed transfer bundle of every unacknowledged submission (streamed)
-    POST     /v1/ack    {"submission_ids": [...]}: investigators hold these; retention starts
-    POST     /v1/push   a reply bundle signed by the same investigator: replies for sources
+    GET|POST /v1/pull   a signed transfer bundle of every submission this investigator has not
+                        acknowledged and the policy has not yet released (streamed)
+    GET      /v1/status counts of what a pull would carry, replies waiting for sources, and how
+                        many submissions on the server this investigator acknowledged
+    POST     /v1/ack    {"submission_ids": [...]}: this investigator holds these; retention starts
+                        once the organization's policy ([transfer] acknowledgements) is met
+    POST     /v1/push   a reply bundle signed by the same investigator's offline key
 
 Answers are JSON (the bundle aside); refusals are {"error": CODE, "message": TEXT}. Like the
 public app: security headers, no Server header, no access log, no addresses stored.
@@ -44,6 +49,7 @@ from keys.transfer_auth import (
     RequestVerifier,
     SignedRequest,
     check_body,
+    transfer_key_owner,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,9 +75,12 @@ class TransferState:
     db: async_sessionmaker[AsyncSession] | None = None
 
     def __post_init__(self) -> None:
-        self.verifier = RequestVerifier(
-            lambda key: self.keyring.investigator_by_verify_key(key, include_revoked=True)
-        )
+        self.verifier = RequestVerifier(lambda key: transfer_key_owner(self.keyring, key))
+
+    @property
+    def policy(self) -> transfer.AckPolicy:
+        settings = self.config.transfer
+        return transfer.AckPolicy(settings.acknowledgements, settings.retention_days)
 
     @property
     def maker(self) -> async_sessionmaker[AsyncSession]:
@@ -109,6 +118,7 @@ def create_transfer_app(config: Config, clock: Callable[[], float] = time.time) 
     app.cleanup_ctx.append(_periodic_purge)
     app.router.add_route("GET", "/v1/pull", pull)
     app.router.add_route("POST", "/v1/pull", pull)
+    app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/ack", ack)
     app.router.add_post("/v1/push", push)
     return app
@@ -144,7 +154,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception as exc:
-        logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path)
+        resource = request.match_info.route.resource  # the route, never the path a client sent
+        logger.error("unhandled %s on %s %s", type(exc).__name__, request.method,
+                     resource.canonical if resource else "?")
         return json_error(500, "internal_error", "the server could not finish this request")
 
 
@@ -182,7 +194,9 @@ async def pull(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     await read_signed_body(request, 0)
     async with state.maker() as session:
-        planned = await transfer.build_transfer(session, state.instance, db.today())
+        planned = await transfer.build_transfer(
+            session, state.instance, db.today(), request[INVESTIGATOR].label
+        )
     filename = f"amanat-{planned.manifest.bundle_id}.tar"
     response = web.StreamResponse(
         headers={
@@ -218,17 +232,32 @@ async def ack(request: web.Request) -> web.Response:
         raise transfer.AckRefusedError("the body is not JSON") from None
     ids = transfer.parse_ack_ids(document)
     result = await transfer.acknowledge_submissions(
-        state.maker, state.store, ids, db.today(), state.config.transfer.retention_days
+        state.maker,
+        state.store,
+        ids,
+        request[INVESTIGATOR].label,
+        state.keyring,
+        state.policy,
+        db.today(),
     )
     return web.json_response(
         {
             "acknowledged": result.acknowledged,
             "already_acknowledged": result.already_acknowledged,
             "unknown": result.unknown,
+            "retention_started": result.retention_started,
             "deleted": result.deleted,
             "retention_days": state.config.transfer.retention_days,
         }
     )
+
+
+async def status(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    await read_signed_body(request, 0)
+    async with state.maker() as session:
+        counts = await transfer.waiting_status(session, request[INVESTIGATOR].label)
+    return web.json_response(counts.as_json())
 
 
 async def push(request: web.Request) -> web.Response:
@@ -328,10 +357,23 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _periodic_purge(app: web.Application) -> AsyncIterator[None]:
-    """Delete acknowledged ciphertexts whose retention ran out, at startup and every hour."""
+    """At startup and every hour: start the retention of submissions whose acknowledgements now
+    meet the policy (a revocation can complete one), then delete acknowledged ciphertexts whose
+    retention ran out. A keyring that does not load skips the first step only."""
     state = app[STATE]
 
+    async def settle() -> None:
+        try:
+            state.keyring = await asyncio.to_thread(load_verified_keyring, state.config)
+            async with state.maker.begin() as session:
+                await transfer.settle_acknowledgements(
+                    session, state.keyring, state.policy, db.today()
+                )
+        except (StorageError, KeyringError, ConfigError) as exc:
+            logger.error("acknowledgement policy check failed: %s", type(exc).__name__)
+
     async def purge() -> None:
+        await settle()
         try:
             deleted = await transfer.purge_due(state.maker, state.store, db.today())
             if deleted:

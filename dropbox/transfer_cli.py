@@ -10,12 +10,15 @@ On the server host:
 On the online workstation, through tor's SOCKS port to the client-authorized transfer onion
 (`--socks` may be left out only for a loopback URL, as tests do):
 
-    amanat transfer pull --url URL --identity FILE --out BUNDLE
-    amanat transfer ack  --url URL --identity FILE (ID... | --bundle BUNDLE)
-    amanat transfer push --url URL --identity FILE REPLY-BUNDLE|OUTBOX...
+    amanat transfer status --url URL --credential FILE [--json]
+    amanat transfer pull   --url URL --credential FILE --out BUNDLE
+    amanat transfer ack    --url URL --credential FILE (ID... | --bundle BUNDLE --keyring FILE
+                           --org-pub FILE)
+    amanat transfer push   --url URL --credential FILE REPLY-BUNDLE|OUTBOX...
 
-Every request is signed with the investigator key in the identity file (docs/format.md, 6).
-Progress goes to stderr, results to stdout.
+Every request is signed with the investigator's transfer credential (docs/format.md, 3.5 and 6),
+which opens nothing. The offline identity file never comes here: a file holding an age identity
+is refused with a sentence saying why. Progress goes to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -38,7 +41,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from nacl.signing import SigningKey
 
-from keys.bundle import BLOCK, MANIFEST_NAME, MAX_MANIFEST_SIZE, TransferManifest, decode_manifest
+from dropbox.socks_errors import socks_retrying
+from keys.bundle import TransferManifest
 from keys.errors import ConfigError, InputError, TransferError
 from keys.keyring import encode_key
 from keys.transfer_auth import EMPTY_SHA256, sign_request
@@ -170,13 +174,16 @@ class TransferClient:
 
     async def _send(self, method: str, path: str, body: bytes = b"") -> aiohttp.ClientResponse:
         assert self.http is not None, "use the client as an async context manager"
-        headers = self.signed_headers(method, path, body)
-        if body:
-            headers["Content-Type"] = "application/octet-stream"
-        try:
-            response = await self.http.request(
-                method, self.base + path, data=body or None, headers=headers
-            )
+        http = self.http
+
+        def attempt() -> Awaitable[aiohttp.ClientResponse]:
+            headers = self.signed_headers(method, path, body)  # signed afresh for each try
+            if body:
+                headers["Content-Type"] = "application/octet-stream"
+            return http.request(method, self.base + path, data=body or None, headers=headers)
+
+        try:  # a SOCKS failure leaves as a SocksRouteError that says what to do
+            response = await socks_retrying(attempt, self.proxy, _say)
         except (aiohttp.ClientError, OSError) as exc:
             raise TransferClientError(f"cannot reach the transfer server: {exc}") from None
         if response.status != 200:
@@ -203,6 +210,9 @@ class TransferClient:
             raise TransferClientError("the bundle download is incomplete")
         return written
 
+    async def status(self) -> dict[str, Any]:
+        return await self._json("GET", "/v1/status", b"")
+
     async def ack(self, submission_ids: Sequence[str]) -> dict[str, Any]:
         body = json.dumps({"submission_ids": list(submission_ids)}).encode()
         return await self._json("POST", "/v1/ack", body)
@@ -215,6 +225,10 @@ class TransferClient:
         async with response:
             answer: dict[str, Any] = await response.json()
         return answer
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 async def _refusal(response: aiohttp.ClientResponse) -> TransferClientError:
@@ -246,12 +260,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--config", required=True, type=Path, help="the TOML config file")
     p.set_defaults(run=run_init_key)
 
+    p = _client_parser(sub, "status", "what waits on the server for you (downloads nothing)")
+    p.add_argument("--json", action="store_true", help="answer in JSON")
+    p.set_defaults(run=run_status)
     p = _client_parser(sub, "pull", "download a signed bundle of every unacknowledged item")
     p.add_argument("--out", required=True, type=Path, help="the bundle to write (.tar)")
     p.set_defaults(run=run_pull)
     p = _client_parser(sub, "ack", "tell the server these submissions are safely imported")
     p.add_argument("ids", nargs="*", metavar="ID", help="submission ids")
-    p.add_argument("--bundle", type=Path, help="acknowledge every submission of this bundle")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        help="acknowledge every submission of this bundle, once it verifies against the keyring",
+    )
+    p.add_argument("--keyring", type=Path, help="the keyring (keyring.json), for --bundle")
+    p.add_argument("--org-pub", type=Path, help="the organization public key, for --bundle")
     p.set_defaults(run=run_ack)
     p = _client_parser(sub, "push", "send reply bundles (files, or OUTBOX folders of them)")
     p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
@@ -262,7 +285,13 @@ def _client_parser(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
     p.add_argument("--url", required=True, help="the transfer onion, http://....onion")
     p.add_argument("--socks", help="tor's SOCKS port, e.g. 127.0.0.1:9050")
-    p.add_argument("--identity", required=True, type=Path, help="the investigator identity file")
+    p.add_argument(
+        "--credential",
+        type=Path,
+        help="your transfer credential (transfer.cred); never the offline identity file",
+    )
+    # Refused with a sentence (see _signing_key): the identity file must not be on this machine.
+    p.add_argument("--identity", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--passphrase-file", type=Path, help="read the passphrase from this file")
     return p
 
@@ -342,18 +371,51 @@ def run_init_key(args: argparse.Namespace) -> int:
 
 
 def _signing_key(args: argparse.Namespace) -> SigningKey:
-    from keys.identity_file import open_identity
+    """The transfer credential's key. A file with an age identity in it is refused before the
+    passphrase is asked when it shows one, else as soon as it is decrypted."""
+    from keys.identity_file import open_credential, refuse_plain_age_identity
 
+    if args.identity is not None:
+        raise UsageError(
+            "--identity is refused: the identity file holds the age key that opens every "
+            "testimony and must stay on the review workstation. Use --credential with your "
+            "transfer credential (docs/deploy.md, \"Migrating to transfer credentials\")."
+        )
+    if args.credential is None:
+        raise UsageError("give your transfer credential with --credential FILE")
     try:
-        data = args.identity.read_bytes()
+        data = args.credential.read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read the identity file {args.identity}: {exc.strerror}") from None
+        raise UsageError(
+            f"cannot read the transfer credential {args.credential}: {exc.strerror}"
+        ) from None
+    what = str(args.credential)
+    refuse_plain_age_identity(data, what)
     if args.passphrase_file is not None:
         raw = args.passphrase_file.read_bytes()
         passphrase = raw.removesuffix(b"\n").removesuffix(b"\r")
     else:
-        passphrase = getpass.getpass(f"Passphrase of {args.identity}: ").encode("utf-8")
-    return open_identity(data, passphrase).signing_key
+        passphrase = getpass.getpass(f"Passphrase of {args.credential}: ").encode("utf-8")
+    return open_credential(data, passphrase, what).signing_key
+
+
+def run_status(args: argparse.Namespace) -> int:
+    key = _signing_key(args)
+
+    async def status() -> dict[str, Any]:
+        async with TransferClient(args.url, key, args.socks) as client:
+            return await client.status()
+
+    answer = asyncio.run(status())
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+        return 0
+    waiting = answer["waiting"]
+    print(f"waiting for you: {waiting['submissions']} submission(s), {waiting['files']} file(s), "
+          f"{waiting['bytes']} bytes")
+    print(f"replies waiting for their sources: {waiting['replies']}")
+    print(f"on the server, acknowledged by you: {answer['acknowledged_by_me']} submission(s)")
+    return 0
 
 
 def run_pull(args: argparse.Namespace) -> int:
@@ -379,7 +441,7 @@ def run_pull(args: argparse.Namespace) -> int:
 def run_ack(args: argparse.Namespace) -> int:
     ids = list(args.ids)
     if args.bundle is not None:
-        ids += bundle_submission_ids(args.bundle)
+        ids += verified_submission_ids(args.bundle, args.keyring, args.org_pub)
     if not ids:
         raise UsageError("name the submission ids to acknowledge, or --bundle BUNDLE")
     key = _signing_key(args)
@@ -389,9 +451,10 @@ def run_ack(args: argparse.Namespace) -> int:
             return await client.ack(ids)
 
     answer = asyncio.run(ack())
-    print(f"acknowledged {len(answer['acknowledged'])}, already acknowledged "
+    print(f"acknowledged {len(answer['acknowledged'])}, already acknowledged by you "
           f"{len(answer['already_acknowledged'])}, unknown {len(answer['unknown'])}; "
-          f"{answer['deleted']} ciphertext file(s) deleted (retention "
+          f"retention started for {len(answer['retention_started'])} (the organization's "
+          f"policy is met); {answer['deleted']} ciphertext file(s) deleted (retention "
           f"{answer['retention_days']} day(s))")
     for unknown in answer["unknown"]:
         print(f"  not held by the server (never received, or acknowledged and deleted): {unknown}")
@@ -420,22 +483,30 @@ def run_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def bundle_submission_ids(path: Path) -> list[str]:
-    """The submission ids in a transfer bundle's manifest (its first member). The signature is
-    the review tool's to check; here the ids only say what to acknowledge."""
-    with path.open("rb") as src:
-        header = src.read(BLOCK)
-        name = header[:100].split(b"\0", 1)[0]
-        size_field = header[124:136].rstrip(b"\0 ")
-        if len(header) != BLOCK or name != MANIFEST_NAME.encode() or not size_field.isdigit():
-            raise UsageError(f"{path} is not a transfer bundle")
-        size = int(size_field, 8)
-        if size > MAX_MANIFEST_SIZE:
-            raise UsageError(f"{path}: the manifest is too large")
-        manifest = decode_manifest(src.read(size))
-    if not isinstance(manifest, TransferManifest):
+def verified_submission_ids(path: Path, keyring: Path | None, org_pub: Path | None) -> list[str]:
+    """The submission ids of a transfer bundle, after the whole bundle verified: its signature
+    against the transfer key the keyring pins, every file's size and SHA-256. An altered or
+    truncated bundle is refused, so nothing is acknowledged that was not received whole."""
+    from keys.bundle import read_bundle, transfer_key_lookup
+    from keys.cli import read_file
+    from keys.keyring import load_keyring, parse_org_public_key
+
+    if keyring is None or org_pub is None:
+        raise UsageError(
+            "--bundle needs --keyring FILE and --org-pub FILE to verify the bundle first"
+        )
+    pinned = parse_org_public_key(read_file(org_pub, "organization public key"))
+    ring = load_keyring(read_file(keyring, "keyring"), pinned)
+    if ring.transfer_verify_key is None:
+        raise UsageError(f"{keyring} pins no transfer key: no bundle can be verified")
+    try:
+        with path.open("rb") as src:
+            bundle = read_bundle(src, transfer_key_lookup(ring.transfer_verify_key))
+    except OSError as exc:
+        raise UsageError(f"cannot read the bundle {path}: {exc.strerror}") from None
+    if not isinstance(bundle.manifest, TransferManifest):
         raise UsageError(f"{path} is a reply bundle, not a transfer bundle")
-    return [item.submission_id for item in manifest.items]
+    return [item.submission_id for item in bundle.manifest.items]
 
 
 def _write_new_file(path: Path, write: Callable[[BinaryIO], None]) -> None:

@@ -26,9 +26,15 @@ from nacl.signing import SigningKey
 
 from keys.codename import to_locale_digits
 from keys.errors import ConfigError, InputError, KeyringError
-from keys.identity_file import DEFAULT_WORK_FACTOR, InvestigatorSecrets, protect_identity
+from keys.identity_file import (
+    DEFAULT_WORK_FACTOR,
+    InvestigatorSecrets,
+    TransferCredential,
+    protect_credential,
+    protect_identity,
+)
 from keys.keyring import (
-    FORMAT,
+    Investigator,
     Keyring,
     empty_keyring,
     encode_key,
@@ -82,34 +88,51 @@ def _register_org_commands(command: _Command) -> None:
     p = command(
         "add-investigator",
         run_add_investigator,
-        "generate an investigator's keys, write their passphrase-protected identity "
-        "file and add them to the keyring",
+        "generate an investigator's two credentials: the offline identity file (review "
+        "workstation only) and the transfer credential (online workstation), and add both "
+        "public keys to the keyring",
+    )
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--label", required=True)
+    _add_identity_options(p)
+    _add_credential_options(p)
+    _add_work_factor(p)
+
+    p = command(
+        "revoke",
+        run_revoke,
+        "mark an investigator revoked (new files skip their key, their requests and replies "
+        "are refused); with --transfer-only, revoke only their transfer credential",
     )
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--label", required=True)
     p.add_argument(
-        "--identity-out",
-        required=True,
-        type=Path,
-        help="where to write the identity file (must not exist)",
-    )
-    p.add_argument(
-        "--passphrase-file",
-        type=Path,
-        help="read the passphrase from its first line instead of prompting",
-    )
-    p.add_argument(
-        "--work-factor",
-        type=int,
-        default=DEFAULT_WORK_FACTOR,
-        choices=range(10, 23),
-        metavar="10..22",
-        help=f"scrypt work factor, log2 N (default {DEFAULT_WORK_FACTOR})",
+        "--transfer-only",
+        action="store_true",
+        help="revoke only the transfer credential (a lost or compromised online workstation)",
     )
 
-    p = command("revoke", run_revoke, "mark an investigator revoked (new files skip their key)")
+    p = command(
+        "transfer-credential",
+        run_transfer_credential,
+        "issue a new transfer credential for an investigator (first issue, migration from an "
+        "identity-only keyring, or rotation: the old credential stops working)",
+    )
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--label", required=True)
+    _add_credential_options(p)
+    _add_work_factor(p)
+
+    p = command(
+        "rotate-identity",
+        run_rotate_identity,
+        "give an investigator a new offline identity (age key and reply key); the transfer "
+        "credential stays. Keep the old identity file offline to read what it already opened",
+    )
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--label", required=True)
+    _add_identity_options(p)
+    _add_work_factor(p)
 
     p = command(
         "pin-transfer-key",
@@ -131,6 +154,48 @@ def _register_org_commands(command: _Command) -> None:
         dest="unsigned",
         type=Path,
         help="an unsigned keyring payload (JSON) with a higher version",
+    )
+
+
+def _add_identity_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--identity-out",
+        required=True,
+        type=Path,
+        help="where to write the offline identity file (must not exist); it goes to the review "
+        "workstation only",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        type=Path,
+        help="read the identity's passphrase from its first line instead of prompting",
+    )
+
+
+def _add_credential_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--credential-out",
+        required=True,
+        type=Path,
+        help="where to write the transfer credential (must not exist); it goes to the online "
+        "workstation and holds no key that opens testimonies",
+    )
+    p.add_argument(
+        "--credential-passphrase-file",
+        type=Path,
+        help="read the credential's passphrase from its first line instead of prompting "
+        "(choose another passphrase than the identity's)",
+    )
+
+
+def _add_work_factor(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--work-factor",
+        type=int,
+        default=DEFAULT_WORK_FACTOR,
+        choices=range(10, 23),
+        metavar="10..22",
+        help=f"scrypt work factor, log2 N (default {DEFAULT_WORK_FACTOR})",
     )
 
 
@@ -196,27 +261,101 @@ def run_init_org(args: argparse.Namespace) -> int:
 def run_add_investigator(args: argparse.Namespace) -> int:
     signing_key, keyring = _open_org_dir(args.dir)
     new_keys = InvestigatorSecrets.generate(args.label)
-    updated = keyring.with_investigator(new_keys.public_entry(_today()))
-    passphrase = read_new_passphrase(args.passphrase_file)
-    identity_file = protect_identity(new_keys, passphrase, args.work_factor)
-    write_private(args.identity_out, identity_file)
-    try:
-        replace_public(args.dir / KEYRING, sign_keyring(updated, signing_key))
-    except BaseException:
-        # An identity that is not in the keyring would only confuse: take it back.
-        args.identity_out.unlink(missing_ok=True)
-        raise
+    credential = TransferCredential.generate(args.label)
+    updated = keyring.with_investigator(new_keys.public_entry(_today(), credential))
+    _refuse_same_path(args.identity_out, args.credential_out)
+    passphrase = read_new_passphrase(args.passphrase_file, "the offline identity")
+    credential_passphrase = read_new_passphrase(
+        args.credential_passphrase_file, "the transfer credential"
+    )
+    files = [
+        (args.identity_out, protect_identity(new_keys, passphrase, args.work_factor)),
+        (
+            args.credential_out,
+            protect_credential(credential, credential_passphrase, args.work_factor),
+        ),
+    ]
+    _write_with_keyring(args.dir, sign_keyring(updated, signing_key), files)
     entry = updated.investigators[-1]
     print(f"added investigator {entry.label!r}; keyring is now version {updated.version}")
-    print(f"  identity file (passphrase-protected, mode 0600): {args.identity_out}")
-    print(f"  age recipient: {entry.recipient}")
-    print(f"  verify key:    {encode_key(entry.verify_key)}")
+    print(f"  offline identity (review workstation only, mode 0600): {args.identity_out}")
+    print(f"  transfer credential (online workstation, mode 0600):   {args.credential_out}")
+    _print_entry(entry)
     print(f"fingerprint: {updated.fingerprint()}")
     return 0
 
 
 def run_revoke(args: argparse.Namespace) -> int:
+    if args.transfer_only:
+        return _change(
+            args.dir,
+            lambda k: k.with_investigator_transfer_key(args.label, None),
+            f"revoked the transfer credential of {args.label!r}",
+        )
     return _change(args.dir, lambda k: k.with_revoked(args.label), f"revoked {args.label!r}")
+
+
+def run_transfer_credential(args: argparse.Namespace) -> int:
+    signing_key, keyring = _open_org_dir(args.dir)
+    target = keyring.investigator_by_label(args.label)
+    credential = TransferCredential.generate(target.label if target else args.label)
+    updated = keyring.with_investigator_transfer_key(args.label, credential.signing_key.verify_key)
+    passphrase = read_new_passphrase(args.credential_passphrase_file, "the transfer credential")
+    data = protect_credential(credential, passphrase, args.work_factor)
+    _write_with_keyring(args.dir, sign_keyring(updated, signing_key), [(args.credential_out, data)])
+    print(f"issued a transfer credential for {args.label!r}; keyring is now version "
+          f"{updated.version} (any earlier credential of theirs no longer works)")
+    print(f"  transfer credential (online workstation, mode 0600): {args.credential_out}")
+    print(f"  transfer key: {encode_key(credential.signing_key.verify_key)}")
+    print(f"fingerprint: {updated.fingerprint()}")
+    return 0
+
+
+def run_rotate_identity(args: argparse.Namespace) -> int:
+    signing_key, keyring = _open_org_dir(args.dir)
+    target = keyring.investigator_by_label(args.label)
+    new_keys = InvestigatorSecrets.generate(target.label if target else args.label)
+    updated = keyring.with_rotated_identity(
+        args.label, new_keys.identity.recipient(), new_keys.signing_key.verify_key
+    )
+    passphrase = read_new_passphrase(args.passphrase_file, "the offline identity")
+    data = protect_identity(new_keys, passphrase, args.work_factor)
+    _write_with_keyring(args.dir, sign_keyring(updated, signing_key), [(args.identity_out, data)])
+    entry = updated.investigator_by_label(args.label)
+    assert entry is not None
+    print(f"rotated the offline identity of {entry.label!r}; keyring is now version "
+          f"{updated.version}")
+    print(f"  new offline identity (review workstation only, mode 0600): {args.identity_out}")
+    _print_entry(entry)
+    print(f"fingerprint: {updated.fingerprint()}")
+    return 0
+
+
+def _refuse_same_path(identity: Path, credential: Path) -> None:
+    if identity.resolve() == credential.resolve():
+        raise ConfigError("the identity and the transfer credential must be two different files")
+
+
+def _write_with_keyring(root: Path, keyring_doc: bytes, files: list[tuple[Path, bytes]]) -> None:
+    """Write new secret files, then the keyring that names their keys. If anything fails, the
+    files written so far are taken back: keys the keyring does not list would only confuse."""
+    written: list[Path] = []
+    try:
+        for path, data in files:
+            write_private(path, data)
+            written.append(path)
+        replace_public(root / KEYRING, keyring_doc)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _print_entry(entry: Investigator) -> None:
+    transfer = "none" if entry.transfer_key is None else encode_key(entry.transfer_key)
+    print(f"  age recipient: {entry.recipient}")
+    print(f"  verify key:    {encode_key(entry.verify_key)} (offline: signs replies)")
+    print(f"  transfer key:  {transfer} (online: signs transfer requests)")
 
 
 def run_pin_transfer_key(args: argparse.Namespace) -> int:
@@ -248,7 +387,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     keyring = _read_keyring(args)
-    print(f"keyring version {keyring.version} ({FORMAT})")
+    print(f"keyring version {keyring.version} ({keyring.format_id})")
     print(f"fingerprint:      {keyring.fingerprint()}")
     print(f"organization key: {encode_key(keyring.org_verify_key)}")
     transfer = keyring.transfer_verify_key
@@ -259,9 +398,11 @@ def run_show(args: argparse.Namespace) -> int:
     )
     for inv in keyring.investigators:
         state = "REVOKED" if inv.revoked else "active"
+        transfer_key = "none" if inv.transfer_key is None else encode_key(inv.transfer_key)
         print(f"  - {inv.label} ({state}, added {inv.added.isoformat()})")
         print(f"      age recipient: {inv.recipient}")
         print(f"      verify key:    {encode_key(inv.verify_key)}")
+        print(f"      transfer key:  {transfer_key}")
     return 0
 
 
@@ -330,7 +471,7 @@ def _today() -> date:
 # --- passphrases -----------------------------------------------------------------------------
 
 
-def read_new_passphrase(path: Path | None) -> str:
+def read_new_passphrase(path: Path | None, what: str = "the new identity file") -> str:
     """A new passphrase from a file (first line) or typed twice at a terminal."""
     if path is not None:
         try:
@@ -339,11 +480,13 @@ def read_new_passphrase(path: Path | None) -> str:
             raise PassphraseError(f"the passphrase file {path} is not UTF-8 text") from None
         passphrase = text.splitlines()[0] if text else ""
     elif sys.stdin.isatty():
-        passphrase = getpass.getpass("Passphrase for the new identity file: ")
+        passphrase = getpass.getpass(f"Passphrase for {what}: ")
         if getpass.getpass("Same passphrase again: ") != passphrase:
             raise PassphraseError("the two passphrases differ; nothing was written")
     else:
-        raise PassphraseError("no passphrase: give --passphrase-file FILE or run in a terminal")
+        raise PassphraseError(
+            f"no passphrase for {what}: give its passphrase file option or run in a terminal"
+        )
     if len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise PassphraseError(f"the passphrase needs at least {MIN_PASSPHRASE_CHARS} characters")
     return passphrase

@@ -1,9 +1,10 @@
 """Codenames: what a source keeps instead of an account, and the keys derived from it.
 
-A codename is either 16 random decimal digits (the default: digits exist in every script and on
-every phone keypad) or 7 words from the EFF large wordlist. The server never sees a codename at
-rest: it stores only what `derive_source_keys` computes from it with Argon2id and a per-instance
-salt, namely a lookup id and the public half of an X25519 reply identity. The spec is
+A codename is either 20 random decimal digits (the default: digits exist in every script and on
+every phone keypad; codenames issued before were 16 digits and keep working) or 7 words from the
+EFF large wordlist. The server never sees a codename at rest: it stores only what
+`derive_source_keys` computes from it with Argon2id and a per-instance salt, namely a lookup id
+and the public half of an X25519 reply identity. The spec is
 docs/format.md, section 4; this module is pure (no I/O besides reading its bundled wordlist).
 """
 
@@ -21,7 +22,10 @@ from keys.age import X25519Identity
 from keys.errors import CodenameError, ConfigError
 from keys.stream import hkdf_sha256
 
-DIGIT_COUNT = 16
+DIGIT_COUNT = 20
+"""Digits of a new codename: about 66 bits, enough against a seized database (format.md 4.5)."""
+LEGACY_DIGIT_COUNT = 16
+"""Digits of the codenames issued before: still accepted, never issued."""
 WORD_COUNT = 7
 MIN_SALT_BYTES = 16
 
@@ -92,8 +96,9 @@ def generate_codename(words: bool = False) -> str:
 
 
 def normalize_codename(text: str) -> str:
-    """The canonical form of a typed codename: 16 ASCII digits, or 7 lowercase words joined by
-    single spaces. Raises CodenameError (never echoing the input) when it cannot be one."""
+    """The canonical form of a typed codename: 20 (or, issued earlier, 16) ASCII digits, or 7
+    lowercase words joined by single spaces. Raises CodenameError (never echoing the input) when
+    it cannot be one."""
     tokens = _tokens(text)
     if not tokens:
         raise CodenameError("the codename is empty")
@@ -105,8 +110,11 @@ def normalize_codename(text: str) -> str:
             "a codename of digits may hold only digits (Latin, Persian or "
             "Arabic-Indic), spaces and dashes"
         )
-    if len(joined) != DIGIT_COUNT:
-        raise CodenameError(f"a codename has {DIGIT_COUNT} digits; this one has {len(joined)}")
+    if len(joined) not in (DIGIT_COUNT, LEGACY_DIGIT_COUNT):
+        raise CodenameError(
+            f"a codename has {DIGIT_COUNT} digits (or {LEGACY_DIGIT_COUNT}, if issued earlier); "
+            f"this one has {len(joined)}"
+        )
     return joined
 
 

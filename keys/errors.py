@@ -84,3 +84,9 @@ class TorError(AmanatError):
 
 class TransferError(AmanatError):
     """A transfer bundle or a signed transfer request was refused. Never raised directly."""
+
+
+class BusyError(AmanatError):
+    """The service is at capacity for this kind of work right now (the Argon2id queue is full,
+    or too many uploads are being received); the client is told to try again in a minute.
+    Nothing was done."""

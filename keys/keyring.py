@@ -1,8 +1,14 @@
 """The signed keyring: who may read what the server receives.
 
 An organization key (Ed25519, kept offline) signs a small JSON document listing the vetted
-investigators (label, age recipient, Ed25519 verify key, day added, revoked flag), a version number
-that only grows, and optionally the server's transfer verify key. The server pins the organization
+investigators (label, age recipient, the Ed25519 verify key of their offline identity, the Ed25519
+key of their transfer credential, day added, revoked flag), a version number that only grows, and
+optionally the server's transfer verify key.
+
+Each investigator has two credentials (docs/format.md, 3.5): the offline identity (the age identity
+that opens testimonies and the key that signs replies) stays on the review workstation; the
+transfer credential (a key that only signs transfer requests) is all the online workstation holds.
+Either can be rotated or revoked on its own. The server pins the organization
 public key and refuses a keyring that is badly signed, older than the one it saw last, of an
 unknown format or malformed in any field. The spec is docs/format.md, section 3.
 
@@ -27,7 +33,8 @@ from nacl.signing import SigningKey, VerifyKey
 from keys.age import X25519Recipient
 from keys.errors import AgeError, KeyringError, KeyringForkError
 
-FORMAT = "amanat-keyring/v1"
+FORMAT = "amanat-keyring/v2"
+FORMAT_V1 = "amanat-keyring/v1"  # before transfer credentials: still read, never written
 MAX_VERSION = 2**53 - 1  # stays exact in every JSON implementation
 MAX_LABEL_CHARS = 64
 FINGERPRINT_DIGITS = 24
@@ -38,19 +45,23 @@ _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # label needs, and each could hide text from a person comparing labels by eye.
 _FORBIDDEN_LABEL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _PAYLOAD_FIELDS = frozenset({"format", "version", "investigators", "transfer_verify_key"})
-_INVESTIGATOR_FIELDS = frozenset({"label", "recipient", "verify_key", "added", "revoked"})
+_INVESTIGATOR_FIELDS_V1 = frozenset({"label", "recipient", "verify_key", "added", "revoked"})
+_INVESTIGATOR_FIELDS = _INVESTIGATOR_FIELDS_V1 | {"transfer_key"}
 _DOCUMENT_FIELDS = frozenset({"keyring", "signature"})
 
 
 @dataclass(frozen=True)
 class Investigator:
-    """One vetted investigator's public entry."""
+    """One vetted investigator's public entry. `recipient` and `verify_key` are the offline
+    identity's (it decrypts and signs replies); `transfer_key` is the transfer credential's (it
+    signs transfer requests), None when the investigator has none (not issued, or revoked)."""
 
     label: str
     recipient: X25519Recipient
     verify_key: VerifyKey
     added: date
     revoked: bool = False
+    transfer_key: VerifyKey | None = None
 
     def __post_init__(self) -> None:
         check_label(self.label)
@@ -65,13 +76,26 @@ class Keyring:
     org_verify_key: VerifyKey
     investigators: tuple[Investigator, ...] = ()
     transfer_verify_key: VerifyKey | None = None
+    # The format this keyring was read in: a v1 keyring keeps its v1 payload (and fingerprint)
+    # until the organization changes it; every change writes the current FORMAT.
+    format_id: str = FORMAT
 
     def __post_init__(self) -> None:
         if isinstance(self.version, bool) or not 1 <= self.version <= MAX_VERSION:
             raise KeyringError(f"keyring version must be an integer in 1..{MAX_VERSION}")
+        if self.format_id not in (FORMAT, FORMAT_V1):
+            raise KeyringError(f"unknown keyring format {self.format_id!r}")
         _require_unique("label", [i.label.casefold() for i in self.investigators])
         _require_unique("age recipient", [str(i.recipient) for i in self.investigators])
-        _require_unique("verify key", [bytes(i.verify_key) for i in self.investigators])
+        # One key signs one kind of thing: an offline key is never also a transfer key.
+        _require_unique(
+            "verify key",
+            [bytes(i.verify_key) for i in self.investigators]
+            + [bytes(i.transfer_key) for i in self.investigators if i.transfer_key is not None],
+        )
+        issued = [i for i in self.investigators if i.transfer_key is not None]
+        if self.format_id == FORMAT_V1 and issued:
+            raise KeyringError(f"a {FORMAT_V1} keyring has no transfer credentials")
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -97,12 +121,26 @@ class Keyring:
                 return inv
         return None
 
+    def investigator_by_transfer_key(self, verify_key: VerifyKey | bytes) -> Investigator | None:
+        """The investigator whose transfer credential has this key, revoked ones included (the
+        caller tells a revoked investigator from an unknown key)."""
+        wanted = bytes(verify_key)
+        return next(
+            (
+                i
+                for i in self.investigators
+                if i.transfer_key is not None and bytes(i.transfer_key) == wanted
+            ),
+            None,
+        )
+
     def payload(self) -> dict[str, Any]:
         """The signed part of the document, as JSON-ready data."""
+        v1 = self.format_id == FORMAT_V1
         return {
-            "format": FORMAT,
+            "format": self.format_id,
             "version": self.version,
-            "investigators": [_investigator_to_json(i) for i in self.investigators],
+            "investigators": [_investigator_to_json(i, v1) for i in self.investigators],
             "transfer_verify_key": (
                 None if self.transfer_verify_key is None else encode_key(self.transfer_verify_key)
             ),
@@ -122,26 +160,48 @@ class Keyring:
     # --- changes: each returns a new keyring one version up ---------------------------------
 
     def bumped(self) -> Keyring:
-        return replace(self, version=self.version + 1)
+        return replace(self, version=self.version + 1, format_id=FORMAT)
 
     def with_investigator(self, investigator: Investigator) -> Keyring:
         return replace(
-            self, version=self.version + 1, investigators=(*self.investigators, investigator)
+            self.bumped(), investigators=(*self.investigators, investigator)
         )
 
     def with_revoked(self, label: str) -> Keyring:
+        """Revoke the investigator: both credentials stop working, new files skip their key."""
+        target = self._active(label)
+        return self._replaced(target, replace(target, revoked=True))
+
+    def with_investigator_transfer_key(self, label: str, key: VerifyKey | None) -> Keyring:
+        """Issue, rotate (a new key) or revoke (None) one investigator's transfer credential;
+        the offline identity is untouched."""
+        target = self._active(label)
+        if key is None and target.transfer_key is None:
+            raise KeyringError(f"investigator {target.label!r} has no transfer credential")
+        return self._replaced(target, replace(target, transfer_key=key))
+
+    def with_rotated_identity(
+        self, label: str, recipient: X25519Recipient, verify_key: VerifyKey
+    ) -> Keyring:
+        """Give one investigator a new offline identity; the transfer credential is untouched.
+        New files go to the new recipient only."""
+        target = self._active(label)
+        return self._replaced(target, replace(target, recipient=recipient, verify_key=verify_key))
+
+    def with_transfer_key(self, verify_key: VerifyKey) -> Keyring:
+        return replace(self.bumped(), transfer_verify_key=verify_key)
+
+    def _active(self, label: str) -> Investigator:
         target = self.investigator_by_label(label)
         if target is None:
             raise KeyringError(f"no investigator labelled {label!r} in this keyring")
         if target.revoked:
             raise KeyringError(f"investigator {target.label!r} is already revoked")
-        investigators = tuple(
-            replace(i, revoked=True) if i is target else i for i in self.investigators
-        )
-        return replace(self, version=self.version + 1, investigators=investigators)
+        return target
 
-    def with_transfer_key(self, verify_key: VerifyKey) -> Keyring:
-        return replace(self, version=self.version + 1, transfer_verify_key=verify_key)
+    def _replaced(self, old: Investigator, new: Investigator) -> Keyring:
+        investigators = tuple(new if i is old else i for i in self.investigators)
+        return replace(self.bumped(), investigators=investigators)
 
 
 def empty_keyring(org_verify_key: VerifyKey) -> Keyring:
@@ -291,7 +351,7 @@ def check_label(label: object) -> str:
 def _check_format(payload: dict[str, Any]) -> None:
     # Checked before the signature so that a newer format gets the helpful message.
     found = payload.get("format")
-    if found != FORMAT:
+    if found not in (FORMAT, FORMAT_V1):
         raise KeyringError(f"unknown keyring format {found!r} (this Amanat reads {FORMAT!r})")
 
 
@@ -304,21 +364,25 @@ def _keyring_from_payload(payload: dict[str, Any], org_verify_key: VerifyKey) ->
     version = payload["version"]
     if type(version) is not int:
         raise KeyringError("malformed keyring: 'version' must be an integer")
+    v1 = payload["format"] == FORMAT_V1
     return Keyring(
         version=version,
         org_verify_key=org_verify_key,
-        investigators=tuple(_investigator_from_json(i, n) for n, i in enumerate(investigators)),
+        investigators=tuple(
+            _investigator_from_json(i, n, v1) for n, i in enumerate(investigators)
+        ),
         transfer_verify_key=(
             None if transfer is None else parse_verify_key(transfer, "transfer_verify_key")
         ),
+        format_id=payload["format"],
     )
 
 
-def _investigator_from_json(entry: object, index: int) -> Investigator:
+def _investigator_from_json(entry: object, index: int, v1: bool) -> Investigator:
     where = f"investigator #{index + 1}"
     if not isinstance(entry, dict):
         raise KeyringError(f"malformed keyring: {where} must be an object")
-    _require_fields(entry, _INVESTIGATOR_FIELDS, where)
+    _require_fields(entry, _INVESTIGATOR_FIELDS_V1 if v1 else _INVESTIGATOR_FIELDS, where)
     label = check_label(entry["label"])
     where = f"investigator {label!r}"
     recipient_text = entry["recipient"]
@@ -333,23 +397,30 @@ def _investigator_from_json(entry: object, index: int) -> Investigator:
     revoked = entry["revoked"]
     if not isinstance(revoked, bool):
         raise KeyringError(f"malformed keyring: {where}: 'revoked' must be true or false")
+    transfer = None if v1 else entry["transfer_key"]
     return Investigator(
         label=label,
         recipient=recipient,
         verify_key=parse_verify_key(entry["verify_key"], f"{where}: verify_key"),
         added=_parse_day(entry["added"], where),
         revoked=revoked,
+        transfer_key=(
+            None if transfer is None else parse_verify_key(transfer, f"{where}: transfer_key")
+        ),
     )
 
 
-def _investigator_to_json(inv: Investigator) -> dict[str, Any]:
-    return {
+def _investigator_to_json(inv: Investigator, v1: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {
         "label": inv.label,
         "recipient": str(inv.recipient),
         "verify_key": encode_key(inv.verify_key),
         "added": inv.added.isoformat(),
         "revoked": inv.revoked,
     }
+    if not v1:
+        entry["transfer_key"] = None if inv.transfer_key is None else encode_key(inv.transfer_key)
+    return entry
 
 
 def _parse_day(value: object, where: str) -> date:

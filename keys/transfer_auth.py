@@ -26,7 +26,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from keys.errors import TransferError
-from keys.keyring import Investigator, encode_key
+from keys.keyring import Investigator, Keyring, encode_key
 
 SCHEME = "amanat-transfer-request/1"
 HEADER_KEY_ID = "Amanat-Key-Id"
@@ -86,9 +86,16 @@ class ReplayedRequestError(RequestAuthError):
 
 
 class UnknownKeyError(RequestAuthError):
-    """The key id is not an investigator in the keyring."""
+    """The key id is not an investigator's transfer key in the keyring."""
 
     code = "unknown_key"
+
+
+class OfflineKeyError(UnknownKeyError):
+    """The request was signed with an investigator's offline key, which never signs requests:
+    that key belongs on the review workstation only."""
+
+    code = "offline_key"
 
 
 class RequestSignatureError(RequestAuthError):
@@ -276,8 +283,21 @@ class NonceCache:
 
 # --- verification -----------------------------------------------------------------------------
 
-# Given a verify key, the investigator owning it, revoked ones included, or None.
+# Given a verify key, the investigator whose transfer key it is, revoked ones included, or None
+# (or raise an UnknownKeyError that says more).
 InvestigatorLookup = Callable[[VerifyKey], Investigator | None]
+
+
+def transfer_key_owner(keyring: Keyring, verify_key: VerifyKey) -> Investigator | None:
+    """The `InvestigatorLookup` of the transfer API: only transfer credentials sign requests. An
+    offline key gets a refusal that says so (its owner has the wrong file on the online side)."""
+    owner = keyring.investigator_by_transfer_key(verify_key)
+    if owner is None and keyring.investigator_by_verify_key(verify_key, include_revoked=True):
+        raise OfflineKeyError(
+            "this request is signed with an investigator's offline key, which never leaves the "
+            "review workstation; sign transfer requests with the transfer credential"
+        )
+    return owner
 
 
 class RequestVerifier:
@@ -311,7 +331,9 @@ class RequestVerifier:
         verify_key = VerifyKey(base64.b64decode(request.key_id))
         investigator = self.lookup(verify_key)
         if investigator is None:
-            raise UnknownKeyError("the signing key is not an investigator in the keyring")
+            raise UnknownKeyError(
+                "the signing key is not an investigator's transfer key in the keyring"
+            )
         try:
             verify_key.verify(request.canonical(), _signature(headers))
         except BadSignatureError:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import sys
 from pathlib import Path
 from typing import Any
+
+from keys.errors import AmanatError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -16,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     status = sub.add_parser("status", help="tor, the onion services, and a fetch through tor")
     status.add_argument("--no-self-check", action="store_true",
                         help="skip fetching the landing page through tor's SOCKS port")
+    status.add_argument("--json", action="store_true",
+                        help="the same fields as JSON, for monitoring; the exit status is 0 ok, "
+                        "1 degraded, 2 down, 3 unknown (docs/deploy.md)")
     status.set_defaults(run=run_status)
 
     add = sub.add_parser("add-client", help="authorize an investigator workstation for the "
@@ -33,11 +40,33 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_status(args: argparse.Namespace) -> int:
     from dropbox.config import load_config
+    from keys.errors import TorError
     from onion.publish import status
+    from onion.status import DOWN, EXIT_STATUS
 
-    report = asyncio.run(status(load_config(args.config), self_check=not args.no_self_check))
-    print(report.render())
-    return 0 if report.ok else 1
+    try:
+        config = load_config(args.config)
+    except AmanatError as exc:
+        return _status_unknown(args, str(exc))
+    try:
+        report = asyncio.run(status(config, self_check=not args.no_self_check))
+    except TorError as exc:  # no tor to ask, or it failed us: the onions are down
+        _say(args, {"state": DOWN, "error": str(exc)}, f"amanat: {exc}\nstate:           down")
+        return EXIT_STATUS[DOWN]
+    except AmanatError as exc:
+        return _status_unknown(args, str(exc))
+    print(report.to_json() if args.json else report.render())
+    return EXIT_STATUS[report.state]
+
+
+def _status_unknown(args: argparse.Namespace, error: str) -> int:
+    _say(args, {"state": "unknown", "error": error}, f"amanat: {error}\nstate:           unknown")
+    return 3
+
+
+def _say(args: argparse.Namespace, fields: dict[str, str], text: str) -> None:
+    print(json.dumps(fields, indent=1) if args.json else text, file=sys.stdout if args.json
+          else sys.stderr)
 
 
 def run_add_client(args: argparse.Namespace) -> int:

@@ -176,11 +176,19 @@ class TorController:
     async def bootstrap_state(self) -> BootstrapState:
         return BootstrapState.parse(await self.get_info("status/bootstrap-phase"))
 
-    async def wait_bootstrapped(self, timeout: float = 120.0) -> BootstrapState:
-        """Poll until tor reports 100%; raise `TorTimeoutError` with the last state otherwise."""
+    async def wait_bootstrapped(
+        self, timeout: float = 120.0,
+        on_progress: Callable[[BootstrapState], None] | None = None,
+    ) -> BootstrapState:
+        """Poll until tor reports 100%; raise `TorTimeoutError` with the last state otherwise.
+        `on_progress` hears each new state (for a person watching tor come up)."""
         deadline = time.monotonic() + timeout
+        last: BootstrapState | None = None
         while True:
             state = await self.bootstrap_state()
+            if on_progress is not None and state != last:
+                on_progress(state)
+            last = state
             if state.done:
                 return state
             if time.monotonic() > deadline:

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import fcntl
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keys.errors import ConfigError, TorError
 from onion.client_auth import ClientKeyPair, ClientRegistry, auth_private_line
-from onion.controller import LaunchedTor, TorController, launch_tor
+from onion.controller import BootstrapState, LaunchedTor, TorController, launch_tor
 from onion.errors import TorTimeoutError
 from onion.services import (
     PublishedService,
@@ -34,7 +37,7 @@ from onion.services import (
     unpublish,
 )
 from onion.status import StatusReport, collect
-from onion.watch import DEFAULT_INTERVAL, OnionWatch
+from onion.watch import DEFAULT_INTERVAL, OnionWatch, stale_services
 
 if TYPE_CHECKING:
     from dropbox.config import Config
@@ -96,8 +99,13 @@ async def attach(config: Config) -> TorController:
     )
 
 
+OnBootstrap = Callable[[int, str], None]  # (percent, tor's summary)
+
+
 @contextlib.asynccontextmanager
-async def tor_for(config: Config) -> AsyncIterator[TorController]:
+async def tor_for(
+    config: Config, on_bootstrap: OnBootstrap | None = None
+) -> AsyncIterator[TorController]:
     """A control connection to the tor `config` names; a launched tor stops when it closes."""
     tor = config.tor
     if tor.mode == "launch":
@@ -105,9 +113,14 @@ async def tor_for(config: Config) -> AsyncIterator[TorController]:
         launched: LaunchedTor | None = None
         try:
             launched, controller = await launch_tor(data_dir, tor_binary=tor.tor_binary)
+            def progress(state: BootstrapState) -> None:
+                if on_bootstrap is not None:
+                    on_bootstrap(state.progress, state.summary)
+
             try:
-                await controller.wait_bootstrapped(180)
+                await controller.wait_bootstrapped(tor.bootstrap_timeout, progress)
             except TorTimeoutError as exc:
+                await controller.close()
                 raise TorTimeoutError(
                     f"{exc}. Can this machine reach the Tor network? (See {data_dir}/notice.log;"
                     " `amanat demo --no-tor` serves without an onion.)"
@@ -139,37 +152,73 @@ async def publish_all(
 ) -> list[PublishedService]:
     """Publish (or find in torrc) the source onion and, if possible, the transfer onion."""
     paths = OnionPaths.for_config(config)
-    paths.ensure()
-    in_torrc = await torrc_services(controller)
-    hs_conf = await controller.hidden_service_conf()
-    published = []
-    for spec in _wanted_specs(config, address, in_torrc):
-        if spec.target in in_torrc:
-            hs_dir = in_torrc[spec.target]
-            published.append(_torrc_service(spec.name, hs_dir, hs_conf.get(str(hs_dir), {})))
-        else:
-            published.append(await publish(controller, spec))
-    write_state(paths, published)
+    async with state_lock(paths):
+        in_torrc = await torrc_services(controller)
+        hs_conf = await controller.hidden_service_conf()
+        published = []
+        for spec in _wanted_specs(config, address, in_torrc):
+            if spec.target in in_torrc:
+                hs_dir = in_torrc[spec.target]
+                found = _torrc_service(spec.name, hs_dir, hs_conf.get(str(hs_dir), {}))
+                published.append(_with_recorded_hsdirs(found, read_state(paths)))
+            else:
+                published.append(await publish(controller, spec))
+        write_state(paths, published)
+    if config.transfer.listen is not None and all(s.name != "transfer" for s in published):
+        log.warning("no investigator client keys yet: the transfer onion is not published "
+                    "(add one with `amanat onion add-client NAME`)")
     return published
 
 
-async def publish_again(
-    controller: TorController, config: Config, address: str, names: set[str],
-    current: list[PublishedService],
-) -> list[PublishedService]:
-    """Publish the ephemeral services `names` of `current` again (same keys, same addresses,
-    today's client keys); returns `current` with those replaced, less any no longer wanted (the
-    transfer onion after its last client was revoked). The descriptor upload is not
-    awaited: the watch must stay free to notice the next failure (tor may go away meanwhile),
-    and it sees the service in tor's list as soon as ADD_ONION succeeded."""
-    specs = {s.name: s for s in _wanted_specs(config, address, await torrc_services(controller))}
-    again = {
-        n: await publish(controller, specs[n], await_publication=False)
-        for n in sorted(names) if n in specs
-    }
-    services = [again.get(s.name, s) for s in current if s.name in specs or s.torrc_dir]
-    write_state(OnionPaths.for_config(config), services)
-    return services
+async def sync_onions(
+    controller: TorController, config: Config, address: str, detached: list[str]
+) -> tuple[set[str], set[str]]:
+    """Bring tor in line with the persistent record: publish again each ephemeral onion it
+    expects that tor does not list (or lists with other client keys), and take down one no
+    longer wanted (the transfer onion after its last client was revoked). Returns (names
+    published again, names taken down). The descriptor upload is not awaited: the watch must
+    stay free to notice the next failure (tor may go away meanwhile), and it sees the service
+    in tor's list as soon as ADD_ONION succeeded."""
+    paths = OnionPaths.for_config(config)
+    async with state_lock(paths):
+        in_torrc = await torrc_services(controller)
+        specs = {s.name: s for s in _wanted_specs(config, address, in_torrc)
+                 if s.target not in in_torrc}
+        recorded = read_state(paths)
+        expected = [_expected_service(spec, recorded) for spec in specs.values()]
+        stale = stale_services(expected, recorded, detached)
+        if stale:
+            log.error("onion watch: tor no longer serves the %s onion as recorded; publishing it "
+                      "again", ", ".join(s.name for s in stale))
+        again = {s.name: await publish(controller, specs[s.name], await_publication=False)
+                 for s in stale}
+        dropped = {s.name for s in recorded if not s.torrc_dir and s.name not in specs}
+        for old in recorded:
+            if old.name in dropped:
+                await unpublish(controller, old.address)
+        services = [again.get(e.name, e) for e in expected]
+        services += [s for s in recorded if s.torrc_dir]
+        if services != recorded:
+            write_state(paths, services)
+    return set(again), dropped
+
+
+def _expected_service(spec: ServiceSpec, recorded: list[PublishedService]) -> PublishedService:
+    """What the record says the ephemeral `spec` should be in tor: its key's address, today's
+    client keys (PoW as tor last took it)."""
+    return _expected_at(spec, onion_address(load_or_create_key(spec.key_file)), recorded)
+
+
+def _expected_at(
+    spec: ServiceSpec, address: str, recorded: list[PublishedService]
+) -> PublishedService:
+    before = next((s for s in recorded if s.name == spec.name and not s.torrc_dir), None)
+    same = before is not None and before.address == address
+    return PublishedService(
+        spec.name, address, before.pow_defenses if before else spec.pow_defenses,
+        spec.client_keys is not None, tuple(sorted(spec.client_keys or {})),
+        hsdirs=before.hsdirs if before is not None and same else (),
+    )
 
 
 def _wanted_specs(config: Config, address: str, in_torrc: dict[str, Path]) -> list[ServiceSpec]:
@@ -182,9 +231,6 @@ def _wanted_specs(config: Config, address: str, in_torrc: dict[str, Path]) -> li
                            client_keys=clients)
         if clients or spec.target in in_torrc:
             wanted.append(spec)
-        else:
-            log.warning("no investigator client keys yet: the transfer onion is not published "
-                        "(add one with `amanat onion add-client NAME`)")
     return wanted
 
 
@@ -204,6 +250,32 @@ def _torrc_service(name: str, hs_dir: Path, options: dict[str, list[str]]) -> Pu
                             torrc_dir=str(hs_dir))
 
 
+STATE_LOCK_TIMEOUT = 120.0  # a publication awaits a descriptor upload (90 s at most)
+
+
+@contextlib.asynccontextmanager
+async def state_lock(paths: OnionPaths) -> AsyncIterator[None]:
+    """One process at a time publishes and rewrites `services.json` (the serving process's watch,
+    `amanat onion add-client`): an exclusive lock on `<data>/onion/lock`, polled so that a
+    cancelled waiter leaves nothing blocked behind it."""
+    paths.ensure()
+    fd = os.open(paths.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + STATE_LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TorTimeoutError(
+                        f"another amanat process holds {paths.root / 'lock'}") from None
+                await asyncio.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
 def write_state(paths: OnionPaths, services: list[PublishedService]) -> None:
     tmp = paths.state.with_suffix(".tmp")
     tmp.write_text(json.dumps([asdict(s) for s in services], indent=1))
@@ -215,7 +287,8 @@ def read_state(paths: OnionPaths) -> list[PublishedService]:
         raw = json.loads(paths.state.read_text())
     except FileNotFoundError:
         return []
-    return [PublishedService(**{**item, "clients": _tuple_or_none(item.get("clients"))})
+    return [PublishedService(**{**item, "clients": _tuple_or_none(item.get("clients")),
+                                "hsdirs": tuple(item.get("hsdirs", ()))})
             for item in raw]
 
 
@@ -225,20 +298,24 @@ def _tuple_or_none(value: list[str] | None) -> tuple[str, ...] | None:
 
 @contextlib.asynccontextmanager
 async def publish_onions(
-    config: Config, address: str, *, watch_interval: float = DEFAULT_INTERVAL
+    config: Config, address: str, *, watch_interval: float = DEFAULT_INTERVAL,
+    on_bootstrap: OnBootstrap | None = None,
 ) -> AsyncIterator[list[str]]:
     """The serve hook: publish, yield the onion URLs while an `OnionWatch` keeps them up, and
-    take ephemeral services down after."""
-    async with tor_for(config) as controller:
+    take ephemeral services down after. `on_bootstrap` hears a launched tor's progress."""
+    async with tor_for(config, on_bootstrap) as controller:
         services = await publish_all(controller, config, address)
 
-        async def republish(
-            ctl: TorController, names: set[str], current: list[PublishedService]
-        ) -> list[PublishedService]:
-            return await publish_again(ctl, config, address, names, current)
+        async def sync(ctl: TorController, detached: list[str]) -> tuple[set[str], set[str]]:
+            return await sync_onions(ctl, config, address, detached)
 
         reconnect = (lambda: attach(config)) if config.tor.mode == "attach" else None
-        watch = OnionWatch(controller, services, republish, reconnect, watch_interval)
+        paths = OnionPaths.for_config(config)
+
+        async def on_upload(onion: str, hsdir: str) -> None:
+            await record_upload(paths, onion, hsdir)
+
+        watch = OnionWatch(controller, sync, reconnect, watch_interval, on_upload)
         task = asyncio.create_task(watch.run(), name="amanat onion watch")
         try:
             yield [f"http://{s.onion}/" for s in services]
@@ -246,7 +323,8 @@ async def publish_onions(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            for service in watch.services:
+            # every ephemeral onion of the record, also those another process added
+            for service in read_state(paths):
                 if not service.torrc_dir:
                     with contextlib.suppress(TorError):
                         await unpublish(watch.controller, service.address)
@@ -283,14 +361,15 @@ def _transfer_spec(config: Config, clients: dict[str, bytes]) -> ServiceSpec:
 async def _refresh_transfer(controller: TorController, config: Config) -> None:
     """Re-publish the ephemeral transfer onion with the current client list (same address)."""
     paths = OnionPaths.for_config(config)
-    clients = ClientRegistry(paths.transfer_clients).public_keys()
-    spec = _transfer_spec(config, clients)
-    state = [s for s in read_state(paths) if s.name != "transfer"]
-    if clients:
-        state.append(await publish(controller, spec))
-    else:
-        await unpublish(controller, onion_address(load_or_create_key(spec.key_file)))
-    write_state(paths, state)
+    async with state_lock(paths):
+        clients = ClientRegistry(paths.transfer_clients).public_keys()
+        spec = _transfer_spec(config, clients)
+        state = [s for s in read_state(paths) if s.name != "transfer"]
+        if clients:
+            state.append(await publish(controller, spec))
+        else:
+            await unpublish(controller, onion_address(load_or_create_key(spec.key_file)))
+        write_state(paths, state)
 
 
 async def add_client(config: Config, name: str) -> str:
@@ -325,16 +404,71 @@ async def revoke_client(config: Config, name: str) -> None:
 
 
 async def status(config: Config, *, self_check: bool = True) -> StatusReport:
-    """Ephemeral services from the state file; torrc services looked up afresh (as this user)."""
+    """Every onion the persistent record expects (the source onion; the transfer onion once it
+    has client keys or torrc defines it), as tor has it now. An expected onion tor does not
+    serve is reported as not running, whichever process published it or failed to."""
+    paths = OnionPaths.for_config(config)
+    recorded = read_state(paths)
     async with attach_for_cli(config) as controller:
-        services = [s for s in read_state(OnionPaths.for_config(config)) if not s.torrc_dir]
         in_torrc = await torrc_services(controller)
         hs_conf = await controller.hidden_service_conf()
-        targets = {"source": listen_target(config.server.listen)}
-        if config.transfer.listen is not None:
-            targets["transfer"] = listen_target(config.transfer.listen)
-        for name, target in targets.items():
-            if target in in_torrc and all(s.name != name for s in services):
-                hs_dir = in_torrc[target]
-                services.append(_torrc_service(name, hs_dir, hs_conf.get(str(hs_dir), {})))
+        services = []
+        for spec in _wanted_specs(config, listen_target(config.server.listen), in_torrc):
+            if spec.target in in_torrc:
+                hs_dir = in_torrc[spec.target]
+                found = _torrc_service(spec.name, hs_dir, hs_conf.get(str(hs_dir), {}))
+                services.append(_with_recorded_hsdirs(found, recorded))
+            else:
+                services.append(_expected_at(spec, _existing_key_address(spec.key_file),
+                                             recorded))
         return await collect(controller, services, self_check=self_check)
+
+
+def _existing_key_address(key_file: Path) -> str:
+    """The address of an existing service key, or "" (status never creates a key: run as root,
+    it would leave one the service cannot read)."""
+    try:
+        if not key_file.exists():
+            return ""
+        return onion_address(load_or_create_key(key_file))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the onion key {key_file}: {exc.strerror}") from None
+
+
+def _with_recorded_hsdirs(
+    found: PublishedService, recorded: list[PublishedService]
+) -> PublishedService:
+    before = next((s for s in recorded if s.address == found.address), None)
+    return dataclasses.replace(found, hsdirs=before.hsdirs) if before is not None else found
+
+
+# --- while serving: which HSDirs took each upload ----------------------------------------------
+
+
+MAX_HSDIRS = 6
+
+
+def note_upload(
+    services: list[PublishedService], address: str, hsdir: str
+) -> list[PublishedService] | None:
+    """`services` with `hsdir` first in the record of the service at `address` (pure); None
+    when nothing changes."""
+    changed = False
+    out = []
+    for s in services:
+        if s.address == address and s.hsdirs[:1] != (hsdir,):
+            hsdirs = (hsdir, *[d for d in s.hsdirs if d != hsdir])[:MAX_HSDIRS]
+            s = dataclasses.replace(s, hsdirs=hsdirs)
+            changed = True
+        out.append(s)
+    return out if changed else None
+
+
+async def record_upload(paths: OnionPaths, address: str, hsdir: str) -> None:
+    """Note in `services.json` that `hsdir` took the latest upload of the onion at `address`
+    (tor uploads again every hour or two, and to other HSDirs as time periods turn):
+    `amanat onion status` asks those very HSDirs."""
+    async with state_lock(paths):
+        updated = note_upload(read_state(paths), address, hsdir)
+        if updated is not None:
+            write_state(paths, updated)

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +118,7 @@ class PublishedService:
     client_auth: bool
     clients: tuple[str, ...] | None = field(default=())  # None: not readable by this user
     torrc_dir: str = ""  # set when torrc owns the service (HiddenServiceDir)
+    hsdirs: tuple[str, ...] = ()  # fingerprints of HSDirs that took its latest uploads
 
     @property
     def onion(self) -> str:
@@ -156,12 +157,14 @@ async def publish(
     key_blob = load_or_create_key(spec.key_file)
     address = onion_address(key_blob)
     await unpublish(controller, address)
+    hsdirs: tuple[str, ...] = ()
     async with controller.hs_desc_events() as events:
         pow_on = await _add_onion(controller, spec, key_blob)
         if await_publication:
-            await _await_upload(events, address, timeout)
+            hsdirs = (await _await_upload(events, address, timeout),)
     clients = tuple(sorted(spec.client_keys or {}))
-    return PublishedService(spec.name, address, pow_on, spec.client_keys is not None, clients)
+    return PublishedService(spec.name, address, pow_on, spec.client_keys is not None, clients,
+                            hsdirs=hsdirs)
 
 
 async def _add_onion(controller: TorController, spec: ServiceSpec, key_blob: str) -> bool:
@@ -180,9 +183,15 @@ async def _add_onion(controller: TorController, spec: ServiceSpec, key_blob: str
     return False
 
 
+def hsdir_fingerprint(directory: str) -> str:
+    """`$FINGERPRINT~nickname` (an HS_DESC event's directory) -> `FINGERPRINT`."""
+    return directory.lstrip("$").split("~", 1)[0].split("=", 1)[0].upper()
+
+
 async def _await_upload(
     events: asyncio.Queue[HsDescEvent], address: str, timeout: float
-) -> None:
+) -> str:
+    """Wait for the first HSDir to take the descriptor; its fingerprint."""
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -192,8 +201,8 @@ async def _await_upload(
             event = await asyncio.wait_for(events.get(), remaining)
         except TimeoutError:
             continue
-        if event.address == address and event.action == "UPLOADED":
-            return
+        if event.address == address and event.action == "UPLOADED" and event.directory:
+            return hsdir_fingerprint(event.directory)
 
 
 async def unpublish(controller: TorController, address: str) -> bool:
@@ -205,28 +214,71 @@ async def unpublish(controller: TorController, address: str) -> bool:
     return True
 
 
-async def is_descriptor_published(
-    controller: TorController, address: str, timeout: float = 30.0
-) -> bool:
-    """Ask the HSDirs for the descriptor (HSFETCH): True if one of them returned it.
+PUBLISHED = "published"
+NOT_FOUND = "NOT FOUND on HSDirs"
+NOT_BUILT = "NOT BUILT: tor has no descriptor for it yet"
+UNCONFIRMED = "unconfirmed: tor asked the HSDirs about it minutes ago and will not ask again yet"
+NO_ANSWER = "unconfirmed: no HSDir answered in time"
+STALE_RECORD = ("unconfirmed: the HSDirs that took its last recorded upload no longer have it, "
+                "and tor asked the others minutes ago")
 
-    A descriptor the fetching tor cannot decrypt (client auth) still proves publication: tor then
-    reports a failure other than NOT_FOUND after receiving it.
+
+async def check_descriptor(
+    controller: TorController, service: PublishedService, timeout: float = 15.0
+) -> str:
+    """Is the descriptor of this running service on the HSDirs? One of the texts above.
+
+    First the service side: tor has built a descriptor (GETINFO hs/service/desc/id). Then a
+    fetch: from the HSDirs that took its latest uploads when they are recorded, naming them
+    (an HSFETCH with SERVER= is not held back by tor's per-HSDir request cache, so this is right
+    on every run); otherwise a plain HSFETCH, which tor skips for HSDirs it asked in the last
+    minutes (no event at all: "unconfirmed"). A descriptor the fetching tor cannot decrypt
+    (client auth) still proves publication: tor then reports a failure other than NOT_FOUND.
     """
-    address = normalize_address(address)
+    address = normalize_address(service.address)
+    try:
+        await controller.get_info(f"hs/service/desc/id/{address}")
+    except TorCommandError:
+        return NOT_BUILT
+    verdict = await _fetch(controller, address, service.hsdirs[:3], timeout)
+    if verdict == NOT_FOUND and service.hsdirs:
+        # The record may be old (tor stopped, or `amanat serve` did not run to hear the latest
+        # upload): let tor pick the HSDirs that are responsible now.
+        again = await _fetch(controller, address, (), timeout)
+        verdict = STALE_RECORD if again == UNCONFIRMED else again
+    return verdict
+
+
+async def _fetch(
+    controller: TorController, address: str, hsdirs: Sequence[str], timeout: float
+) -> str:
+    servers = "".join(f" SERVER={fp}" for fp in hsdirs)
     async with controller.hs_desc_events() as events:
-        await controller.msg(f"HSFETCH {address}")
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                event = await asyncio.wait_for(events.get(), remaining)
-            except TimeoutError:
-                break
-            if event.address != address:
-                continue
-            if event.action == "RECEIVED":
-                return True
-            if event.action == "FAILED":
-                # An HSFETCH asks one HSDir; the service uploads to every responsible one.
-                return event.reason not in (None, "NOT_FOUND")
-    return False
+        await controller.msg(f"HSFETCH {address}{servers}")
+        # without servers tor picks (and may skip) the HSDirs: how many, it tells in events
+        return await _fetch_verdict(events, address, len(hsdirs) or None, timeout)
+
+
+async def _fetch_verdict(
+    events: asyncio.Queue[HsDescEvent], address: str, asked: int | None, timeout: float
+) -> str:
+    deadline = time.monotonic() + timeout
+    requested = not_found = 0
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            event = await asyncio.wait_for(events.get(), remaining)
+        except TimeoutError:
+            break
+        if event.address != address:
+            continue
+        if event.action == "REQUESTED":
+            requested += 1
+        elif event.action == "RECEIVED" or (
+            event.action == "FAILED" and event.reason not in (None, "NOT_FOUND")
+        ):
+            return PUBLISHED
+        elif event.action == "FAILED":
+            not_found += 1
+            if not_found >= (asked or requested):
+                return NOT_FOUND
+    return NO_ANSWER if asked or requested else UNCONFIRMED

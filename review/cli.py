@@ -13,16 +13,19 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from keys.errors import AmanatError, WrongPassphraseError
-from review.answers import answer_pairs
+from review.answers import answer_pairs, questionnaire_labels
 from review.case import export_case, extract_files
 from review.importer import import_bundle
 from review.replies import make_reply
+from review.report_text import LANGUAGES
 from review.sanitize import clean, display_lines, isolate, json_dumps, one_line
 from review.search import SearchIndex
+from review.suppression import DEFAULT_THRESHOLD, MIN_THRESHOLD, check_threshold
 from review.vault import Vault, now, verify_vault
 
 Run = Callable[[argparse.Namespace], int]
@@ -274,6 +277,43 @@ def run_reply(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(args: argparse.Namespace) -> int:
+    from review.report import ReportRequest, make_report  # loads matplotlib: only here
+
+    request = ReportRequest(
+        out=args.out,
+        labels=questionnaire_labels(args.questionnaire, args.lang),
+        threshold=check_threshold(args.threshold),
+        start=args.start,
+        end=args.end,
+        purpose=args.purpose,
+    )
+    with open_vault(args) as vault:
+        sums = make_report(vault, request)
+    for name, sha in sums.items():
+        out(f"{sha}  {name}")
+    out(f"report written to {args.out} and recorded in the custody log "
+        f"(report.html sha256 {sums['report.html']})")
+    return 0
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {value!r}") from None
+
+
+def _threshold(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < MIN_THRESHOLD:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_THRESHOLD} (got {number})")
+    return number
+
+
 def run_verify(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         checked, problems = verify_vault(vault, Progress("verify"))
@@ -344,6 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--message", required=True, metavar="TEXT")
     p.add_argument("--out", type=Path, required=True, metavar="OUTBOX")
+    p = command("report", run_report, "write an anonymized advocacy report (HTML, CSV, charts)")
+    p.add_argument("--out", type=Path, required=True, metavar="FOLDER")
+    p.add_argument("--from", dest="start", type=_day, metavar="DAY", help="first day counted")
+    p.add_argument("--to", dest="end", type=_day, metavar="DAY", help="last day counted")
+    p.add_argument("--lang", choices=LANGUAGES, default="en")
+    p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="N",
+                   help=f"hide counts below N (default {DEFAULT_THRESHOLD}, at least "
+                   f"{MIN_THRESHOLD})")
+    p.add_argument("--questionnaire", type=Path, metavar="FILE",
+                   help="the questionnaire file the server runs with (default: the built-in one)")
+    p.add_argument("--purpose", default="anonymized advocacy report", metavar="TEXT",
+                   help="why the report is made (recorded in the custody log)")
     command("verify", run_verify, "re-hash everything in the vault and report")
     return parser
 

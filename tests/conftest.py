@@ -147,7 +147,7 @@ async def serve_org(org: DemoOrg, **overrides: dict[str, Any]) -> AsyncIterator[
     write_config(org.config_path, sections)
     config = load_config(org.config_path)
     app = create_app(config)
-    runner, url = await start_site(app, config.server.listen)
+    runner, url = await start_site(app, config.server.listen, config)
     try:
         yield RunningServer(url=url, config=config, org=org, app=app)
     finally:

@@ -36,6 +36,7 @@ MIB = 1024 * 1024
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _CODENAME = re.compile(r'id="codename">([^<]+)<')
 _SERVING = re.compile(r"serving on (http://\S+)")
+_TRANSFER = re.compile(r"transfer API on (http://\S+)")
 
 
 def _toml_value(value: Any) -> str:
@@ -69,6 +70,8 @@ class ServerProcess:
     tmpdir: Path
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    preexec: Callable[[], None] | None = None  # runs in the child before exec (setrlimit)
+    transfer_url: str = ""  # when the config has [transfer] listen
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +111,7 @@ class ServerProcess:
                 stderr=log,
                 env=env,
                 cwd=REPO,
+                preexec_fn=self.preexec,
             )
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
@@ -117,6 +121,8 @@ class ServerProcess:
             seen += self.proc.stdout.read() or b""
             if match := _SERVING.search(seen.decode("utf-8", "replace")):
                 self.url = match.group(1)
+                if transfer := _TRANSFER.search(seen.decode("utf-8", "replace")):
+                    self.transfer_url = transfer.group(1)
                 return
             if self.proc.poll() is not None:
                 break
@@ -156,6 +162,11 @@ class ServerProcess:
                 values[key] = int(rest.split()[0]) * 1024
         return values
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with contextlib.closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as c:
             return c.execute(sql, args).fetchall()
@@ -184,9 +195,25 @@ class ServerProcess:
         return sorted(p for p in (self.store_dir / "objects").rglob("*") if p.is_file())
 
 
+def walk_quietly(root: Path) -> list[Path]:
+    """`root` and everything under it, listed with O_NOATIME: an ordinary listing would itself
+    set the folders' access times to now."""
+    found = [root]
+    if root.is_dir() and not root.is_symlink():
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOATIME)
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
+        for name in sorted(names):
+            found += walk_quietly(root / name)
+    return found
+
+
 @contextlib.contextmanager
-def running(org: DemoOrg, tmpdir: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(org, tmpdir)
+def running(org: DemoOrg, tmpdir: Path,
+            preexec: Callable[[], None] | None = None) -> Iterator[ServerProcess]:
+    server = ServerProcess(org, tmpdir, preexec=preexec)
     server.start()
     try:
         yield server
@@ -412,3 +439,121 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bo
             return True
         await asyncio.sleep(0.05)
     return condition()
+
+
+# --- slow and stalled clients ---------------------------------------------------------------
+
+
+@dataclass
+class Stalled:
+    """A connection that sent `head` and then nothing more."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def closed_within(self, seconds: float) -> bool:
+        """Whether the server closes it (EOF or reset) within `seconds`; whatever it answers
+        first (a 408 page) is read and dropped."""
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if not await asyncio.wait_for(self.reader.read(65536), left):
+                    return True
+        except (ConnectionError, OSError):
+            return True
+        except TimeoutError:
+            return False
+        return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def stall(url: str, head: bytes) -> Stalled:
+    """Connect to the server at `url`, send `head` and stall."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    if head:
+        writer.write(head)
+        await writer.drain()
+    return Stalled(reader, writer)
+
+
+HALF_HEADERS = b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
+
+
+async def stalled_message_upload(source: SourceSession, size: int, send: int) -> Stalled:
+    """POST the submit form announcing a message of `size` bytes, send its first `send` bytes,
+    then stall (the connection stays open)."""
+    boundary = "amanatStallBoundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n"
+            f"{source.csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            f"name=\"message\"\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    stalled = await stall(source.url, _post_head(source, boundary, len(head) + size + len(tail)))
+    stalled.writer.write(head)
+    with contextlib.suppress(ConnectionError, OSError):
+        for piece in repeating(b"They came at night. " * 3000, send):
+            stalled.writer.write(piece)
+            await stalled.writer.drain()
+    return stalled
+
+
+def empty_parts_body(csrf: str, count: int, boundary: str) -> bytes:
+    """The submit form with `count` empty file parts (file inputs left empty) after its token."""
+    b = boundary.encode()
+    empty = b"--" + b + b'\r\nContent-Disposition: form-data; name="files"; filename=""\r\n' \
+        b"Content-Type: application/octet-stream\r\n\r\n\r\n"
+    return (b"--" + b + b'\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
+            + csrf.encode() + b"\r\n" + empty * count + b"--" + b + b"--\r\n")
+
+
+async def post_body(source: SourceSession, body: bytes, boundary: str) -> int | None:
+    """POST a whole multipart body to /submit; the response's status."""
+    connection = await stall(source.url, _post_head(source, boundary, len(body)))
+    connection.writer.write(body)
+    with contextlib.suppress(ConnectionError, OSError):
+        await connection.writer.drain()
+    answered = asyncio.Event()
+    try:
+        raw = await asyncio.wait_for(_read_response(connection.reader, answered), 60)
+    except (ConnectionError, OSError):
+        raw = b""
+    connection.close()
+    return _status(raw)
+
+
+def _post_head(source: SourceSession, boundary: str, length: int) -> bytes:
+    parts = urlsplit(source.url)
+    return (f"POST /submit HTTP/1.1\r\nHost: {parts.netloc}\r\nCookie: {source.cookie}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+@dataclass
+class StallFlood:
+    """tests/stall_flood.py running against a server: `counts()` is its last (open, made)."""
+
+    proc: subprocess.Popen[bytes]
+    seen: bytes = b""
+
+    def counts(self) -> tuple[int, int]:
+        assert self.proc.stdout is not None
+        self.seen = (self.seen + (self.proc.stdout.read() or b""))[-4096:]
+        found = re.findall(rb"open (\d+) made (\d+)", self.seen)
+        return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
+
+
+@contextlib.contextmanager
+def stall_flood(url: str, count: int) -> Iterator[StallFlood]:
+    """An attacker process keeping `count` stalled connections open to `url` (refilled)."""
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "stall_flood.py"), url,
+                             str(count)], stdout=subprocess.PIPE, cwd=REPO)
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    try:
+        yield StallFlood(proc)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from keys.identity_file import open_identity
+from keys.identity_file import open_credential, open_identity
 
 AMANAT = [sys.executable, "-m", "dropbox.cli"]
 
@@ -48,6 +48,14 @@ def test_demo_serves_writes_demo_json_and_exits_0_on_signal(tmp_path, stop):
         identity = open_identity(Path(state["investigator_identity"]).read_bytes(),
                                  state["investigator_passphrase"])
         assert identity.label == "Demo investigator"
+        # the transfer credential beside it, same passphrase, holding no age identity
+        credential_path = Path(state["investigator_transfer_credential"])
+        assert credential_path.parent == Path(state["investigator_identity"]).parent
+        assert credential_path.stat().st_mode & 0o077 == 0
+        credential = open_credential(credential_path.read_bytes(),
+                                     state["investigator_passphrase"])
+        assert credential.label == "Demo investigator"
+        assert bytes(credential.signing_key) != bytes(identity.signing_key)
         assert Path(state["config"]).is_file()
         assert (data / "instance_salt").stat().st_mode & 0o077 == 0
     finally:

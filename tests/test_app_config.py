@@ -35,6 +35,7 @@ def test_minimal_config_gets_safe_defaults(tmp_path):
     assert config.keys.profile == PRODUCTION
     assert config.limits.max_file_bytes == 2 * GIB
     assert config.transfer.retention_days == 0
+    assert config.transfer.acknowledgements is None  # every active investigator
     assert config.tor.mode == "none"
     assert config.i18n.default_locale == "en"
     assert config.path == tmp_path / "amanat.toml"
@@ -84,6 +85,10 @@ BASE = {
     ("limits", {"max_file_bytes": 10, "max_submission_bytes": 5}),
     ("keys", {"argon2_profile": "fast"}),
     ("tor", {"mode": "sometimes"}),
+    ("transfer", {"acknowledgements": 0}),
+    ("transfer", {"acknowledgements": "most"}),
+    ("transfer", {"acknowledgements": True}),
+    ("transfer", {"acknowledgements": 1.5}),
     ("i18n", {"default_locale": "de"}),
     ("nonsense", {"x": 1}),
 ])
@@ -93,6 +98,13 @@ def test_bad_settings_are_refused(tmp_path, section, values):
     assert parse_config(BASE, tmp_path)  # the base alone is fine
     with pytest.raises(ConfigError):
         parse_config(data, tmp_path)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("all", None), (1, 1), (3, 3)])
+def test_the_acknowledgement_policy(tmp_path, value, expected):
+    data = {name: dict(table) for name, table in BASE.items()}
+    data.setdefault("transfer", {})["acknowledgements"] = value
+    assert parse_config(data, tmp_path).transfer.acknowledgements == expected
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -120,6 +120,28 @@ async def test_codename_is_shown_once_and_not_stored(running_server):
             assert codename.encode() not in data
 
 
+async def test_a_sixteen_digit_codename_issued_before_still_logs_in(running_server):
+    """Issue 10, section 6: new codenames have 20 digits; the 16-digit ones sources already hold
+    keep working, typed in any of the usual ways."""
+    from dropbox import db
+
+    old = "4821 0937 5566 1204"
+    async with running_server() as server:
+        keys = derive_source_keys(old, server.state.instance_salt, server.config.keys.profile)
+        assert server.state.db is not None
+        async with server.state.db.begin() as dbs:
+            await db.create_source(dbs, keys.lookup_id, str(keys.reply_identity.recipient()),
+                                   db.today())
+        for typed in (old, old.replace(" ", ""), "۴۸۲۱-۰۹۳۷-۵۵۶۶-۱۲۰۴"):
+            async with SourceClient(server.url) as source:
+                status, page = await source.login(typed)
+                assert status == 200, page
+                assert 'id="submit-form"' in page
+        async with SourceClient(server.url) as source:
+            new = await source.start()
+        assert len(new.replace(" ", "")) == 20
+
+
 async def test_wrong_codename_is_refused_with_a_message(running_server):
     async with running_server() as server, SourceClient(server.url) as source:
         status, page = await source.login("1111 2222 3333 4444")

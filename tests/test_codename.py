@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from keys.codename import (
     CHEAPEST,
+    DIGIT_COUNT,
+    LEGACY_DIGIT_COUNT,
     PRODUCTION,
     Argon2Profile,
     derive_source_keys,
@@ -29,12 +32,32 @@ CODENAME = "0123 4567 8901 2345"
 # --- generation ------------------------------------------------------------------------------
 
 
-def test_default_codename_is_sixteen_digits_in_groups_of_four() -> None:
-    names = {generate_codename() for _ in range(20)}
-    assert len(names) == 20
+def test_default_codename_is_twenty_digits_in_groups_of_four() -> None:
+    names = {generate_codename() for _ in range(200)}
+    assert len(names) == 200
     for name in names:
-        assert re.fullmatch(r"\d{4} \d{4} \d{4} \d{4}", name)
+        assert re.fullmatch(r"\d{4}( \d{4}){4}", name)
         assert normalize_codename(name) == name.replace(" ", "")
+        assert group_codename(name.replace(" ", "")) == name
+    # every position is drawn from all ten digits, not a narrower set
+    for position in range(20):
+        assert len({name.replace(" ", "")[position] for name in names}) == 10
+
+
+def test_twenty_digits_are_at_least_66_bits() -> None:
+    assert DIGIT_COUNT >= 20
+    assert math.log2(10**DIGIT_COUNT) >= 66
+
+
+def test_existing_sixteen_digit_codenames_still_log_in() -> None:
+    """Codenames issued before keep their derivation: the known answer of 4.4 is unchanged."""
+    assert LEGACY_DIGIT_COUNT == 16
+    assert normalize_codename("0123 4567 8901 2345") == "0123456789012345"
+    assert group_codename("0123456789012345") == "0123 4567 8901 2345"
+    keys = derive_source_keys("0123-4567-8901-2345", SALT, CHEAPEST)
+    assert keys.lookup_id == derive_source_keys("0123456789012345", SALT, CHEAPEST).lookup_id
+    assert keys.lookup_id != derive_source_keys("0123456789012345" + "0000", SALT,
+                                                CHEAPEST).lookup_id
 
 
 def test_word_codename_has_seven_listed_words() -> None:
@@ -82,8 +105,11 @@ def test_normalize_accepts_every_way_people_type_digits(typed: str) -> None:
     [
         ("", "empty"),
         (" - \u200f ", "empty"),
-        ("0123 4567 8901 234", "16 digits"),
-        ("0123 4567 8901 23456", "16 digits"),
+        ("0123 4567 8901 234", "20 digits"),
+        ("0123 4567 8901 23456", "20 digits"),
+        ("0123 4567 8901 2345 678", "20 digits"),
+        ("0123 4567 8901 2345 67890", "20 digits"),
+        ("0123 4567 8901 2345 6789 0123", "20 digits"),
         ("0123 4567 8901 234x", "only digits"),
         ("०१२३ ४५६७ ८९०१ २३४५", "only digits"),  # Devanagari: not a script we accept
         ("0123.4567.8901.2345", "only digits"),
@@ -105,16 +131,16 @@ _NOISE = st.sampled_from([" ", "-", "\u00a0", "\u2013", "\u200c", "\u200f", "\u2
 
 @settings(max_examples=60, deadline=None)
 @given(
-    digits=st.lists(st.integers(0, 9), min_size=16, max_size=16),
-    scripts=st.lists(st.integers(0, 2), min_size=16, max_size=16),
-    noise=st.lists(st.lists(_NOISE, max_size=2), min_size=17, max_size=17),
+    digits=st.one_of(*(st.lists(st.integers(0, 9), min_size=n, max_size=n) for n in (16, 20))),
+    scripts=st.lists(st.integers(0, 2), min_size=20, max_size=20),
+    noise=st.lists(st.lists(_NOISE, max_size=2), min_size=21, max_size=21),
 )
-def test_normalize_any_spelling_of_sixteen_digits(
+def test_normalize_any_spelling_of_twenty_or_sixteen_digits(
     digits: list[int], scripts: list[int], noise: list[list[str]]
 ) -> None:
     typed = "".join(
         "".join(noise[i]) + _SCRIPTS[scripts[i]][d] for i, d in enumerate(digits)
-    ) + "".join(noise[16])
+    ) + "".join(noise[20])
     assert normalize_codename(typed) == "".join(map(str, digits))
 
 
@@ -126,7 +152,7 @@ def test_normalize_only_ever_raises_codename_error(text: str) -> None:
     except CodenameError:
         return
     assert normalize_codename(canonical) == canonical
-    assert re.fullmatch(r"\d{16}|[a-z]+( [a-z]+){6}", canonical)
+    assert re.fullmatch(r"\d{16}|\d{20}|[a-z]+( [a-z]+){6}", canonical)
 
 
 def test_normalize_words_is_case_and_separator_insensitive() -> None:
@@ -211,6 +237,12 @@ KAT_CHEAPEST = [
         SALT,
         "167f8a2ca4676e62a91e30dd250678e2f1ffedc155ea20b63707a7768755d7ff",
         "age1dnh3889qrgtmcm4mr5uk3avh6mhh00p5np2azmhps3fernfmmaaq99mflj",
+    ),
+    (
+        "0123 4567 8901 2345 6789",
+        SALT,
+        "72a0eabb49659761fc1929433ff8c9d0206461cfd25a628b40f7e64385b4d7f2",
+        "age1nh2weups0nd7azc8lfflma95p4t47psp73wf6w66upprwusxv48q8alayc",
     ),
     (
         "abacus cherub driver green motive quack zoom",

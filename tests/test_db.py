@@ -17,7 +17,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from dropbox import db
 from dropbox.store import CiphertextStore, StoredFile
@@ -79,10 +84,45 @@ async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -
     await db.init_db(url)  # a restart: already at head, nothing happens
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert {"sources", "submissions", "ciphertexts", "replies"} <= tables
+    assert {"sources", "submissions", "ciphertexts", "replies", "acknowledgements"} <= tables
+
+
+async def test_a_database_from_revision_0001_upgrades_and_keeps_its_state(db_path: Path) -> None:
+    """An existing server's database: a submission acknowledged before per-investigator
+    acknowledgements keeps its retention and is in nobody's pull; one that was not is in
+    everybody's."""
+    from alembic import command
+
+    url = f"sqlite+aiosqlite:///{db_path}"
+    db_path.parent.mkdir(parents=True)
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(
+            lambda c: command.upgrade(db.alembic_config(c), "0001")  # type: ignore[arg-type]
+        )
+    await engine.dispose()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("INSERT INTO sources VALUES ('s1', 'l1', ?, ?)", (RECIPIENT, DAY))
+        raw.execute("INSERT INTO submissions VALUES ('old', 's1', ?, ?, '2026-11-30')", (DAY, DAY))
+        raw.execute("INSERT INTO submissions VALUES ('new', 's1', ?, NULL, NULL)", (DAY,))
+        raw.execute("INSERT INTO ciphertexts (submission_id, kind, name, size, sha256) "
+                    "VALUES ('new', 'message', 'n.age', 5, ?)", ("0" * 64,))
+    await db.init_db(url)
+    engine, sessions = db.create_engine_and_sessionmaker(url)
+    try:
+        async with sessions.begin() as session:
+            assert [s.id for s in await db.list_waiting_for(session, "alice")] == ["new"]
+            assert [s.id for s in await db.due_for_deletion(session, "2026-11-30")] == ["old"]
+            assert await db.add_acknowledgements(session, ["new", "old"], "alice", DAY) == (
+                ["new", "old"], [],
+            )
+            assert await db.list_waiting_for(session, "alice") == []
+            assert [s.id for s in await db.list_waiting_for(session, "bob")] == ["new"]
+    finally:
+        await engine.dispose()
 
 
 async def test_the_schema_holds_only_what_issue_3_allows(
@@ -93,7 +133,8 @@ async def test_the_schema_holds_only_what_issue_3_allows(
         columns = await connection.run_sync(
             lambda c: {
                 table: sorted(col["name"] for col in inspect(c).get_columns(table))
-                for table in ("sources", "submissions", "ciphertexts", "replies")
+                for table in ("sources", "submissions", "ciphertexts", "replies",
+                              "acknowledgements")
             }
         )
     assert columns == {
@@ -101,6 +142,7 @@ async def test_the_schema_holds_only_what_issue_3_allows(
         "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "source_id"],
         "ciphertexts": ["id", "kind", "name", "sha256", "size", "submission_id"],
         "replies": ["day", "id", "investigator", "name", "sha256", "size", "source_id"],
+        "acknowledgements": ["day", "investigator", "submission_id"],
     }
 
 
@@ -371,6 +413,36 @@ async def test_unacknowledged_ciphertexts_are_never_forgotten(
         assert len((await db.due_for_deletion(session, DAY))[0].ciphertexts) == 3
 
 
+async def test_acknowledgements_are_per_investigator_and_go_with_the_submission(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source_id = await new_source(sessions)
+    first = await new_submission(sessions, source_id, 1)
+    second = await new_submission(sessions, source_id, 4)
+    async with sessions.begin() as session:
+        new, already = await db.add_acknowledgements(session, [first, "f" * 32], "alice", DAY)
+        assert (new, already) == ([first], [])
+        assert await db.add_acknowledgements(session, [first], "alice", DAY) == ([], [first])
+        assert [s.id for s in await db.list_waiting_for(session, "alice")] == [second]
+        assert {s.id for s in await db.list_waiting_for(session, "bob")} == {first, second}
+        assert await db.acknowledgers(session) == {first: {"alice"}}
+        assert await db.acknowledged_by(session, "alice") == 1
+        assert await db.waiting_counts(session, "alice") == (1, 3, 104 + 105 + 106)
+        assert await db.waiting_counts(session, "bob") == (2, 6, 621)
+        with pytest.raises(db.InvalidRecordError):
+            await db.add_acknowledgements(session, [second], "x" * 129, DAY)
+    async with sessions.begin() as session:
+        await db.acknowledge(session, [first], DAY, 0)  # the policy is met
+        assert await db.acknowledgers(session) == {}
+        assert await db.waiting_counts(session, "bob") == (1, 3, 315)
+        assert [s.id for s in await db.list_waiting_for(session, "bob")] == [second]
+        await db.forget_submissions(session, [first])
+    async with sessions() as session:
+        assert await db.acknowledged_by(session, "alice") == 0  # the row went with it
+        count = (await session.execute(text("SELECT count(*) FROM acknowledgements"))).scalar()
+        assert count == 0
+
+
 async def test_negative_retention_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as session:
         with pytest.raises(db.InvalidRecordError):
@@ -449,3 +521,60 @@ def test_today_is_a_bare_utc_date() -> None:
     day = db.today()
     assert day == datetime.datetime.now(datetime.UTC).date().isoformat()
     assert db._day(day) == day
+
+
+# --- nothing of a purge remains (issue 10, section 5) --------------------------------------------
+
+
+async def test_a_purge_leaves_nothing_of_the_submission_in_any_file(
+    db_path: Path, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """After `transfer ack` and retention purged a submission, no file under the data folder
+    (database, its WAL and shm, the store) holds its id, its files' names or hashes, or its day."""
+    from dropbox import transfer
+
+    store = CiphertextStore(db_path.parent / "store", reserve_bytes=0)
+    purged_day, ack_day = "2019-03-07", "2022-02-02"
+    source = await new_source(sessions)
+    kept_source = await new_source(sessions, "b" * 64)
+    purged, marks = [], []
+    for first in range(1000, 1300, 3):  # enough rows for several pages, splits and a freelist
+        files: list[tuple[db.Kind, StoredFile]] = []
+        for kind, n in (("manifest", first), ("message", first + 1), ("file", first + 2)):
+            name, digest = f"{n:032x}.age", f"d1{n:062x}"
+            files.append((kind, StoredFile(name=name, size=n, sha256=digest)))
+            marks += [name, digest]
+        async with sessions.begin() as session:
+            purged.append(await db.add_submission(session, source, files, purged_day))
+    for first in range(5000, 5090, 3):
+        await new_submission(sessions, kept_source, first)
+    marks += purged
+    async with sessions.begin() as session:
+        await db.acknowledge(session, purged, ack_day, 0)
+    assert await transfer.purge_due(sessions, store, ack_day) == 300
+    async with sessions() as session:  # the service is still running: connections stay open
+        assert len(await db.list_unacknowledged(session)) == 30
+    residue = {}
+    for path in sorted(db_path.parent.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            found = [m for m in [*marks, purged_day, ack_day] if m.encode() in data]
+            if found:
+                residue[path.name] = found[:3]
+    assert residue == {}
+    store.close()
+
+
+async def test_truncate_journal_empties_the_wal(
+    db_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await new_source(sessions)
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert wal.stat().st_size > 0
+    async with sessions() as session:
+        assert await db.truncate_journal(session)
+    assert wal.stat().st_size == 0
+    assert db.sqlite_files(f"sqlite+aiosqlite:///{db_path}") == [
+        db_path, wal, db_path.with_name(db_path.name + "-shm")]
+    async with sessions() as session:  # still a working database
+        assert await db.get_source_by_lookup(session, "a" * 64) is not None

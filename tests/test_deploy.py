@@ -54,7 +54,8 @@ def test_unit_sandbox_exposure_is_low(tmp_path: Path) -> None:
     text = unit.read_text()
     for line in ("ProtectSystem=strict", "ReadWritePaths=/var/lib/amanat", "PrivateTmp=yes",
                  "NoNewPrivileges=yes", "LimitCORE=0", "RestrictAddressFamilies=AF_UNIX AF_INET",
-                 "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n", "User=amanat"):
+                 "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n", "User=amanat",
+                 "LimitNOFILE=65536", "MemoryMax=", "MemorySwapMax=0", "TasksMax="):
         assert line in text
     # --threshold is on systemd's 0-100 scale: fail above an exposure of 2.0 ("OK" is < 4).
     result = _systemd_analyze("security", "--offline=true", "--threshold=20", str(unit))

@@ -4,6 +4,8 @@
 with their CSRF tokens and sends three submissions, one with a 20 MiB file; the server exports a
 bundle (`amanat export`) and the workstation pulls one (`amanat transfer pull`, signed);
 `amanat-review` imports them, `show` and `extract` give back the originals byte for byte;
+the keys are split as in a deployment: the online workstation holds only the transfer
+credential (and the public keyring), the review workstation only the offline identity;
 `amanat-review reply` writes a reply that `amanat transfer push` carries; the source logs in with
 its codename and reads it in the page; `amanat transfer ack` makes the server delete those
 ciphertexts. Along the way: a tampered bundle, a replayed request, a wrong passphrase and a revoked
@@ -33,7 +35,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from keys.identity_file import open_identity
+from keys.identity_file import open_credential
 from keys.transfer_auth import EMPTY_SHA256, sign_request
 
 pytestmark = pytest.mark.slow
@@ -70,6 +72,7 @@ class Demo:
     transfer_url: str
     config: Path
     identity: Path
+    credential: Path
     passphrase_file: Path
 
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
@@ -81,8 +84,22 @@ class Demo:
         return self.root / "data" / "store" / "objects" / name[:2] / name
 
     def client_args(self) -> list[object]:
-        return ["--url", self.transfer_url, "--identity", self.identity,
+        return ["--url", self.transfer_url, "--credential", self.credential,
                 "--passphrase-file", self.passphrase_file]
+
+    def keyring_args(self) -> list[object]:
+        org = self.root / "org"
+        return ["--keyring", org / "keyring.json", "--org-pub", org / "org.pub"]
+
+    def split(self, online: Path, offline: Path) -> None:
+        """Move each credential where it belongs: the online workstation gets the transfer
+        credential, the review workstation the offline identity; the demo folder keeps neither."""
+        for folder, attribute in ((online, "credential"), (offline, "identity")):
+            folder.mkdir()
+            source = getattr(self, attribute)
+            moved = folder / source.name
+            source.rename(moved)
+            setattr(self, attribute, moved)
 
 
 @contextlib.contextmanager
@@ -100,7 +117,8 @@ def demo_server(root: Path) -> Iterator[Demo]:
         passphrase_file = root / "passphrase.txt"
         passphrase_file.write_text(state["investigator_passphrase"] + "\n")
         yield Demo(root, state["url"], state["transfer_url"], Path(state["config"]),
-                   Path(state["investigator_identity"]), passphrase_file)
+                   Path(state["investigator_identity"]),
+                   Path(state["investigator_transfer_credential"]), passphrase_file)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -307,6 +325,26 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
     ]
     assert len(demo.query("SELECT id FROM submissions")) == 3
 
+    # --- the split keys: nothing on the online workstation opens a testimony ----------------
+    demo.split(tmp / "online", tmp / "offline")
+    for path in (tmp / "online").iterdir():
+        assert b"AGE-SECRET-KEY" not in path.read_bytes().upper()
+    refused = amanat("transfer", "pull", "--url", demo.transfer_url, "--identity", demo.identity,
+                     "--passphrase-file", demo.passphrase_file, "--out", tmp / "n.tar",
+                     check=False)
+    assert refused.returncode == 1
+    assert "must stay on the review workstation" in refused.stderr
+    refused = amanat("transfer", "pull", "--url", demo.transfer_url, "--credential",
+                     demo.identity, "--passphrase-file", demo.passphrase_file, "--out",
+                     tmp / "n.tar", check=False)
+    assert refused.returncode == 1
+    assert "holds an age identity" in refused.stderr
+    assert not (tmp / "n.tar").exists()
+    status = json.loads(amanat("transfer", "status", *demo.client_args(), "--json").stdout)
+    assert status["waiting"]["submissions"] == 3
+    assert status["waiting"]["bytes"] > 20 * MIB
+    assert status["acknowledged_by_me"] == 0
+
     # --- bundles: exported on the server host, and pulled signed by the workstation --------
     exported, pulled = tmp / "export.tar", tmp / "pull.tar"
     amanat("export", "--config", demo.config, "--out", exported)
@@ -333,14 +371,15 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
     assert "SHA-256" in refused.stderr or "sha256" in refused.stderr.lower(), refused.stderr
     assert review_json(vault, pf, "list") == []
 
-    # a wrong passphrase is a clear error, for the vault and for the identity file
+    # a wrong passphrase is a clear error, for the vault and for the transfer credential
     wrong = tmp / "wrong.txt"
     wrong.write_text("not the passphrase\n")
     bad = review("list", "--vault", vault, "--passphrase-file", wrong, check=False)
     assert bad.returncode == 1
     assert "wrong passphrase" in bad.stderr
-    bad = amanat("transfer", "pull", "--url", demo.transfer_url, "--identity", demo.identity,
-                 "--passphrase-file", wrong, "--out", tmp / "never.tar", check=False)
+    bad = amanat("transfer", "pull", "--url", demo.transfer_url, "--credential",
+                 demo.credential, "--passphrase-file", wrong, "--out", tmp / "never.tar",
+                 check=False)
     assert bad.returncode == 1
     assert "passphrase does not open" in bad.stderr
     assert not (tmp / "never.tar").exists()
@@ -399,7 +438,12 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
     names = [row[0] for row in demo.query("SELECT name FROM ciphertexts")]
     assert len(names) >= 3 + 2
     assert all(demo.object_path(n).exists() for n in names)
-    acked = amanat("transfer", "ack", *demo.client_args(), "--bundle", pulled)
+    refused = amanat("transfer", "ack", *demo.client_args(), "--bundle", tampered,
+                     *demo.keyring_args(), check=False)
+    assert refused.returncode == 1  # an altered bundle acknowledges nothing
+    assert all(demo.object_path(n).exists() for n in names)
+    acked = amanat("transfer", "ack", *demo.client_args(), "--bundle", pulled,
+                   *demo.keyring_args())
     assert "acknowledged 3" in acked.stdout
     assert not any(demo.object_path(n).exists() for n in names)
     assert demo.query("SELECT count(*) FROM ciphertexts") == [(0,)]
@@ -407,6 +451,9 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
     empty = tmp / "empty.tar"
     amanat("transfer", "pull", *demo.client_args(), "--out", empty)
     assert empty.stat().st_size < 4096  # a signed bundle with no items
+    status = json.loads(amanat("transfer", "status", *demo.client_args(), "--json").stdout)
+    assert status == {"waiting": {"submissions": 0, "files": 0, "bytes": 0, "replies": 1},
+                      "acknowledged_by_me": 0}
     # the vault still holds everything
     assert "OK" in review("verify", "--vault", vault, "--passphrase-file", pf).stdout
 
@@ -419,9 +466,9 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
 
 async def _replay_pull(demo: Demo) -> tuple[int, int, str]:
     """Send one signed pull twice, byte for byte."""
-    secrets = open_identity(demo.identity.read_bytes(),
-                            demo.passphrase_file.read_text().strip())
-    headers = sign_request(secrets.signing_key, "GET", "/v1/pull", EMPTY_SHA256, time.time())
+    credential = open_credential(demo.credential.read_bytes(),
+                                 demo.passphrase_file.read_text().strip())
+    headers = sign_request(credential.signing_key, "GET", "/v1/pull", EMPTY_SHA256, time.time())
     async with aiohttp.ClientSession() as http:
         async with http.get(demo.transfer_url + "/v1/pull", headers=headers) as first:
             await first.read()

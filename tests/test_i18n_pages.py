@@ -98,7 +98,7 @@ async def test_the_codename_is_ltr_isolated_with_local_digits_beside(running_ser
     async with running_server() as server, SourceClient(server.url) as source:
         await source.get(f"/?l={code}")
         _, page = await source.get("/start")
-    latin = re.search(r'<bdi dir="ltr" id="codename">([0-9 ]{19})</bdi>', page)
+    latin = re.search(r'<bdi dir="ltr" id="codename">([0-9 ]{24})</bdi>', page)
     assert latin, page
     local = to_locale_digits(latin.group(1), code)
     if code == "en":

@@ -20,11 +20,18 @@ from nacl.signing import SigningKey
 from keys.age import X25519Identity, encrypt
 from keys.errors import InputError, KeyringError, KeyringForkError, WrongPassphraseError
 from keys.identity_file import (
+    AgeIdentityOnlineError,
+    CredentialFileError,
     IdentityFileError,
     InvestigatorSecrets,
+    TransferCredential,
+    format_credential,
     format_identity,
+    open_credential,
     open_identity,
+    parse_credential,
     parse_identity,
+    protect_credential,
     protect_identity,
 )
 from keys.keyring import (
@@ -33,6 +40,7 @@ from keys.keyring import (
     canonical_json,
     check_label,
     empty_keyring,
+    encode_key,
     format_org_public_key,
     format_org_signing_key,
     load_keyring,
@@ -138,8 +146,8 @@ def test_rollback_is_refused(org: SigningKey, keyring: Keyring) -> None:
 
 
 def test_unknown_format_is_named(org: SigningKey, keyring: Keyring) -> None:
-    payload = keyring.payload() | {"format": "amanat-keyring/v2"}
-    with pytest.raises(KeyringError, match="unknown keyring format 'amanat-keyring/v2'"):
+    payload = keyring.payload() | {"format": "amanat-keyring/v3"}
+    with pytest.raises(KeyringError, match=r"unknown keyring format .amanat-keyring/v3."):
         load_keyring(sign_raw(payload, org), org.verify_key)
 
 
@@ -270,10 +278,34 @@ def test_fingerprint_is_stable_and_changes_with_everything(
 def test_fingerprint_known_answer() -> None:
     # Pinned: a second implementation of docs/format.md section 3.4 must reproduce it.
     org = SigningKey(bytes(range(32)))
-    assert empty_keyring(org.verify_key).fingerprint() == "9619 6349 4470 0780 8786 8469"
+    assert empty_keyring(org.verify_key).fingerprint() == "2595 6273 7482 8118 7821 2528"
 
 
 EXAMPLE_DOCUMENT = """{
+  "keyring": {
+    "format": "amanat-keyring/v2",
+    "investigators": [
+      {
+        "added": "2026-11-26",
+        "label": "alice",
+        "recipient": "age15nsf9y4k28p83wth93tf7hafhvfajp45d2mge80ems45gz0c5gys3me64l",
+        "revoked": false,
+        "transfer_key": "ypOsFwUYcHHWe4PH/w7+gQjo7EUwV113JoeTM9vavnw=",
+        "verify_key": "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="
+      }
+    ],
+    "transfer_verify_key": "7UkoxijRwsbq6QM4kFmVYSlZJzpcY/k2NsFGFKyHN9E=",
+    "version": 3
+  },
+  "signature": "SIGNATURE"
+}
+""".replace(
+    "SIGNATURE",
+    "8sAg+gEViy3ot6EqEgvN+16wYYyw8e1kICGirhC+coHUPv0GBXUidDnG70B7XOKxCopeIPUPs6xKOR0HuQpNBw==",
+)
+
+# The same keyring as written before transfer credentials existed (format v1): still read.
+EXAMPLE_DOCUMENT_V1 = """{
   "keyring": {
     "format": "amanat-keyring/v1",
     "investigators": [
@@ -304,6 +336,7 @@ def test_example_document_from_the_spec() -> None:
         X25519Identity.from_secret(bytes([1] * 32)).recipient(),
         SigningKey(bytes([2] * 32)).verify_key,
         DAY,
+        transfer_key=SigningKey(bytes([4] * 32)).verify_key,
     )
     keyring = (
         empty_keyring(org.verify_key)
@@ -315,7 +348,58 @@ def test_example_document_from_the_spec() -> None:
         EXAMPLE_DOCUMENT.encode(),
         parse_org_public_key(b"A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="),
     )
+    assert loaded.fingerprint() == "9032 5922 7607 1063 8342 6746"
+
+
+def test_a_v1_keyring_still_loads_and_any_change_writes_v2() -> None:
+    """docs/format.md 3.8: a keyring signed before transfer credentials keeps its signature and
+    fingerprint; its investigators have no transfer key until the organization issues one."""
+    org = SigningKey(bytes(range(32)))
+    loaded = load_keyring(EXAMPLE_DOCUMENT_V1.encode(), org.verify_key)
     assert loaded.fingerprint() == "9493 9728 8048 5349 3639 4736"
+    assert loaded.format_id == "amanat-keyring/v1"
+    (alice,) = loaded.investigators
+    assert alice.transfer_key is None
+    assert loaded.investigator_by_transfer_key(alice.verify_key) is None
+    issued = loaded.with_investigator_transfer_key("alice", SigningKey(bytes([4] * 32)).verify_key)
+    assert issued.version == 4
+    assert issued.format_id == "amanat-keyring/v2"
+    again = load_keyring(sign_keyring(issued, org), org.verify_key, min_version=3)
+    assert again.format_id == "amanat-keyring/v2"
+    owner = again.investigator_by_transfer_key(SigningKey(bytes([4] * 32)).verify_key)
+    assert owner is not None
+    assert (owner.label, owner.verify_key) == (alice.label, alice.verify_key)
+    # a v1 document that smuggles in a transfer key is malformed, signature or not
+    smuggled = json.loads(EXAMPLE_DOCUMENT_V1)["keyring"]
+    smuggled["investigators"][0]["transfer_key"] = encode_key(SigningKey(bytes(32)).verify_key)
+    with pytest.raises(KeyringError, match="unknown transfer_key"):
+        load_keyring(sign_raw(smuggled, org), org.verify_key)
+
+
+def test_transfer_and_offline_keys_are_revoked_and_rotated_apart(keyring: Keyring) -> None:
+    alice = keyring.investigators[0]
+    first, second = SigningKey.generate().verify_key, SigningKey.generate().verify_key
+    issued = keyring.with_investigator_transfer_key(alice.label, first)
+    rotated = issued.with_investigator_transfer_key(alice.label, second)
+    assert rotated.investigator_by_transfer_key(first) is None
+    owner = rotated.investigator_by_transfer_key(second)
+    assert owner is not None
+    assert bytes(owner.verify_key) == bytes(alice.verify_key)  # offline key untouched
+    assert owner.recipient == alice.recipient
+    revoked = rotated.with_investigator_transfer_key(alice.label, None)
+    assert revoked.investigator_by_transfer_key(second) is None
+    assert not revoked.investigators[0].revoked  # still reads and replies offline
+    with pytest.raises(KeyringError, match="no transfer credential"):
+        revoked.with_investigator_transfer_key(alice.label, None)
+    new_identity = X25519Identity.generate()
+    new_offline = SigningKey.generate().verify_key
+    moved = rotated.with_rotated_identity(alice.label, new_identity.recipient(), new_offline)
+    assert moved.active_recipients()[0] == new_identity.recipient()
+    assert moved.investigator_by_transfer_key(second) is not None  # transfer key untouched
+    assert moved.investigator_by_verify_key(alice.verify_key) is None
+    # one key never serves both roles, even across investigators
+    with pytest.raises(KeyringError, match="verify key"):
+        keyring.with_investigator_transfer_key(alice.label, alice.verify_key)
 
 
 # --- labels, unsigned payloads and key files -------------------------------------------------
@@ -441,6 +525,90 @@ def test_identity_plaintext_is_an_age_identity_file(
         ["age", "-d", "-i", str(identity_path)], input=ciphertext, capture_output=True, check=True
     )
     assert out.stdout == b"testimony"
+
+
+# --- transfer credentials ------------------------------------------------------------------
+
+
+def test_a_credential_opens_to_a_signing_key_and_no_age_identity(tmp_path: Path) -> None:
+    credential = TransferCredential.generate("alice")
+    data = protect_credential(credential, "online passphrase", LOW_WORK_FACTOR)
+    assert data.startswith(b"age-encryption.org/v1\n-> scrypt ")
+    from keys.age import ScryptIdentity, decrypt
+
+    plaintext = decrypt(data, [ScryptIdentity("online passphrase")])
+    assert b"AGE-SECRET-KEY" not in plaintext.upper()
+    assert b"AMANAT-SIGNING-KEY" not in plaintext  # not the offline reply key either
+    opened = open_credential(data, "online passphrase")
+    assert opened.label == "alice"
+    assert bytes(opened.signing_key) == bytes(credential.signing_key)
+    assert base64.b64encode(bytes(credential.signing_key)).decode() not in repr(credential)
+    with pytest.raises(WrongPassphraseError):
+        open_credential(data, "offline passphrase")
+
+
+def test_an_identity_file_given_as_a_credential_is_refused_with_the_reason(
+    alice_keys: InvestigatorSecrets,
+) -> None:
+    identity_file = protect_identity(alice_keys, "correct horse battery", LOW_WORK_FACTOR)
+    with pytest.raises(AgeIdentityOnlineError, match=r"opens testimonies.*never be on an online"):
+        open_credential(identity_file, "correct horse battery", "investigator.age")
+    # shown in the clear (a decrypted identity file), it is refused before any passphrase
+    for text in (format_identity(alice_keys), str(alice_keys.identity).lower() + "\n"):
+        with pytest.raises(AgeIdentityOnlineError, match=r"investigator\.txt holds an age"):
+            open_credential(text.encode(), "wrong anyway", "investigator.txt")
+    # a credential text with an age identity pasted into it is refused too
+    mixed = format_credential(TransferCredential.generate("alice")) + f"{alice_keys.identity}\n"
+    with pytest.raises(AgeIdentityOnlineError):
+        parse_credential(mixed)
+    assert issubclass(AgeIdentityOnlineError, InputError)
+
+
+def test_a_damaged_credential_is_refused() -> None:
+    text = format_credential(TransferCredential.generate("alice"))
+    for broken in (
+        text.replace("AMANAT-TRANSFER-CREDENTIAL: ", "# "),
+        text + "stray line\n",
+        text.replace("# AMANAT-LABEL: alice\n", ""),
+        text.replace("=\n", "A=\n"),
+        "",
+    ):
+        with pytest.raises(CredentialFileError):
+            parse_credential(broken)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=400), prefix=st.sampled_from(["", "# AMANAT-LABEL: a\n"]))
+def test_any_text_is_a_credential_or_refused_as_input(text: str, prefix: str) -> None:
+    try:
+        parsed = parse_credential(prefix + text)
+    except CredentialFileError:
+        return
+    assert len(bytes(parsed.signing_key)) == 32
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_any_bytes_given_as_a_credential_are_refused_as_input(data: bytes) -> None:
+    with pytest.raises((IdentityFileError, WrongPassphraseError)):
+        open_credential(data, "a passphrase")
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(shutil.which("age") is None, reason="needs the age binary")
+def test_the_age_binary_finds_no_identity_in_a_credential(tmp_path: Path) -> None:
+    """Decrypted with its passphrase, a credential is no age identity file: `age -d -i` on it
+    opens nothing."""
+    credential_text = tmp_path / "credential.txt"
+    credential_text.write_text(format_credential(TransferCredential.generate("alice")))
+    credential_text.chmod(0o600)
+    ciphertext = encrypt(b"testimony", [X25519Identity.generate().recipient()])
+    out = subprocess.run(
+        ["age", "-d", "-i", str(credential_text)], input=ciphertext, capture_output=True
+    )
+    assert out.returncode != 0
+    assert b"testimony" not in out.stdout
+    assert b"unknown identity type" in out.stderr  # the key line is nothing age can use
 
 
 def test_same_version_other_content_is_a_fork(org: SigningKey, keyring: Keyring) -> None:

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,18 @@ from nacl.signing import SigningKey
 
 from dropbox.cli import main
 from keys.errors import WrongPassphraseError
-from keys.identity_file import open_identity
-from keys.keyring import Keyring, load_keyring, parse_org_public_key, parse_org_signing_key
+from keys.identity_file import open_credential, open_identity
+from keys.keyring import (
+    FORMAT_V1,
+    Keyring,
+    load_keyring,
+    parse_org_public_key,
+    parse_org_signing_key,
+    sign_keyring,
+)
 
 PASSPHRASE = "a long enough passphrase"
+ONLINE_PASSPHRASE = "another passphrase, for the online side"
 
 
 class Org:
@@ -31,6 +40,8 @@ class Org:
         self.capsys = capsys
         self.passphrase_file = root.parent / "passphrase.txt"
         self.passphrase_file.write_text(PASSPHRASE + "\n")
+        self.online_passphrase_file = root.parent / "online-passphrase.txt"
+        self.online_passphrase_file.write_text(ONLINE_PASSPHRASE + "\n")
         self.outputs: list[str] = []  # everything printed, to check that no secret was
 
     def run(self, *args: str) -> tuple[int, str, str]:
@@ -43,18 +54,23 @@ class Org:
         org_pub = parse_org_public_key((self.root / "org.pub").read_bytes())
         return load_keyring((self.root / "keyring.json").read_bytes(), org_pub)
 
-    def add(self, label: str, out: Path | None = None) -> tuple[int, str, str]:
+    def add(
+        self, label: str, out: Path | None = None, credential: Path | None = None
+    ) -> tuple[int, str, str]:
         out = out or self.root.parent / f"{label}.age"
+        credential = credential or self.root.parent / f"{label}.cred"
         return self.run(
             "add-investigator", "--dir", str(self.root), "--label", label,
             "--identity-out", str(out), "--passphrase-file", str(self.passphrase_file),
+            "--credential-out", str(credential),
+            "--credential-passphrase-file", str(self.online_passphrase_file),
             "--work-factor", "10",
         )  # fmt: skip
 
     def secrets_on_disk(self) -> list[str]:
         """Every secret this org dir holds, in the text forms it could leak as."""
         seed = bytes(parse_org_signing_key((self.root / "org.key").read_bytes()))
-        return [base64.b64encode(seed).decode(), seed.hex(), PASSPHRASE]
+        return [base64.b64encode(seed).decode(), seed.hex(), PASSPHRASE, ONLINE_PASSPHRASE]
 
 
 @pytest.fixture
@@ -103,9 +119,20 @@ def test_add_investigator_writes_a_private_identity_and_signs_a_new_version(
     assert keyring.fingerprint() in out
     with pytest.raises(WrongPassphraseError):
         open_identity(identity_path.read_bytes(), PASSPHRASE + "!")
-    # Nothing secret was printed: not the org key, the passphrase, nor the new identity.
-    seed = base64.b64encode(bytes(secrets.signing_key)).decode()
-    for secret in [*org.secrets_on_disk(), str(secrets.identity), seed, "AGE-SECRET-KEY"]:
+    # The transfer credential: its own file and passphrase, its key in the keyring.
+    credential_path = tmp_path / "alice.cred"
+    assert mode(credential_path) == 0o600
+    credential = open_credential(credential_path.read_bytes(), ONLINE_PASSPHRASE)
+    owner = keyring.investigator_by_transfer_key(credential.signing_key.verify_key)
+    assert owner is not None
+    assert owner.label == "alice"
+    assert bytes(credential.signing_key) != bytes(secrets.signing_key)
+    with pytest.raises(WrongPassphraseError):
+        open_credential(credential_path.read_bytes(), PASSPHRASE)
+    # Nothing secret was printed: not the org key, the passphrases, nor the new keys.
+    seeds = [base64.b64encode(bytes(k)).decode() for k in (secrets.signing_key,
+                                                           credential.signing_key)]
+    for secret in [*org.secrets_on_disk(), str(secrets.identity), *seeds, "AGE-SECRET-KEY"]:
         assert all(secret not in text for text in org.outputs)
 
 
@@ -119,6 +146,13 @@ def test_add_investigator_refuses_without_changing_anything(org: Org, tmp_path: 
     assert code == 1
     assert "already exists" in err
     assert existing.read_bytes() == content
+    assert not (tmp_path / "bob.cred").exists()
+
+    # the credential file exists already: the identity written first is taken back
+    code, _, err = org.add("bob", credential=tmp_path / "alice.cred")
+    assert code == 1
+    assert "already exists" in err
+    assert not (tmp_path / "bob.age").exists()
 
     code, _, err = org.add("ALICE")  # labels are unique, whatever the case
     assert code == 1
@@ -139,10 +173,10 @@ def test_add_investigator_without_a_passphrase_source_fails_clearly(
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, even under `pytest -s`
     code, _, err = org.run(
         "add-investigator", "--dir", str(org.root), "--label", "dan",
-        "--identity-out", str(tmp_path / "dan.age"),
+        "--identity-out", str(tmp_path / "dan.age"), "--credential-out", str(tmp_path / "d.cred"),
     )  # fmt: skip
     assert code == 1
-    assert "no passphrase: give --passphrase-file" in err
+    assert "no passphrase for the offline identity" in err
     assert not (tmp_path / "dan.age").exists()
     assert org.keyring().version == 1
 
@@ -158,19 +192,21 @@ def test_add_investigator_prompts_twice_at_a_terminal(
     typed: list[str] = []
     monkeypatch.setattr(sys, "stdin", FakeTerminal())
     monkeypatch.setattr(getpass, "getpass", lambda prompt: typed.pop(0))
-    args = ("add-investigator", "--dir", str(org.root), "--work-factor", "10")
+    args = ("add-investigator", "--dir", str(org.root), "--work-factor", "10", "--label", "erin",
+            "--identity-out", str(tmp_path / "e.age"), "--credential-out", str(tmp_path / "e.cred"))
 
     typed[:] = [PASSPHRASE, PASSPHRASE + "x"]
-    code, _, err = org.run(*args, "--label", "erin", "--identity-out", str(tmp_path / "e.age"))
+    code, _, err = org.run(*args)
     assert code == 1
     assert "the two passphrases differ" in err
     assert not (tmp_path / "e.age").exists()
 
-    typed[:] = [PASSPHRASE, PASSPHRASE]
-    code, _, _ = org.run(*args, "--label", "erin", "--identity-out", str(tmp_path / "e.age"))
+    typed[:] = [PASSPHRASE, PASSPHRASE, ONLINE_PASSPHRASE, ONLINE_PASSPHRASE]
+    code, _, _ = org.run(*args)
     assert code == 0
     assert typed == []
     assert open_identity((tmp_path / "e.age").read_bytes(), PASSPHRASE).label == "erin"
+    assert open_credential((tmp_path / "e.cred").read_bytes(), ONLINE_PASSPHRASE).label == "erin"
 
 
 def test_revoke_pin_and_sign(org: Org) -> None:
@@ -194,6 +230,77 @@ def test_revoke_pin_and_sign(org: Org) -> None:
 
     assert org.run("sign", "--dir", str(org.root))[0] == 0
     assert org.keyring().version == 6
+
+
+def test_transfer_credentials_are_rotated_and_revoked_alone(org: Org, tmp_path: Path) -> None:
+    org.add("alice")
+    first = open_credential((tmp_path / "alice.cred").read_bytes(), ONLINE_PASSPHRASE)
+    before = org.keyring().investigators[0]
+    rotate = ("transfer-credential", "--dir", str(org.root), "--label", "ALICE",
+              "--credential-passphrase-file", str(org.online_passphrase_file),
+              "--work-factor", "10")
+    code, out, _ = org.run(*rotate, "--credential-out", str(tmp_path / "alice-2.cred"))
+    assert code == 0
+    assert "no longer works" in out
+    second = open_credential((tmp_path / "alice-2.cred").read_bytes(), ONLINE_PASSPHRASE)
+    assert second.label == "alice"  # the keyring's spelling
+    keyring = org.keyring()
+    assert keyring.investigator_by_transfer_key(first.signing_key.verify_key) is None
+    after = keyring.investigator_by_transfer_key(second.signing_key.verify_key)
+    assert after is not None
+    assert (after.recipient, after.verify_key) == (before.recipient, before.verify_key)
+
+    code, out, _ = org.run("revoke", "--dir", str(org.root), "--label", "alice",
+                           "--transfer-only")
+    assert code == 0
+    keyring = org.keyring()
+    assert keyring.investigators[0].transfer_key is None
+    assert [i.label for i in keyring.active_investigators()] == ["alice"]  # still reads
+    code, _, err = org.run("revoke", "--dir", str(org.root), "--label", "alice",
+                           "--transfer-only")
+    assert code == 1
+    assert "no transfer credential" in err
+
+    code, out, _ = org.run("rotate-identity", "--dir", str(org.root), "--label", "alice",
+                           "--identity-out", str(tmp_path / "alice-2.age"),
+                           "--passphrase-file", str(org.passphrase_file), "--work-factor", "10")
+    assert code == 0
+    new_identity = open_identity((tmp_path / "alice-2.age").read_bytes(), PASSPHRASE)
+    assert [str(r) for r in org.keyring().active_recipients()] == [
+        str(new_identity.identity.recipient())
+    ]
+    code, _, _ = org.run(*rotate, "--credential-out", str(tmp_path / "alice-3.cred"))
+    assert code == 0  # a revoked credential can be issued again
+
+
+def test_a_v1_keyring_migrates_by_issuing_transfer_credentials(org: Org, tmp_path: Path) -> None:
+    """docs/deploy.md, "Migrating to transfer credentials": an org dir from before credentials
+    (keyring v1, identity files only) gets one per investigator; the identity file is unchanged."""
+    org.add("alice")
+    signing_key = parse_org_signing_key((org.root / "org.key").read_bytes())
+    current = org.keyring()
+    v1 = replace(
+        current,
+        format_id=FORMAT_V1,
+        investigators=tuple(replace(i, transfer_key=None) for i in current.investigators),
+    )
+    (org.root / "keyring.json").write_bytes(sign_keyring(v1, signing_key))
+    old = org.keyring()
+    assert old.format_id == "amanat-keyring/v1"
+    assert old.investigators[0].transfer_key is None
+    code, _, _ = org.run(
+        "transfer-credential", "--dir", str(org.root), "--label", "alice",
+        "--credential-out", str(tmp_path / "migrated.cred"),
+        "--credential-passphrase-file", str(org.online_passphrase_file), "--work-factor", "10",
+    )  # fmt: skip
+    assert code == 0
+    new = org.keyring()
+    assert new.format_id == "amanat-keyring/v2"
+    assert new.version == old.version + 1
+    credential = open_credential((tmp_path / "migrated.cred").read_bytes(), ONLINE_PASSPHRASE)
+    assert new.investigator_by_transfer_key(credential.signing_key.verify_key) is not None
+    identity = open_identity((tmp_path / "alice.age").read_bytes(), PASSPHRASE)
+    assert new.investigator_by_verify_key(identity.signing_key.verify_key) is not None
 
 
 def test_sign_from_a_prepared_payload(org: Org, tmp_path: Path) -> None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from nacl.bindings import crypto_scalarmult
@@ -25,7 +30,13 @@ from onion.client_auth import (
     parse_auth_line,
     parse_auth_private_line,
 )
-from onion.controller import BootstrapState, TorController, launch_tor, render_torrc
+from onion.controller import (
+    BootstrapState,
+    HsDescEvent,
+    TorController,
+    launch_tor,
+    render_torrc,
+)
 from onion.errors import (
     ClientAuthKeyError,
     OnionKeyError,
@@ -35,7 +46,12 @@ from onion.errors import (
     TorLaunchError,
     TorNotFoundError,
 )
+from onion.publish import note_upload
 from onion.services import (
+    NOT_BUILT,
+    NOT_FOUND,
+    PUBLISHED,
+    UNCONFIRMED,
     PublishedService,
     ServiceSpec,
     add_onion_command,
@@ -43,8 +59,8 @@ from onion.services import (
     load_or_create_key,
     onion_address,
 )
-from onion.status import SelfCheck, ServiceReport, StatusReport
-from onion.watch import missing_services
+from onion.status import DEGRADED, DOWN, EXIT_STATUS, OK, SelfCheck, ServiceReport, StatusReport
+from onion.watch import OnionWatch, stale_services
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,30 +180,63 @@ def test_torrc_rendering_refuses_injection() -> None:
 
 def _report(*services: ServiceReport, check: SelfCheck | None) -> StatusReport:
     return StatusReport("0.4.9.11", BootstrapState(100, "done", "Done"), ("127.0.0.1", 9050),
-                        services, check)
+                        tuple(services), check)
 
 
-def test_status_report_ok_and_render() -> None:
+def test_status_report_states_render_and_json() -> None:
     source = PublishedService("source", ADDRESS, pow_defenses=True, client_auth=False)
-    transfer = PublishedService("transfer", ADDRESS, pow_defenses=False, client_auth=True,
+    transfer = PublishedService("transfer", ADDRESS, pow_defenses=True, client_auth=True,
                                 clients=("a", "b"))
-    good = _report(ServiceReport(source, True, True), ServiceReport(transfer, True, True),
+    good = _report(ServiceReport(source, True, PUBLISHED),
+                   ServiceReport(transfer, True, PUBLISHED),
                    check=SelfCheck(True, "GET / -> HTTP 200", 0.4))
+    assert good.state == OK
     assert good.ok
     text = good.render()
     assert f"source onion:    {ADDRESS}.onion" in text
     assert "client auth (2 clients)" in text
-    assert "PoW defenses:  OFF" in text
     assert "self-check:      ok" in text
-    unpublished = _report(ServiceReport(source, True, False), check=None)
-    assert not unpublished.ok
-    assert "NOT FOUND" in unpublished.render()
+    assert text.endswith("state:           ok")
+    fields = json.loads(good.to_json())
+    assert fields["state"] == "ok"
+    assert fields["bootstrap"] == {"progress": 100, "summary": "Done"}
+    assert [s["name"] for s in fields["services"]] == ["source", "transfer"]
+    assert fields["services"][1]["clients"] == ["a", "b"]
+    assert fields["services"][1]["descriptor"] == PUBLISHED
+    assert fields["self_check"]["ok"] is True
+    # every line of the text has its field
+    assert len(text.splitlines()) == 3 + 5 * 2 + 2
+    assert EXIT_STATUS[OK] == 0
+
+    no_pow = dataclasses.replace(transfer, pow_defenses=False)
+    weak = _report(ServiceReport(source, True, PUBLISHED), ServiceReport(no_pow, True, PUBLISHED),
+                   check=None)
+    assert weak.state == DEGRADED
+    assert "PoW defenses:  OFF" in weak.render()
+    assert _report(ServiceReport(source, True, UNCONFIRMED), check=None).state == DEGRADED
     public_transfer = PublishedService("transfer", ADDRESS, pow_defenses=True, client_auth=False)
-    assert not _report(ServiceReport(public_transfer, True, True), check=None).ok
+    assert _report(ServiceReport(public_transfer, True, PUBLISHED), check=None).state == DEGRADED
     assert "PUBLIC: NO CLIENT AUTHORIZATION" in _report(
-        ServiceReport(public_transfer, True, True), check=None).render()
-    assert not _report(ServiceReport(source, True, True),
-                       check=SelfCheck(False, "timeout", 30.0)).ok
+        ServiceReport(public_transfer, True, PUBLISHED), check=None).render()
+
+    unpublished = _report(ServiceReport(source, True, NOT_FOUND), check=None)
+    assert unpublished.state == DOWN
+    assert "NOT FOUND" in unpublished.render()
+    assert _report(ServiceReport(source, True, NOT_BUILT), check=None).state == DOWN
+    assert _report(ServiceReport(source, True, PUBLISHED),
+                   check=SelfCheck(False, "timeout", 30.0)).state == DOWN
+    assert _report(check=None).state == DOWN  # nothing at all
+    # the record expects the transfer onion but tor does not serve it: down, and said so
+    gone = _report(ServiceReport(source, True, PUBLISHED), ServiceReport(transfer, False, "-"),
+                   check=None)
+    assert gone.state == DOWN
+    assert "running:       NO: tor does not serve it" in gone.render()
+    assert json.loads(gone.to_json())["services"][1]["running"] is False
+    never = dataclasses.replace(transfer, address="")
+    text = _report(ServiceReport(never, False, "-"), check=None).render()
+    assert "transfer onion:  (none yet)" in text
+    assert "NO: it has no key yet" in text
+    assert EXIT_STATUS[DOWN] == 2
 
 
 async def test_missing_tor_binary_is_a_clear_error(tmp_path: Path) -> None:
@@ -236,20 +285,40 @@ async def test_password_authentication(tmp_path: Path) -> None:
     assert not launched.running()
 
 
-def _service(name: str, address: str, torrc_dir: str = "") -> PublishedService:
-    return PublishedService(name, address, pow_defenses=True, client_auth=False,
-                            torrc_dir=torrc_dir)
+def _service(name: str, address: str, torrc_dir: str = "",
+             clients: tuple[str, ...] = ()) -> PublishedService:
+    return PublishedService(name, address, pow_defenses=True, client_auth=bool(clients),
+                            clients=clients, torrc_dir=torrc_dir)
 
 
 def test_the_watch_republishes_only_ephemeral_services_tor_forgot() -> None:
     source, transfer = "a" * 56, "b" * 56
-    services = [_service("source", source), _service("transfer", transfer)]
-    assert missing_services(services, [source, transfer]) == []
-    assert missing_services(services, [transfer, "c" * 56]) == [services[0]]
-    assert missing_services(services, []) == services
+    services = [_service("source", source), _service("transfer", transfer, clients=("alice",))]
+    assert stale_services(services, services, [source, transfer]) == []
+    assert stale_services(services, services, [transfer, "c" * 56]) == [services[0]]
+    assert stale_services(services, services, []) == services
     # torrc owns a HiddenServiceDir service: never in onions/detached, never ours to publish
     in_torrc = [_service("source", source, torrc_dir="/var/lib/tor/amanat-source")]
-    assert missing_services(in_torrc, []) == []
+    assert stale_services(in_torrc, in_torrc, []) == []
+
+
+def test_the_watch_follows_the_record_whichever_process_changed_it() -> None:
+    source, transfer = "a" * 56, "b" * 56
+    at_start = [_service("source", source)]
+    # `amanat onion add-client` (another process) published the transfer onion and recorded it
+    recorded = [*at_start, _service("transfer", transfer, clients=("alice",))]
+    expected = list(recorded)
+    assert stale_services(expected, recorded, [source, transfer]) == []
+    # tor restarted: both are gone from tor, both come back
+    assert stale_services(expected, recorded, []) == expected
+    # a client was added to the record but tor still serves the old client list
+    expected_bob = [at_start[0], _service("transfer", transfer, clients=("alice", "bob"))]
+    assert stale_services(expected_bob, recorded, [source, transfer]) == [expected_bob[1]]
+    # never published (no record of it yet): published, although tor lists the address
+    assert stale_services(expected, at_start, [source, transfer]) == [expected[1]]
+    # the key changed (a restored backup): the recorded address is not the expected one
+    moved = [_service("source", "c" * 56)]
+    assert stale_services(moved, at_start, [source]) == moved
 
 
 @pytest.mark.skipif(shutil.which("tor") is None, reason="tor is not installed")
@@ -293,3 +362,93 @@ async def test_reload_then_close_never_hangs(tmp_path: Path) -> None:
     finally:
         tor.terminate()
         tor.wait(10)
+
+
+def test_the_record_keeps_the_latest_hsdirs_of_each_onion() -> None:
+    source, transfer = "a" * 56, "b" * 56
+    services = [_service("source", source), _service("transfer", transfer, clients=("a",))]
+    once = note_upload(services, source, "F1")
+    assert once is not None
+    assert once[0].hsdirs == ("F1",)
+    assert once[1].hsdirs == ()
+    assert note_upload(once, source, "F1") is None  # nothing new: the file is not rewritten
+    assert note_upload(once, "c" * 56, "F9") is None  # not ours
+    latest = once
+    for n in range(2, 10):
+        updated = note_upload(latest, source, f"F{n}")
+        assert updated is not None
+        latest = updated
+    assert latest[0].hsdirs == ("F9", "F8", "F7", "F6", "F5", "F4")  # the latest first, bounded
+    again = note_upload(latest, source, "F6")
+    assert again is not None
+    assert again[0].hsdirs == ("F6", "F9", "F8", "F7", "F5", "F4")
+
+
+def test_status_without_tor_is_down_and_without_config_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dropbox.cli import main
+    from dropbox.demo import create_demo_org
+
+    org = create_demo_org(tmp_path / "org", port=0, cheap_kdf=True, tor_mode="attach")
+    config = org.config_path
+    config.write_text(config.read_text() + f'control_socket = "{tmp_path / "no.sock"}"\n')
+    assert main(["onion", "status", "--json", "--config", str(config)]) == 2
+    fields = json.loads(capsys.readouterr().out)
+    assert fields["state"] == "down"
+    assert "nothing answers at tor's control" in fields["error"]
+    assert main(["onion", "status", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.endswith("state:           down\n")
+
+    config.write_text("[tor]\nmode = 'attach'\nno_such_key = 1\n")
+    assert main(["onion", "status", "--json", "--config", str(config)]) == 3
+    assert json.loads(capsys.readouterr().out)["state"] == "unknown"
+
+
+class _FakeTor:
+    """Just what OnionWatch asks of tor: its ephemeral onions, and HS_DESC events."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[HsDescEvent] = asyncio.Queue()
+
+    async def onion_ids(self, detached: bool) -> list[str]:
+        return ["a" * 56]
+
+    @contextlib.asynccontextmanager
+    async def hs_desc_events(self) -> AsyncIterator[asyncio.Queue[HsDescEvent]]:
+        yield self.events
+
+
+async def test_the_watch_survives_a_bad_record_and_notes_uploads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tor = _FakeTor()
+    looks: list[int] = []
+    uploads: list[tuple[str, str]] = []
+
+    async def sync(ctl: object, detached: list[str]) -> tuple[set[str], set[str]]:
+        looks.append(len(detached))
+        if len(looks) == 1:  # a malformed .auth file in transfer_clients/
+            raise ClientAuthKeyError("an .auth line must read descriptor:x25519:<base32 key>")
+        return set(), set()
+
+    async def on_upload(address: str, hsdir: str) -> None:
+        uploads.append((address, hsdir))
+
+    watch = OnionWatch(cast(TorController, tor), sync, None, 0.01, on_upload)
+    await tor.events.put(HsDescEvent("UPLOADED", "a" * 56, "$" + "F" * 40 + "~relay", None))
+    await tor.events.put(HsDescEvent("UPLOAD", "a" * 56, "$" + "E" * 40 + "~relay", None))
+    task = asyncio.create_task(watch.run())
+    try:
+        await asyncio.wait_for(_until(lambda: len(looks) >= 3 and uploads), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert "an .auth line must read" in caplog.text  # said, and the watch went on
+    assert uploads == [("a" * 56, "F" * 40)]
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

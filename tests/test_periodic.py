@@ -37,3 +37,32 @@ async def test_work_repeats_until_the_block_ends() -> None:
     stopped_at = count
     await asyncio.sleep(0.02)
     assert count == stopped_at >= 3
+
+
+def test_seconds_to_midnight_utc() -> None:
+    midnight = 1_764_374_400  # 2025-11-29T00:00:00Z
+    assert periodic.seconds_to_midnight(midnight) == 86400
+    assert periodic.seconds_to_midnight(midnight + 1.5) == 86398.5
+    assert periodic.seconds_to_midnight(midnight - 10) == 10
+
+
+async def test_daily_work_runs_at_start_and_then_waits_for_midnight(monkeypatch) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(3600)
+
+    calls = []
+
+    async def work() -> None:
+        calls.append(1)
+
+    monkeypatch.setattr(periodic.asyncio, "sleep", sleep)
+    async with periodic.daily(work, at_start=True):
+        await real_sleep(0.05)
+    assert calls == [1]
+    assert len(waits) == 1
+    assert 0 < waits[0] <= 86400
+    assert abs(waits[0] - periodic.seconds_to_midnight()) < 5

@@ -274,7 +274,7 @@ def test_tag_and_note_are_kept_encrypted(imported: dict[str, Any], subs: list[Su
     assert shown["tags"] == [secret_tag]
     assert [n["text"] for n in shown["notes"]] == [secret_note]
     assert ok_json(imported, "list", "--tag", secret_tag)[0]["id"] == sid
-    needles = [b"ZQX", b"Hayatabad", "پېښور".encode(), b"Peshawar", b"Quetta"]
+    needles = [b"witness-ZQX", b"ZQXNOTE", b"Hayatabad", "پېښور".encode(), b"Peshawar", b"Quetta"]
     for path in imported["vault"].rglob("*"):
         if path.is_file():
             data = path.read_bytes()

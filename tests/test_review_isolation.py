@@ -48,6 +48,7 @@ def test_import_review_cli_pulls_in_no_server_dependency() -> None:
         f"bad = [m for m in sys.modules if m.split('.')[0] in {BLOCKED!r}]\n"
         "assert not bad, bad\n"
         "assert 'dropbox' not in sys.modules and 'onion' not in sys.modules\n"
+        "assert 'matplotlib' not in sys.modules  # loaded by the report command only\n"
         "print('clean')\n"
     )
     result = _python(code)
@@ -82,6 +83,7 @@ def test_whole_workflow_runs_with_server_dependencies_blocked(tmp_path: Path) ->
         ["extract", sub.submission_id, "--out", tmp_path / "out"],
         ["export-case", sub.submission_id, "--out", tmp_path / "case"],
         ["reply", "s1", "--message", "thanks", "--out", tmp_path / "outbox"],
+        ["report", "--out", tmp_path / "report", "--lang", "ps"],
         ["verify"],
     ]
     for step in steps:

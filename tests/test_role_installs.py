@@ -9,14 +9,18 @@ read PyPI.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from roles import ROOT
+from server_process import make_org as make_server_org
+from server_process import running
 from test_review_kit import PASSPHRASE, Submission, build_bundle, make_org
 
 from keys.identity_file import protect_identity
@@ -102,11 +106,34 @@ def test_offline_role_installs_and_runs_the_org_and_review_commands(tmp_path: Pa
           "--org-pub", "org.pub", *common], here, env)
     _run([*review, "import", "b.tar", *common], here, env)
     assert sub.submission_id in _run([*review, "list", *common], here, env).stdout
+    # The advocacy report draws its charts with the wheelhouse's matplotlib (the review extra).
+    made = _run([*review, "report", "--out", "report", "--lang", "fa_AF", *common], here, env)
+    assert "custody log" in made.stdout
+    assert (here / "report" / "report.html").is_file()
+    assert len(list((here / "report").glob("*.svg"))) == 8
 
 
-def test_workstation_role_installs_the_transfer_client_only(tmp_path: Path) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_workstation_role_installs_and_asks_a_server_what_waits(tmp_path: Path) -> None:
     bin_dir, here, env = install_role("workstation", tmp_path)
     for module in ("stem", "sqlalchemy", "alembic", "jinja2"):
         assert _cannot_import(bin_dir / "python", module, env), module
     assert not _cannot_import(bin_dir / "python", "aiohttp_socks", env)
-    assert "pull" in _run([str(bin_dir / "amanat"), "transfer", "--help"], here, env).stdout
+
+    # The online workstation holds the transfer credential only, and asks a real server.
+    port = _free_port()
+    org = make_server_org(tmp_path / "server", transfer={"listen": f"127.0.0.1:{port}"})
+    (here / "transfer.cred").write_bytes(org.credential_path.read_bytes())
+    (here / "pass").write_text(org.passphrase + "\n")
+    with running(org, tmp_path / "server-tmp"):
+        answer = _run([str(bin_dir / "amanat"), "transfer", "status", "--url",
+                       f"http://127.0.0.1:{port}", "--credential", "transfer.cred",
+                       "--passphrase-file", "pass", "--json"], here, env)
+    status = json.loads(answer.stdout)
+    assert status["waiting"]["submissions"] == 0
+    assert status["acknowledged_by_me"] == 0

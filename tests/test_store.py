@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_process import walk_quietly
 
 from dropbox.store import (
     FLUSH_BYTES,
@@ -356,3 +357,67 @@ async def test_the_reserve_stops_a_write_before_the_disk_is_full(small_fs: Path)
     assert files_under(store.root) == []
     assert store.free_bytes() > 7 * 1024 * 1024  # nothing was left holding the space
     store.close()
+
+
+# --- file times: days, never moments (issue 10, section 5) ----------------------------------
+
+
+def assert_days_only(root: Path) -> None:
+    """Every file and folder under `root` (and `root`) has access and modification times at a
+    midnight UTC."""
+    for path in walk_quietly(root):
+        st = os.stat(path, follow_symlinks=False)
+        for what, ns in (("mtime", st.st_mtime_ns), ("atime", st.st_atime_ns)):
+            assert ns % (86400 * 10**9) == 0, f"{path.relative_to(root)} {what} {ns}"
+
+
+async def test_committed_files_and_their_folders_show_only_the_day(
+    store: CiphertextStore,
+) -> None:
+    files = [await store_bytes(store, os.urandom(n)) for n in (0, 100, 3 * FLUSH_BYTES)]
+    assert_days_only(store.root)
+    today = int(time.time()) // 86400 * 86400
+    for stored in files:
+        assert store.path(stored.name).stat().st_mtime == today
+    # reading (export, replies) and listing (orphan sweep) do not put the moment back
+    for stored in files:
+        with store.open(stored.name) as ciphertext:
+            assert len(ciphertext.read()) == stored.size
+    assert len(store.names()) == 3
+    assert_days_only(store.root)
+
+
+async def test_aborts_deletes_and_the_startup_sweep_leave_only_days(
+    store: CiphertextStore,
+) -> None:
+    kept = await store_bytes(store, b"kept")
+    gone = await store_bytes(store, b"gone")
+    async with store.writer() as writer:
+        await writer.write(os.urandom(2 * FLUSH_BYTES))
+        await writer.abort()
+    store.delete(gone.name)
+    (store.root / "tmp" / "left.partial").write_bytes(b"x")  # a crash left it
+    assert store.sweep() == 1
+    assert_days_only(store.root)
+    assert store.names() == [kept.name]
+
+
+async def test_the_daily_sweep_keeps_each_files_day_and_collapses_change_times(
+    store: CiphertextStore,
+) -> None:
+    files = [await store_bytes(store, os.urandom(100)) for _ in range(20)]
+    old_day = 1_700_000_000 // 86400 * 86400
+    old = store.path(files[0].name)
+    os.utime(old, (old_day + 12345.678, old_day + 3600.5))  # a time from before this change
+    with old.open("rb") as f:
+        f.read()  # a read without O_NOATIME, as any tool would do
+    paths = [store.path(f.name) for f in files]
+    before = min(os.stat(p).st_ctime_ns for p in paths)
+    time.sleep(0.01)
+    touched = store.coarsen_times()
+    assert touched == len(files) + len({f.name[:2] for f in files}) + 3
+    assert_days_only(store.root)
+    assert old.stat().st_mtime == old_day  # each file keeps its own day
+    ctimes = [os.stat(p).st_ctime_ns for p in walk_quietly(store.root)]
+    assert min(ctimes) > before  # every change time is now the sweep's, not an upload's
+    assert max(ctimes) - min(ctimes) < 10**9

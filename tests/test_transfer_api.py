@@ -15,7 +15,7 @@ import json
 import secrets
 import sys
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +31,7 @@ from dropbox.app import start_site
 from dropbox.config import Listen, load_config
 from dropbox.demo import DemoOrg, create_demo_org
 from dropbox.transfer_api import STATE, create_transfer_app
-from dropbox.transfer_cli import TransferClient, TransferClientError, bundle_submission_ids
+from dropbox.transfer_cli import TransferClient, TransferClientError, verified_submission_ids
 from keys.age import X25519Recipient, decrypt, encrypt
 from keys.bundle import (
     Reply,
@@ -42,7 +42,7 @@ from keys.bundle import (
     write_bundle,
 )
 from keys.errors import ConfigError
-from keys.identity_file import InvestigatorSecrets
+from keys.identity_file import InvestigatorSecrets, TransferCredential
 from keys.keyring import encode_key, load_keyring, parse_org_public_key, sign_keyring
 from keys.transfer_auth import EMPTY_SHA256, HEADER_CONTENT_SHA256, sign_request
 
@@ -70,13 +70,22 @@ async def servers(org: DemoOrg, **overrides: dict[str, Any]) -> AsyncIterator[Pa
             await runner.cleanup()
 
 
+def add_investigator(org: DemoOrg, label: str) -> tuple[InvestigatorSecrets, TransferCredential]:
+    """A second investigator with both credentials, added to the org's keyring."""
+    secrets_ = InvestigatorSecrets.generate(label)
+    credential = TransferCredential.generate(label)
+    ring = keyring_of(org).with_investigator(secrets_.public_entry(date.today(), credential))
+    (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+    return secrets_, credential
+
+
 def keyring_of(org: DemoOrg) -> Any:
     org_pub = parse_org_public_key((org.root / "org" / "org.pub").read_bytes())
     return load_keyring((org.root / "org" / "keyring.json").read_bytes(), org_pub)
 
 
 def client(pair: Pair, org: DemoOrg, key: SigningKey | None = None) -> TransferClient:
-    return TransferClient(pair.url, key or org.investigator.signing_key)
+    return TransferClient(pair.url, key or org.credential.signing_key)
 
 
 async def submit(pair: Pair, message: str, files: list[tuple[str, bytes, str]]) -> str:
@@ -230,6 +239,138 @@ async def test_pushed_reply_is_stored_encrypted_and_the_source_reads_it(org: Dem
         assert "تشکر" in html
 
 
+# --- several investigators: acknowledgements, policy, retention, status ---------------------
+
+
+async def status_of(pair: Pair, key: SigningKey) -> dict[str, Any]:
+    async with TransferClient(pair.url, key) as c:
+        return await c.status()
+
+
+async def test_two_investigators_each_acknowledge_before_the_purge(org: DemoOrg) -> None:
+    second, second_credential = add_investigator(org, "Second")
+    async with servers(org, transfer={"retention_days": 2}) as pair:
+        await submit(pair, "for both of you", [("f.bin", b"B" * 3000, "application/x-b")])
+        first_bundle = await pull_bundle(pair, org)
+        (item,) = first_bundle.manifest.items
+        sizes = sum(c.size for c in item.ciphertexts)
+        expected = {"submissions": 1, "files": len(item.ciphertexts), "bytes": sizes,
+                    "replies": 0}
+        assert await status_of(pair, org.credential.signing_key) == {
+            "waiting": expected, "acknowledged_by_me": 0,
+        }
+        async with client(pair, org) as c:
+            answer = await c.ack([item.submission_id])
+        assert answer["acknowledged"] == [item.submission_id]
+        assert (answer["retention_started"], answer["deleted"]) == ([], 0)
+        assert pair.public.query("SELECT acknowledged_day FROM submissions") == [(None,)]
+        # the first one is done with it; the second can still pull it and open it
+        assert (await pull_bundle(pair, org)).manifest.items == ()
+        mine = await status_of(pair, org.credential.signing_key)
+        assert mine["waiting"]["submissions"] == 0
+        assert mine["acknowledged_by_me"] == 1
+        theirs = await status_of(pair, second_credential.signing_key)
+        assert theirs == {"waiting": expected, "acknowledged_by_me": 0}
+        out = io.BytesIO()
+        async with client(pair, org, second_credential.signing_key) as c:
+            await c.pull(out)
+            out.seek(0)
+            again = read_bundle(out, transfer_key_lookup(keyring_of(org).transfer_verify_key))
+            assert [i.submission_id for i in again.manifest.items] == [item.submission_id]
+            message = next(c for c in again.manifest.items[0].ciphertexts if c.kind == "message")
+            assert b"for both of you" in decrypt(again.read_member(message.name),
+                                                 [second.identity])
+            answer = await c.ack([item.submission_id])
+        assert answer["retention_started"] == [item.submission_id]
+        assert answer["deleted"] == 0  # two days of retention
+        # the retention purge: nothing before its day, everything on it
+        state = pair.app[STATE]
+        today = date.today()
+        assert await transfer.purge_due(state.maker, state.store, today.isoformat()) == 0
+        later = (today + timedelta(days=2)).isoformat()
+        assert await transfer.purge_due(state.maker, state.store, later) == len(item.ciphertexts)
+        assert not any(state.store.path(c.name).exists() for c in item.ciphertexts)
+        for table in ("submissions", "ciphertexts", "acknowledgements"):
+            assert pair.public.query(f"SELECT count(*) FROM {table}") == [(0,)], table
+        assert (await status_of(pair, org.credential.signing_key))["acknowledged_by_me"] == 0
+
+
+async def test_a_policy_of_one_lets_the_first_acknowledgement_count(org: DemoOrg) -> None:
+    _, second_credential = add_investigator(org, "Second")
+    async with servers(org, transfer={"acknowledgements": 1}) as pair:
+        await submit(pair, "one copy is enough here", [])
+        (item,) = (await pull_bundle(pair, org)).manifest.items
+        async with client(pair, org) as c:
+            answer = await c.ack([item.submission_id])
+        assert answer["retention_started"] == [item.submission_id]
+        assert answer["deleted"] == len(item.ciphertexts)
+        status = await status_of(pair, second_credential.signing_key)
+        assert status["waiting"]["submissions"] == 0
+
+
+async def test_a_revocation_releases_what_waited_for_the_revoked_investigator(
+    org: DemoOrg,
+) -> None:
+    second, _ = add_investigator(org, "Second")
+    async with servers(org) as pair:
+        await submit(pair, "waiting for the second", [])
+        (item,) = (await pull_bundle(pair, org)).manifest.items
+        async with client(pair, org) as c:
+            assert (await c.ack([item.submission_id]))["retention_started"] == []
+    ring = keyring_of(org).with_revoked(second.label)
+    (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+    # the purge the transfer app runs at startup (and hourly) re-checks the policy
+    async with servers(org) as pair:
+        deadline = asyncio.get_running_loop().time() + 30
+        while pair.public.query("SELECT count(*) FROM submissions") != [(0,)]:
+            assert asyncio.get_running_loop().time() < deadline, "the purge never ran"
+            await asyncio.sleep(0.05)
+        assert pair.public.query("SELECT count(*) FROM ciphertexts") == [(0,)]
+        assert not any(pair.public.state.store.path(c.name).exists() for c in item.ciphertexts)
+
+
+async def test_an_investigator_added_later_is_not_waited_for(org: DemoOrg) -> None:
+    ring = keyring_of(org)
+    policy = transfer.AckPolicy(required=None, retention_days=0)
+    late = dataclasses.replace(
+        InvestigatorSecrets.generate("Late").public_entry(date.today() + timedelta(days=1))
+    )
+    later = ring.with_investigator(late)
+    today = date.today().isoformat()
+    assert policy.met({org.investigator.label}, later, today)
+    assert not policy.met({"Late"}, later, today)
+    assert not policy.met(set(), later, today)
+    assert not policy.met({"Nobody in the keyring"}, later, today)
+    assert not transfer.AckPolicy(2, 0).met({org.investigator.label}, later, today)
+
+
+async def test_status_counts_replies_and_downloads_nothing(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "answer me", [])
+        (item,) = (await pull_bundle(pair, org)).manifest.items
+        async with client(pair, org) as c:
+            await c.push(reply_bundle(org, item, "an answer"))
+        # status reads no ciphertext: remove the files and it still answers
+        for (name,) in pair.public.query("SELECT name FROM ciphertexts"):
+            pair.public.state.store.path(name).unlink()
+        status = await status_of(pair, org.credential.signing_key)
+        assert status["waiting"]["submissions"] == 1
+        assert status["waiting"]["replies"] == 1
+        # hostile: unsigned, a body where none belongs, the wrong method, a flood of requests
+        code, body, _ = await raw(pair, "GET", "/v1/status", {})
+        assert (code, body["error"]) == (401, "malformed_signature_headers")
+        headers = signed_headers(org.credential.signing_key, "GET", "/v1/status", b"x" * 10)
+        code, body, _ = await raw(pair, "GET", "/v1/status", headers, b"x" * 10)
+        assert code == 413
+        headers = signed_headers(org.credential.signing_key, "POST", "/v1/status")
+        code, body, _ = await raw(pair, "POST", "/v1/status", headers)
+        assert code == 405
+        answers = await asyncio.gather(
+            *(status_of(pair, org.credential.signing_key) for _ in range(40))
+        )
+        assert all(a == status for a in answers)
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -256,7 +397,7 @@ async def test_stale_timestamp_is_refused(org: DemoOrg) -> None:
     import time
 
     async with servers(org) as pair:
-        headers = signed_headers(org.investigator.signing_key, "GET", "/v1/pull",
+        headers = signed_headers(org.credential.signing_key, "GET", "/v1/pull",
                                  now=time.time() - 3600)
         status, body, _ = await raw(pair, "GET", "/v1/pull", headers)
         assert (status, body["error"]) == (401, "stale_timestamp")
@@ -267,7 +408,7 @@ async def test_replayed_request_is_refused(org: DemoOrg) -> None:
         await submit(pair, "replay target", [])
         item = (await pull_bundle(pair, org)).manifest.items[0]
         body = json.dumps({"submission_ids": [item.submission_id]}).encode()
-        headers = signed_headers(org.investigator.signing_key, "POST", "/v1/ack", body)
+        headers = signed_headers(org.credential.signing_key, "POST", "/v1/ack", body)
         status, first, _ = await raw(pair, "POST", "/v1/ack", headers, body)
         assert status == 200
         assert first["acknowledged"] == [item.submission_id]
@@ -279,6 +420,36 @@ async def test_unknown_key_is_refused(org: DemoOrg) -> None:
     async with servers(org) as pair, client(pair, org, SigningKey.generate()) as c:
         with pytest.raises(TransferClientError, match="401 unknown_key"):
             await c.pull(io.BytesIO())
+
+
+async def test_the_offline_key_never_signs_transfer_requests(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await submit(pair, "not for the offline key", [])
+        async with client(pair, org, org.investigator.signing_key) as c:
+            for attempt in (c.pull(io.BytesIO()), c.ack(["0" * 32]), c.status()):
+                with pytest.raises(TransferClientError, match=r"401 offline_key.*review"):
+                    await attempt
+        assert pair.public.query("SELECT count(*) FROM acknowledgements") == [(0,)]
+
+
+async def test_a_revoked_or_rotated_transfer_credential_stops_at_once(org: DemoOrg) -> None:
+    async with servers(org) as pair:
+        await pull_bundle(pair, org)
+        new = TransferCredential.generate(org.investigator.label)
+        ring = keyring_of(org).with_investigator_transfer_key(
+            org.investigator.label, new.signing_key.verify_key
+        )
+        (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+        async with client(pair, org) as c:
+            with pytest.raises(TransferClientError, match="401 unknown_key"):
+                await c.pull(io.BytesIO())
+        async with client(pair, org, new.signing_key) as c:
+            await c.pull(io.BytesIO())  # the new one works, the offline identity unchanged
+        ring = ring.with_investigator_transfer_key(org.investigator.label, None)
+        (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+        async with client(pair, org, new.signing_key) as c:
+            with pytest.raises(TransferClientError, match="401 unknown_key"):
+                await c.pull(io.BytesIO())
 
 
 async def test_revocation_takes_effect_without_a_restart(org: DemoOrg) -> None:
@@ -302,7 +473,7 @@ async def test_a_body_other_than_the_signed_one_is_refused(org: DemoOrg) -> None
         item = (await pull_bundle(pair, org)).manifest.items[0]
         signed = json.dumps({"submission_ids": ["0" * 32]}).encode()
         swapped = json.dumps({"submission_ids": [item.submission_id]}).encode()
-        headers = signed_headers(org.investigator.signing_key, "POST", "/v1/ack", signed)
+        headers = signed_headers(org.credential.signing_key, "POST", "/v1/ack", signed)
         status, body, _ = await raw(pair, "POST", "/v1/ack", headers, swapped)
         assert (status, body["error"]) == (400, "body_hash_mismatch")
         assert pair.public.query("SELECT acknowledged_day FROM submissions") == [(None,)]
@@ -310,7 +481,7 @@ async def test_a_body_other_than_the_signed_one_is_refused(org: DemoOrg) -> None
 
 async def test_pull_with_a_body_hash_that_is_not_empty_is_refused(org: DemoOrg) -> None:
     async with servers(org) as pair:
-        headers = signed_headers(org.investigator.signing_key, "GET", "/v1/pull")
+        headers = signed_headers(org.credential.signing_key, "GET", "/v1/pull")
         headers[HEADER_CONTENT_SHA256] = "0" * 64  # breaks the signature too
         status, body, _ = await raw(pair, "GET", "/v1/pull", headers)
         assert (status, body["error"]) == (401, "bad_signature")
@@ -323,7 +494,7 @@ async def test_pull_with_a_body_hash_that_is_not_empty_is_refused(org: DemoOrg) 
 async def test_malformed_ack_lists_are_refused(org: DemoOrg, document: object) -> None:
     async with servers(org) as pair:
         body = json.dumps(document).encode()
-        headers = signed_headers(org.investigator.signing_key, "POST", "/v1/ack", body)
+        headers = signed_headers(org.credential.signing_key, "POST", "/v1/ack", body)
         status, answer, _ = await raw(pair, "POST", "/v1/ack", headers, body)
         assert (status, answer["error"]) == (400, "bad_request")
 
@@ -355,16 +526,19 @@ async def test_reply_bundles_that_cannot_be_stored_are_refused_whole(org: DemoOr
 async def test_a_reply_bundle_must_be_signed_by_the_requesting_investigator(
     org: DemoOrg,
 ) -> None:
-    second = InvestigatorSecrets.generate("Second")
-    ring = keyring_of(org).with_investigator(second.public_entry(date.today()))
-    (org.root / "org" / "keyring.json").write_bytes(sign_keyring(ring, org.org_signing_key))
+    second, second_credential = add_investigator(org, "Second")
     async with servers(org) as pair:
         await submit(pair, "reply to me", [])
         item = (await pull_bundle(pair, org)).manifest.items[0]
         by_first = reply_bundle(org, item, "from the first investigator")
-        async with client(pair, org, second.signing_key) as c:
+        async with client(pair, org, second_credential.signing_key) as c:
             with pytest.raises(TransferClientError, match="reply_refused"):
                 await c.push(by_first)
+            # signed with the transfer credential instead of the offline key: refused too
+            fake = InvestigatorSecrets(second.label, second.identity,
+                                       second_credential.signing_key)
+            with pytest.raises(TransferClientError, match="reply_refused"):
+                await c.push(reply_bundle(org, item, "x", signer=fake))
             assert len((await c.push(reply_bundle(org, item, "ok", signer=second)))["stored"]) == 1
 
 
@@ -378,9 +552,12 @@ async def test_a_transfer_bundle_pushed_as_a_reply_is_refused(org: DemoOrg) -> N
                 await c.push(out.getvalue())
 
 
-async def test_bundle_submission_ids_reads_the_manifest(org: DemoOrg, tmp_path: Path) -> None:
+async def test_ack_ids_come_only_from_a_bundle_that_verifies(
+    org: DemoOrg, tmp_path: Path
+) -> None:
+    keyring, org_pub = org.root / "org" / "keyring.json", org.root / "org" / "org.pub"
     async with servers(org) as pair:
-        await submit(pair, "one", [])
+        await submit(pair, "one", [("f.bin", b"F" * 5000, "application/x-f")])
         out = io.BytesIO()
         async with client(pair, org) as c:
             await c.pull(out)
@@ -389,7 +566,26 @@ async def test_bundle_submission_ids_reads_the_manifest(org: DemoOrg, tmp_path: 
         bundle = read_bundle(io.BytesIO(out.getvalue()),
                              transfer_key_lookup(keyring_of(org).transfer_verify_key))
         assert isinstance(bundle.manifest, TransferManifest)
-        assert bundle_submission_ids(path) == [bundle.manifest.items[0].submission_id]
+        wanted = [bundle.manifest.items[0].submission_id]
+        assert verified_submission_ids(path, keyring, org_pub) == wanted
+        with pytest.raises(ValueError, match="--keyring FILE and --org-pub FILE"):
+            verified_submission_ids(path, None, org_pub)
+        # a damaged file (not the manifest) or a cut-off bundle acknowledges nothing
+        damaged = bytearray(out.getvalue())
+        damaged[len(damaged) // 2] ^= 1
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(ValueError, match=r"SHA-256|does not match"):
+            verified_submission_ids(path, keyring, org_pub)
+        path.write_bytes(out.getvalue()[: len(out.getvalue()) // 2])
+        with pytest.raises(ValueError, match=r"ends|truncated|short"):
+            verified_submission_ids(path, keyring, org_pub)
+        # a manifest signed by another key (a forged bundle) is refused
+        forged = io.BytesIO()
+        write_bundle(forged, dataclasses.replace(bundle.manifest, items=()), [],
+                     SigningKey.generate())
+        path.write_bytes(forged.getvalue())
+        with pytest.raises(ValueError, match=r"signature|manifest\.sig"):
+            verified_submission_ids(path, keyring, org_pub)
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -466,7 +662,7 @@ async def test_pull_and_ack_through_a_client_authorized_onion(
         client_tor = await tor_network.connect_client()
         await client_tor.reload()
         common = ["--url", f"http://{onion.onion}", "--socks",
-                  f"127.0.0.1:{tor_network.socks_port}", "--identity", org.identity_path,
+                  f"127.0.0.1:{tor_network.socks_port}", "--credential", org.credential_path,
                   "--passphrase-file", passphrase]
         bundle = tmp_path / "over-tor.tar"
         try:
@@ -475,11 +671,12 @@ async def test_pull_and_ack_through_a_client_authorized_onion(
                 assert code == 0, out
 
             await retry(pull, timeout=60, what="pulling through the transfer onion")
-            ids = bundle_submission_ids(bundle)
+            ids = verified_submission_ids(bundle, org.root / "org" / "keyring.json",
+                                          org.root / "org" / "org.pub")
             assert len(ids) == 1
-            with bundle.open("rb") as src:  # signed by the pinned transfer key
-                read_bundle(src, transfer_key_lookup(keyring_of(org).transfer_verify_key))
-            code, out = await _amanat("transfer", "ack", *common, "--bundle", bundle)
+            code, out = await _amanat("transfer", "ack", *common, "--bundle", bundle,
+                                      "--keyring", org.root / "org" / "keyring.json",
+                                      "--org-pub", org.root / "org" / "org.pub")
             assert code == 0, out
             assert "acknowledged 1" in out
             assert pair.public.query("SELECT count(*) FROM ciphertexts") == [(0,)]
@@ -487,6 +684,86 @@ async def test_pull_and_ack_through_a_client_authorized_onion(
             await client_tor.close()
             key_file.unlink(missing_ok=True)
             await unpublish(service_tor, onion.address)
+
+
+# --- the online workstation: the transfer credential alone ---------------------------------
+
+
+async def test_the_online_workstation_needs_only_the_transfer_credential(
+    org: DemoOrg, tmp_path: Path
+) -> None:
+    """A workstation folder holding the credential, its passphrase and the public keyring:
+    status, pull, ack --bundle and push all work, and nothing there can open a testimony."""
+    import shutil
+
+    work = tmp_path / "online"
+    work.mkdir()
+    credential = work / "transfer.cred"
+    shutil.copy(org.credential_path, credential)
+    passphrase = work / "passphrase"
+    passphrase.write_text(org.passphrase + "\n")
+    for name in ("keyring.json", "org.pub"):
+        shutil.copy(org.root / "org" / name, work / name)
+    for path in work.iterdir():  # no age identity anywhere on this machine
+        assert b"AGE-SECRET-KEY" not in path.read_bytes().upper()
+    async with servers(org) as pair:
+        await submit(pair, "via the credential", [("a.txt", b"attached", "text/plain")])
+        common = ["--url", pair.url, "--credential", credential, "--passphrase-file", passphrase]
+        code, out = await _amanat("transfer", "status", *common, "--json")
+        assert code == 0, out
+        status = json.loads(out)
+        assert status["waiting"]["submissions"] == 1
+        assert status["waiting"]["files"] >= 2
+        assert status["acknowledged_by_me"] == 0
+        bundle = work / "in.tar"
+        code, out = await _amanat("transfer", "pull", *common, "--out", bundle)
+        assert code == 0, out
+        code, out = await _amanat("transfer", "ack", *common, "--bundle", bundle,
+                                  "--keyring", work / "keyring.json", "--org-pub", work / "org.pub")
+        assert code == 0, out
+        assert "acknowledged 1" in out
+        assert pair.public.query("SELECT count(*) FROM submissions") == [(0,)]
+        with bundle.open("rb") as src:
+            item = read_bundle(
+                src, transfer_key_lookup(keyring_of(org).transfer_verify_key)
+            ).manifest.items[0]
+        outbox = work / "outbox"
+        outbox.mkdir()
+        (outbox / "reply-1.tar").write_bytes(reply_bundle(org, item, "made offline"))
+        code, out = await _amanat("transfer", "push", *common, outbox)
+        assert code == 0, out
+        assert "stored 1" in out
+        code, out = await _amanat("transfer", "status", *common)
+        assert code == 0, out
+        assert "replies waiting for their sources: 1" in out
+
+
+async def test_the_identity_file_is_refused_on_the_online_workstation(
+    org: DemoOrg, tmp_path: Path
+) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(org.passphrase + "\n")
+    plain = tmp_path / "decrypted-identity.txt"  # someone "helpfully" decrypted it
+    from keys.identity_file import format_identity
+
+    plain.write_text(format_identity(org.investigator))
+    async with servers(org) as pair:
+        await submit(pair, "never opened online", [])
+        base = ["transfer", "pull", "--url", pair.url, "--passphrase-file", passphrase]
+        for option, path in (("--identity", org.identity_path),
+                             ("--credential", org.identity_path),
+                             ("--credential", plain)):
+            out_file = tmp_path / "never.tar"
+            code, out = await _amanat(*base, option, path, "--out", out_file)
+            assert code == 1, out
+            assert "age" in out
+            assert "review workstation" in out or "never be on an online machine" in out
+            assert "AGE-SECRET-KEY" not in out.upper()
+            assert not out_file.exists()
+        code, out = await _amanat(*base[:4], "--out", tmp_path / "x.tar")
+        assert code == 1
+        assert "--credential FILE" in out
+        assert pair.public.query("SELECT count(*) FROM acknowledgements") == [(0,)]
 
 
 # --- server-side commands ---------------------------------------------------------------------
@@ -554,8 +831,8 @@ async def test_a_ciphertext_damaged_on_disk_breaks_the_pull_instead_of_passing(
         passphrase = work / "pass"
         passphrase.write_text(org.passphrase)
         out = work / "b.tar"
-        code, text = await _amanat("transfer", "pull", "--url", pair.url, "--identity",
-                                   org.identity_path, "--passphrase-file", passphrase,
+        code, text = await _amanat("transfer", "pull", "--url", pair.url, "--credential",
+                                   org.credential_path, "--passphrase-file", passphrase,
                                    "--out", out)
         assert code == 1, text
         assert "broke off" in text or "incomplete" in text
