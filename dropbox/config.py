@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,23 @@ MIB = 1024**2
 ARGON2_PROFILES: dict[str, Argon2Profile] = {"production": PRODUCTION, "cheapest": CHEAPEST}
 TOR_MODES = ("none", "launch", "attach")
 LOCALES = ("en", "fa_AF", "ps", "ur", "fa", "ar")
+FALLBACK_LOCALE = "en"
+
+
+@dataclass(frozen=True)
+class Localized:
+    """One text in several languages, e.g. {"en": "Where?", "ps": "چیرته؟"}."""
+
+    texts: Mapping[str, str]
+
+    def text(self, locale: str) -> str:
+        """The text in `locale`, else in its language ("fa" for "fa_AF"), else in English,
+        else the first one given ("" when there is none)."""
+        language = locale.split("_", 1)[0]
+        for candidate in (locale, language, FALLBACK_LOCALE):
+            if candidate in self.texts:
+                return self.texts[candidate]
+        return next(iter(self.texts.values()), "")
 
 
 @dataclass(frozen=True)
@@ -44,8 +62,9 @@ class Listen:
 class ServerConfig:
     listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 8080))
     idle_timeout_minutes: int = 30
-    instance_name: str = "Amanat"
-    instance_description: str = ""
+    # Shown on every page / on the landing page; a plain string or one text per locale.
+    instance_name: Localized = field(default_factory=lambda: Localized({FALLBACK_LOCALE: "Amanat"}))
+    instance_description: Localized = field(default_factory=lambda: Localized({}))
     # A connection must finish its request headers this long after it opened (or after its
     # previous response); the same time closes an idle keep-alive connection.
     header_timeout_seconds: int = 20
@@ -208,8 +227,8 @@ def _server(r: _Reader) -> ServerConfig:
     return ServerConfig(
         listen=r.listen("listen", None) or d.listen,
         idle_timeout_minutes=r.integer("idle_timeout_minutes", d.idle_timeout_minutes, minimum=1),
-        instance_name=r.string("instance_name", d.instance_name),
-        instance_description=r.string("instance_description", d.instance_description),
+        instance_name=r.localized("instance_name", d.instance_name),
+        instance_description=r.localized("instance_description", d.instance_description),
         max_sessions=r.integer("max_sessions", d.max_sessions, minimum=1),
         header_timeout_seconds=r.integer("header_timeout_seconds", d.header_timeout_seconds,
                                          minimum=1),
@@ -353,6 +372,22 @@ class _Reader:
         if not isinstance(value, str):
             raise ConfigError(f"{self.where(key)} must be a string")
         return value
+
+    def localized(self, key: str, default: Localized) -> Localized:
+        """A string (the same in every language) or a table of one string per locale."""
+        value = self.table.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            return Localized({FALLBACK_LOCALE: value})
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{self.where(key)} must be a string or a table of strings per "
+                              f"locale ({', '.join(LOCALES)})")
+        unknown = sorted(set(value) - set(LOCALES))
+        if unknown:
+            raise ConfigError(f"{self.where(key)}: unknown locale(s) {', '.join(unknown)}; "
+                              f"use {', '.join(LOCALES)}")
+        return Localized(dict(value))
 
     def integer(self, key: str, default: int, minimum: int) -> int:
         value = self.table.get(key, default)

@@ -27,6 +27,7 @@ from dropbox.intake import (
     store_submission,
 )
 from dropbox.load import answer_and_close
+from dropbox.localnum import format_number
 from dropbox.questionnaire import AnswersInvalidError, intake_check
 from dropbox.security import PageError, error_page
 from dropbox.sessions import COOKIE_NAME, CSRF_FIELD, Session
@@ -288,7 +289,7 @@ def _intake_page_error(request: web.Request, error: IntakeError) -> PageError:
     if isinstance(error, LimitExceededError):
         detail = _(LIMIT_MESSAGES.get(error.what, LIMIT_MESSAGES["submission"])) % {
             "limit": format_bytes(error.limit, code) if error.what not in ("files", "fields")
-            else error.limit}
+            else format_number(error.limit, code)}
         return PageError(413, detail=detail)
     if isinstance(error, EmptySubmissionError):
         return PageError(400, title=N_("Nothing to send"),
@@ -315,7 +316,7 @@ def _limits(request: web.Request) -> dict[str, str]:
     return {
         "file": format_bytes(limits.max_file_bytes, code),
         "submission": format_bytes(limits.max_submission_bytes, code),
-        "files": str(limits.max_files),
+        "files": format_number(limits.max_files, code),
     }
 
 

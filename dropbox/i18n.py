@@ -22,6 +22,8 @@ from babel import Locale
 from babel.support import Translations
 
 from dropbox.config import LOCALES
+from dropbox.localnum import format_day, format_number
+from keys.codename import to_locale_digits
 
 TRANSLATIONS_DIR = Path(__file__).parent / "translations"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -127,7 +129,8 @@ def translator(code: str) -> Callable[[str], str]:
 @cache
 def environment(code: str) -> jinja2.Environment:
     """The Jinja2 environment of one locale, with its translations installed (newstyle gettext,
-    so `_()` in templates escapes and formats safely)."""
+    so `_()` in templates escapes and formats safely) and its filters `number`, `digits` and `day`
+    (dropbox/localnum.py: the locale's numerals and calendar)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,
@@ -137,16 +140,20 @@ def environment(code: str) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(translations(code), newstyle=True)  # type: ignore[attr-defined]
+    env.filters["number"] = lambda value: format_number(value, code)
+    env.filters["day"] = lambda value: format_day(value, code)
+    env.filters["digits"] = lambda value: to_locale_digits(value, code)
     return env
 
 
 def format_bytes(size: int, code: str) -> str:
-    """A size for people: "2 GiB", "500 MiB", "8 KiB", with translated unit names."""
+    """A size for people: "2 GiB", "500 MiB", "1.5 KiB", with translated unit names, in the
+    locale's numerals ("۲ GiB" in Dari)."""
     _ = translator(code)
     units = [(1024**3, _("%(n)s GiB")), (1024**2, _("%(n)s MiB")), (1024, _("%(n)s KiB"))]
     for factor, template in units:
         if size >= factor:
             value = size / factor
-            text = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
-            return template % {"n": text}
-    return _("%(n)s bytes") % {"n": size}
+            decimals = 0 if value >= 10 or value == int(value) else 1
+            return template % {"n": format_number(value, code, decimals)}
+    return _("%(n)s bytes") % {"n": format_number(size, code)}

@@ -140,8 +140,8 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
         csrf_field=CSRF_FIELD,
         csrf_token=session.csrf_token if session else "",
         logged_in=bool(session and session.logged_in),
-        instance_name=config.server.instance_name,
-        instance_description=config.server.instance_description,
+        instance_name=config.server.instance_name.text(code),
+        instance_description=config.server.instance_description.text(code),
         **context,
     )
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")

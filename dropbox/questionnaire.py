@@ -25,6 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast, get_args
 
+from dropbox.config import FALLBACK_LOCALE, Localized
+from dropbox.localnum import format_number
 from dropbox.tolerant_date import ImpossibleDateError, read_date
 from keys.errors import ConfigError, InputError
 
@@ -33,7 +35,6 @@ FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
 CHOICE_TYPES = frozenset({"choice", "multichoice", "consent"})
 FILE_TYPES = frozenset({"file", "audio"})
 FORM_PREFIX = "q_"
-FALLBACK_LOCALE = "en"
 DEFAULT_MAX_LENGTH = {"text": 500, "textarea": 50_000, "date": 100}
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
 MESSAGE_NAME = "message"  # the page's message textarea, stored as its own ciphertext
@@ -47,21 +48,6 @@ def N_(message: str) -> str:  # the marker name Babel extracts by default
 
 class QuestionnaireError(ConfigError):
     """A questionnaire file is malformed: the message names the field and what is wrong."""
-
-
-@dataclass(frozen=True)
-class Localized:
-    """One text in several languages, e.g. {"en": "Where?", "ps": "چیرته؟"}."""
-
-    texts: Mapping[str, str]
-
-    def text(self, locale: str) -> str:
-        """The text in `locale`, else in its language ("fa" for "fa_AF"), else in English."""
-        language = locale.split("_", 1)[0]
-        for candidate in (locale, language, FALLBACK_LOCALE):
-            if candidate in self.texts:
-                return self.texts[candidate]
-        return next(iter(self.texts.values()))
 
 
 @dataclass(frozen=True)
@@ -360,7 +346,8 @@ def _read(field: Field, values: list[str], locale: str) -> Any:
         return None
     if field.max_length and len(text) > field.max_length:
         raise _Invalid(N_("Please write at most %(limit)s characters. You wrote %(count)s."),
-                       limit=field.max_length, count=len(text))
+                       limit=format_number(field.max_length, locale),
+                       count=format_number(len(text), locale))
     if field.type == "date":
         try:
             return read_date(text).to_json()

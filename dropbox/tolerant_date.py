@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
+from dropbox.localnum import from_solar_hijri
 from keys.errors import InputError
 
 Precision = Literal["day", "month", "year"]
@@ -102,26 +103,12 @@ def read_date(raw: str) -> DateAnswer:
 
 
 def solar_hijri_to_gregorian(year: int, month: int, day: int) -> date:
-    """Convert a Solar Hijri date (the 33-year arithmetic rule, exact for 1178-1633 SH).
+    """Convert a Solar Hijri date (dropbox.localnum has the calendar).
     Raises ImpossibleDateError when the day does not exist in that month."""
-    if not 1 <= month <= 12 or day < 1:
-        raise ImpossibleDateError(f"{year}/{month}/{day} is not a Solar Hijri date")
-    month_days = 31 if month <= 6 else 30
-    if month == 12:
-        month_days = (_sh_ordinal(year + 1, 1, 1) - _sh_ordinal(year, 12, 1))
-    if day > month_days:
-        raise ImpossibleDateError(f"{year}/{month}/{day} is not a Solar Hijri date")
-    return date.fromordinal(_sh_ordinal(year, month, day))
-
-
-def _sh_ordinal(year: int, month: int, day: int) -> int:
-    """Proleptic Gregorian ordinal of a Solar Hijri date (after jdf's jalali_to_gregorian)."""
-    jy = year + 1595
-    days = -355668 + 365 * jy + (jy // 33) * 8 + ((jy % 33) + 3) // 4 + day
-    days += (month - 1) * 31 if month < 7 else (month - 7) * 30 + 186
-    # jdf counts days from an epoch one Gregorian year before date.fromordinal's day 1
-    # (checked against 1 Farvardin 1403 = 2024-03-20 and 30 Esfand 1399 = 2021-03-20).
-    return days - 365
+    try:
+        return from_solar_hijri(year, month, day)
+    except ValueError as exc:
+        raise ImpossibleDateError(str(exc)) from None
 
 
 def _fold(text: str) -> str:

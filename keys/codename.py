@@ -38,6 +38,7 @@ _LOCALE_DIGITS = {
     "fa": _PERSIAN_DIGITS,
     "prs": _PERSIAN_DIGITS,
     "ps": _PERSIAN_DIGITS,
+    "ur": _PERSIAN_DIGITS,  # Urdu's native digits are the same code points (dropbox/localnum.py)
     "ar": _ARABIC_DIGITS,
 }
 

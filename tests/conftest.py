@@ -121,11 +121,13 @@ def _toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str | Path):
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):  # an inline table, e.g. one instance name per locale
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
-    """Write a config file from a {section: {key: value}} dict (flat values only)."""
+    """Write a config file from a {section: {key: value}} dict (values: flat or inline tables)."""
     lines = []
     for section, values in sections.items():
         lines.append(f"[{section}]")

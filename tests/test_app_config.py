@@ -120,3 +120,30 @@ def test_cheapest_profile_only_when_asked(tmp_path):
     text = MINIMAL.replace('instance_salt = "salt"', 'instance_salt = "salt"\n'
                            'argon2_profile = "cheapest"')
     assert load_config(write(tmp_path, text)).keys.profile == CHEAPEST
+
+
+def test_instance_name_and_description_per_locale(tmp_path):
+    old = load_config(write(tmp_path, '[server]\ninstance_name = "Drop"\n' + MINIMAL))
+    assert {old.server.instance_name.text(c) for c in ("en", "fa_AF", "ar")} == {"Drop"}
+    assert old.server.instance_description.text("ps") == ""
+    config = load_config(write(tmp_path, MINIMAL + """
+[server]
+instance_name = { en = "Drop", fa = "صندوق", ps = "امانت" }
+[server.instance_description]
+en = "Run by us."
+ar = "يديره فريقنا."
+"""))
+    names = config.server.instance_name
+    assert [names.text(c) for c in ("en", "ps", "fa", "fa_AF", "ur")] == [
+        "Drop", "امانت", "صندوق", "صندوق", "Drop"]  # fa_AF falls back to fa, ur to English
+    assert config.server.instance_description.text("ar") == "يديره فريقنا."
+    assert config.server.instance_description.text("fa_AF") == "Run by us."
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('{ en = "A", de = "B" }', "unknown locale.*de"),
+    ('{ en = 1 }', "string or a table"),
+    ("3", "string or a table")])
+def test_bad_per_locale_instance_names_are_refused(tmp_path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f"[server]\ninstance_name = {value}\n" + MINIMAL))

@@ -92,7 +92,7 @@ async def test_every_page_links_to_every_language(running_server: Any) -> None:
         assert 'aria-current="true">پښتو<' in nav.group(1), name
 
 
-@pytest.mark.parametrize("code", ["ps", "fa_AF", "ar", "en"])
+@pytest.mark.parametrize("code", ["ps", "fa_AF", "ur", "ar", "en"])
 async def test_the_codename_is_ltr_isolated_with_local_digits_beside(running_server: Any,
                                                                      code: str) -> None:
     async with running_server() as server, SourceClient(server.url) as source:
@@ -306,3 +306,60 @@ async def test_a_broken_questionnaire_stops_the_server_before_it_listens(
     with pytest.raises(ConfigError, match=r"broken\.toml.*no text for ps"):
         async with running_server(i18n={"questionnaire": str(path)}):
             pass
+
+
+# --- numbers and days in each locale's numerals and calendar -------------------------------------
+
+# One known day and one number per locale: 2026-11-29 is 8 Qaws (Dari, Pashto) / 8 Azar (Persian)
+# 1405 in the Solar Hijri calendar (tests/test_localnum.py says how that was checked).
+KNOWN_DAY = "2026-11-29"
+SHOWN = {"en": ("2026-11-29", "50", "3"), "fa_AF": ("۸ قوس ۱۴۰۵", "۵۰", "۳"),
+         "ps": ("۸ قوس ۱۴۰۵", "۵۰", "۳"), "fa": ("۸ آذر ۱۴۰۵", "۵۰", "۳"),
+         "ur": ("۲۹ نومبر ۲۰۲۶", "۵۰", "۳"), "ar": ("٢٩ نوفمبر ٢٠٢٦", "٥٠", "٣")}
+NAMES = {"en": "Amanat test drop", "fa_AF": "صندوق امانت", "ps": "د امانت صندوق"}
+
+
+async def add_reply(server: RunningServer, codename: str, text: bytes, day: str) -> None:
+    """A reply stored as the transfer API stores one: encrypted to the source, with its day."""
+    from dropbox import db
+    from keys.age import encrypt
+    from keys.codename import derive_source_keys
+
+    state = server.state
+    keys = derive_source_keys(codename, state.instance_salt, server.config.keys.profile)
+    async with state.store.writer() as writer:
+        await writer.write(encrypt(text, [keys.reply_identity.recipient()]))
+        stored = await writer.commit()
+    assert state.db is not None
+    async with state.db.begin() as dbs:
+        source = await db.get_source_by_lookup(dbs, keys.lookup_id)
+        assert source is not None
+        await db.add_reply(dbs, source.id, stored, day, "Demo investigator")
+
+
+@pytest.mark.parametrize("code", LOCALES)
+async def test_numbers_and_days_in_the_locales_numerals_and_calendar(running_server: Any,
+                                                                     code: str) -> None:
+    day, files, count = SHOWN[code]
+    async with running_server(server={"instance_name": NAMES},
+                              limits={"max_files": 50}) as server, \
+            SourceClient(server.url) as source:
+        _, landing = await source.get(f"/?l={code}")
+        codename = await source.start()
+        await add_reply(server, codename, b"We read it.", KNOWN_DAY)
+        _, submit = await source.get("/submit")
+        status, received = await source.submit("hello", [(f"{n}.txt", b"x", "text/plain")
+                                                         for n in range(3)])
+        fingerprint = server.state.keyring.fingerprint()
+    assert status == 200, received
+    name = NAMES.get(code, NAMES["en"])  # fa and ur have none here: English
+    assert f"<h1>{name}</h1>" in landing
+    assert f'<bdi dir="ltr">{to_locale_digits(fingerprint, code)}</bdi>' in landing
+    assert f'<time datetime="{KNOWN_DAY}">{day}</time>' in submit
+    limits = re.search(r'<div id="limits" class="limits">\s*<p>([^<]+)</p>', submit)
+    assert limits, submit
+    assert files in unescape(limits.group(1)).split()
+    assert not re.search(r"[0-9]", limits.group(1)) or code == "en"
+    counted = re.search(r"<p>([^<]*)</p>", received.split('id="submitted"')[1].split("</p>", 1)[1])
+    assert counted, received
+    assert re.findall(r"\d+", counted.group(1)) == [count], counted.group(1)

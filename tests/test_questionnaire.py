@@ -206,6 +206,11 @@ def test_invalid_answers_are_refused(q: Questionnaire, fields: dict[str, list[st
     assert key not in result.answers
 
 
+def test_a_length_error_counts_in_the_page_numerals(q: Questionnaire) -> None:
+    result = validate(q, minimal(q_city=["x" * 201]), "ps", identity)
+    assert result.errors["city"] == "Please write at most ۲۰۰ characters. You wrote ۲۰۱."
+
+
 def test_none_cannot_be_combined_and_the_message_names_it_in_the_page_language(
         q: Questionnaire) -> None:
     result = validate(q, minimal(q_documents=["none", "acc"]), "fa_AF", identity)
