@@ -90,7 +90,7 @@ def test_offline_role_installs_and_runs_the_org_and_review_commands(tmp_path: Pa
     _run([amanat, "keys", "init-org", "--dir", "org"], here, env)
     _run([amanat, "keys", "add-investigator", "--dir", "org", "--label", "A", "--identity-out",
           "a.age", "--credential-out", "a.cred", "--passphrase-file", "pass",
-          "--work-factor", "10"], here, env)
+          "--credential-passphrase-file", "pass", "--work-factor", "10"], here, env)
     assert "A" in _run([amanat, "keys", "show", "--dir", "org"], here, env).stdout
 
     # The review workstation: init and import a signed bundle.
