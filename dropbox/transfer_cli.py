@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import hashlib
 import ipaddress
 import json
@@ -46,6 +45,7 @@ from keys.errors import ConfigError, InputError, TransferError
 from keys.files import write_new
 from keys.keyring import encode_key
 from keys.manifest import IntakeLimits
+from keys.passphrase import read_passphrase
 from keys.transfer_auth import EMPTY_SHA256, sign_request
 
 if TYPE_CHECKING:
@@ -395,11 +395,7 @@ def _signing_key(args: argparse.Namespace) -> SigningKey:
         ) from None
     what = str(args.credential)
     refuse_plain_age_identity(data, what)
-    if args.passphrase_file is not None:
-        raw = args.passphrase_file.read_bytes()
-        passphrase = raw.removesuffix(b"\n").removesuffix(b"\r")
-    else:
-        passphrase = getpass.getpass(f"Passphrase of {args.credential}: ").encode("utf-8")
+    passphrase = read_passphrase(args.passphrase_file, what)
     return open_credential(data, passphrase, what).signing_key
 
 

@@ -13,8 +13,6 @@ O_EXCL and mode 0600, and nothing secret is ever printed.
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from keys.codename import to_locale_digits
-from keys.errors import ConfigError, InputError, KeyringError
+from keys.errors import ConfigError, KeyringError
 from keys.files import read_file, read_secret, replace_atomic, write_new
 from keys.identity_file import (
     DEFAULT_WORK_FACTOR,
@@ -46,15 +44,12 @@ from keys.keyring import (
     parse_verify_key,
     sign_keyring,
 )
+from keys.passphrase import PassphraseError, ask_passphrase, passphrase_from_file
 
 ORG_KEY = "org.key"
 ORG_PUB = "org.pub"
 KEYRING = "keyring.json"
 MIN_PASSPHRASE_CHARS = 10
-
-
-class PassphraseError(InputError):
-    """No usable passphrase: none given, too short, or the two entries differ."""
 
 
 # --- command registration --------------------------------------------------------------------
@@ -457,21 +452,11 @@ def _today() -> date:
 
 
 def read_new_passphrase(path: Path | None, what: str = "the new identity file") -> str:
-    """A new passphrase from a file (first line) or typed twice at a terminal."""
+    """A new passphrase from a file (its first line) or typed twice at a terminal."""
     if path is not None:
-        try:
-            text = read_file(path, "passphrase file").decode("utf-8")
-        except UnicodeDecodeError:
-            raise PassphraseError(f"the passphrase file {path} is not UTF-8 text") from None
-        passphrase = text.splitlines()[0] if text else ""
-    elif sys.stdin.isatty():
-        passphrase = getpass.getpass(f"Passphrase for {what}: ")
-        if getpass.getpass("Same passphrase again: ") != passphrase:
-            raise PassphraseError("the two passphrases differ; nothing was written")
+        passphrase = passphrase_from_file(path)
     else:
-        raise PassphraseError(
-            f"no passphrase for {what}: give its passphrase file option or run in a terminal"
-        )
+        passphrase = ask_passphrase(f"Passphrase for {what}: ", what, confirm=True)
     if len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise PassphraseError(f"the passphrase needs at least {MIN_PASSPHRASE_CHARS} characters")
     return passphrase

@@ -8,7 +8,6 @@ review.sanitize. Progress goes to stderr; results to stdout.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from keys.errors import AmanatError, WrongPassphraseError
+from keys.passphrase import read_passphrase as passphrase_of
 from review.answers import answer_pairs, questionnaire_labels
 from review.case import export_case, extract_files
 from review.content import Content
@@ -58,18 +58,12 @@ class Progress:
             print(f"{self.label}: {done}/{total}", file=sys.stderr, flush=True)
 
 
-def read_passphrase(args: argparse.Namespace, prompt: str) -> bytes:
-    if args.passphrase_file is not None:
-        data: bytes = Path(args.passphrase_file).read_bytes()
-        for ending in (b"\r\n", b"\n"):
-            if data.endswith(ending):
-                return data[: -len(ending)]
-        return data
-    return getpass.getpass(prompt).encode("utf-8")
+def read_passphrase(args: argparse.Namespace, what: str) -> bytes:
+    return passphrase_of(args.passphrase_file, what).encode("utf-8")
 
 
 def open_vault(args: argparse.Namespace) -> Vault:
-    return Vault.open(args.vault, read_passphrase(args, f"Passphrase for {args.vault}: "))
+    return Vault.open(args.vault, read_passphrase(args, f"the vault {args.vault}"))
 
 
 def out(line: str = "") -> None:
@@ -80,7 +74,7 @@ def out(line: str = "") -> None:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    passphrase = read_passphrase(args, f"Passphrase of {args.identity}: ")
+    passphrase = read_passphrase(args, str(args.identity))
     with Vault.create(
         args.vault,
         args.identity.read_bytes(),
