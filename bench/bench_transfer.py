@@ -33,10 +33,10 @@ from dropbox.demo import create_demo_org  # noqa: E402
 from dropbox.server_keys import load_verified_keyring  # noqa: E402
 from dropbox.store import CiphertextStore  # noqa: E402
 from dropbox.transfer_api import STATE, create_transfer_app  # noqa: E402
-from dropbox.transfer_cli import TransferClient  # noqa: E402
 from keys.age import X25519Identity  # noqa: E402
 from keys.keyring import Keyring  # noqa: E402
 from keys.transfer_auth import EMPTY_SHA256, RequestVerifier, sign_request  # noqa: E402
+from workstation.client import TransferClient  # noqa: E402
 
 MIB = 1024 * 1024
 

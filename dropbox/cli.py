@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dropbox.transfer_cli",
         "write a signed bundle of every unacknowledged submission (on the server host)",
     ),
-    "transfer": ("dropbox.transfer_cli", "signed transfers with the server"),
+    "transfer": ("workstation.cli", "signed transfers with the server"),
     "onion": ("onion.cli", "the Tor onion services: status and client keys"),
 }
 

@@ -18,11 +18,11 @@ import pytest
 from aiohttp_socks import ProxyConnectionError, ProxyError
 from test_transfer_api import keyring_of, servers, submit
 
-from dropbox import socks_errors
 from dropbox.demo import DemoOrg, create_demo_org
-from dropbox.socks_errors import SocksRouteError, explain, socks_code
-from dropbox.transfer_cli import TransferClient
 from keys.bundle import read_bundle, transfer_key_lookup
+from workstation import socks_errors
+from workstation.client import TransferClient
+from workstation.socks_errors import SocksRouteError, explain, socks_code
 
 SOCKS = ("127.0.0.1", 9050)
 ONION = "http://" + "a" * 56 + ".onion"
@@ -135,19 +135,20 @@ async def via_socks(org: DemoOrg, codes: list[int]) -> AsyncIterator[tuple[FakeS
 
 
 async def test_not_reachable_yet_is_tried_again_and_then_works(
-    org: DemoOrg, quick_retries: None, capsys: pytest.CaptureFixture[str]
+    org: DemoOrg, quick_retries: None
 ) -> None:
     # as tor answers for a few seconds after it reloaded a newly saved client key
+    said: list[str] = []
     async with via_socks(org, [0x04, 0xF2, 0]) as (proxy, url):
         out = io.BytesIO()
         async with TransferClient(url, org.credential.signing_key,
-                                  f"127.0.0.1:{proxy.port}") as client:
+                                  f"127.0.0.1:{proxy.port}", say=said.append) as client:
             await client.pull(out)
     assert proxy.connects == 3
     out.seek(0)
     bundle = read_bundle(out, transfer_key_lookup(keyring_of(org).transfer_verify_key))
     assert len(bundle.manifest.items) == 1
-    assert capsys.readouterr().err.count("not reachable yet") == 2
+    assert sum("not reachable yet" in line for line in said) == 2
 
 
 async def test_not_reachable_for_too_long_is_a_sentence(org: DemoOrg, quick_retries: None) -> None:

@@ -30,7 +30,7 @@ from server_process import (
     walk_quietly,
 )
 
-from dropbox.transfer_cli import TransferClient
+from workstation.client import TransferClient
 
 MALFORMED = [
     b"BAD(METHOD / HTTP/1.1\r\nHost: x\r\n\r\n",

@@ -32,7 +32,6 @@ from dropbox.config import Listen, load_config
 from dropbox.demo import DemoOrg, create_demo_org
 from dropbox.intake import intake_limits
 from dropbox.transfer_api import STATE, create_transfer_app
-from dropbox.transfer_cli import TransferClient, TransferClientError, verified_submission_ids
 from keys.age import X25519Recipient, decrypt, encrypt
 from keys.bundle import (
     Reply,
@@ -46,6 +45,8 @@ from keys.errors import ConfigError
 from keys.identity_file import InvestigatorSecrets, TransferCredential
 from keys.keyring import encode_key, load_keyring, parse_org_public_key, sign_keyring
 from keys.transfer_auth import EMPTY_SHA256, HEADER_CONTENT_SHA256, sign_request
+from workstation.cli import verified_submission_ids
+from workstation.client import TransferClient, TransferClientError
 
 
 @dataclasses.dataclass
