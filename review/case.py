@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from keys.sanitize import clean, escape_json_text, json_dumps, safe_filename, unique_name
 from review.answers import answer_pairs
 from review.content import Content
-from review.sanitize import clean, escape_json_text, json_dumps, safe_filename, unique_name
 from review.vault import (
     GENESIS,
     Vault,

@@ -2,7 +2,7 @@
 
 Every command takes `--vault DIR`; the passphrase comes from a terminal prompt, or from
 `--passphrase-file FILE` for scripts. Testimony text is untrusted: everything printed goes through
-review.sanitize. Progress goes to stderr; results to stdout.
+keys.sanitize. Progress goes to stderr; results to stdout.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 
 from keys.errors import AmanatError, WrongPassphraseError
 from keys.passphrase import read_passphrase as passphrase_of
+from keys.sanitize import clean, display_lines, isolate, json_dumps, one_line
 from review.answers import answer_pairs, questionnaire_labels
 from review.case import export_case, extract_files
 from review.content import Content
 from review.importer import import_bundle
 from review.replies import make_reply
 from review.report_text import LANGUAGES
-from review.sanitize import clean, display_lines, isolate, json_dumps, one_line
 from review.search import SearchIndex
 from review.suppression import DEFAULT_THRESHOLD, MIN_THRESHOLD, check_threshold
 from review.vault import Vault, now, verify_vault

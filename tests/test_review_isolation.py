@@ -44,7 +44,7 @@ def test_blocker_really_blocks() -> None:
 def test_import_review_cli_pulls_in_no_server_dependency() -> None:
     code = (
         "import review.cli, review.vault, review.importer, review.case, review.replies, "
-        "review.search, review.sanitize\n"
+        "review.search, keys.sanitize\n"
         f"bad = [m for m in sys.modules if m.split('.')[0] in {BLOCKED!r}]\n"
         "assert not bad, bad\n"
         "assert 'dropbox' not in sys.modules and 'onion' not in sys.modules\n"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from review.sanitize import (
+from keys.sanitize import (
     RLI,
     clean,
     display_lines,

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 
 from keys.errors import InputError, TransferError
 from keys.progress import Progress
+from keys.sanitize import clean
 from keys.transfer_auth import EMPTY_SHA256, sign_request
 from workstation.socks_errors import socks_retrying
 
@@ -157,8 +158,10 @@ class TransferClient:
     async def _json(self, method: str, path: str, body: bytes) -> dict[str, Any]:
         response = await self._send(method, path, body)
         async with response:
-            answer: dict[str, Any] = await response.json()
-        return answer
+            answer = await response.json()
+        if not isinstance(answer, dict):
+            raise TransferClientError(f"the transfer server answered {path} with no JSON object")
+        return cast(dict[str, Any], _cleaned(answer))
 
 
 async def _refusal(response: aiohttp.ClientResponse) -> TransferClientError:
@@ -168,7 +171,20 @@ async def _refusal(response: aiohttp.ClientResponse) -> TransferClientError:
             code, message = data["error"], data["message"]
         except (ValueError, KeyError, TypeError, aiohttp.ClientError):
             code, message = "http_error", response.reason or ""
+    code, message = clean(str(code), single_line=True)[:80], clean(str(message))[:2000]
     return TransferClientError(f"the transfer server refused ({response.status} {code}): {message}")
+
+
+def _cleaned(value: Any) -> Any:
+    """The server's answer with every string made safe for a terminal: a compromised server must
+    not move the cursor, retitle the window or fake a line of our own output."""
+    if isinstance(value, str):
+        return clean(value, single_line=True)
+    if isinstance(value, list):
+        return [_cleaned(v) for v in value]
+    if isinstance(value, dict):
+        return {_cleaned(k): _cleaned(v) for k, v in value.items()}
+    return value
 
 
 # --- command registration ---------------------------------------------------------------------
