@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from keys.errors import AmanatError
+from keys import command
 
 # Each module exposes `register(subparsers)` and sets `run=<callable(args) -> int>` on its parsers.
 # Only the module of the command being run is imported: the organization-key machine has neither
@@ -50,15 +50,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(words).parse_args(words)
-    try:
-        result: int = args.run(args)
-    except AmanatError as exc:
-        print(f"amanat: {exc}", file=sys.stderr)
-        status: int = getattr(exc, "exit_status", 1)  # e.g. 2: tor could not route a transfer
-        return status
-    except KeyboardInterrupt:
-        return 130
-    return result
+    return command.run("amanat", args)
 
 
 if __name__ == "__main__":

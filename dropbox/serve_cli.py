@@ -50,16 +50,18 @@ class OnionHooks:
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add `serve` and `demo` to `amanat`."""
     serve = subparsers.add_parser("serve", help="run the intake service from a config file")
-    serve.add_argument("--config", required=True, type=Path, help="the TOML config file")
+    serve.add_argument("--config", metavar="FILE",
+                       required=True, type=Path, help="the TOML config file")
     serve.set_defaults(run=run_serve)
 
     demo = subparsers.add_parser(
         "demo", help="create a throwaway organization in DIR (if absent) and serve it"
     )
     demo.add_argument("--data", type=Path, default=Path("demo-data"),
-                      help="the demo folder (default ./demo-data)")
+                      help="the demo folder (default ./demo-data)", metavar="DIR")
     demo.add_argument("--port", type=int, default=None,
-                      help="port on 127.0.0.1 (default: the demo config's, 8080; 0 = any free)")
+                      help="port on 127.0.0.1 (default: the demo config's, 8080; 0 = any free)",
+                      metavar="N")
     demo.add_argument("--no-tor", action="store_true", help="do not publish an onion service")
     demo.add_argument("--cheap-kdf", action="store_true",
                       help="tests only: the cheapest Argon2 and scrypt settings (no protection)")

@@ -33,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "export",
         help="write a signed bundle of every unacknowledged submission (on the server host)",
     )
-    export.add_argument("--config", required=True, type=Path, help="the TOML config file")
-    export.add_argument("--out", required=True, type=Path, help="the bundle to write (.tar)")
+    export.add_argument("--config", metavar="FILE",
+                        required=True, type=Path, help="the TOML config file")
+    export.add_argument("--out", metavar="BUNDLE",
+                        required=True, type=Path, help="the bundle to write (.tar)")
     export.set_defaults(run=run_export)
 
 

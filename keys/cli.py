@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _register_org_commands(command: _Command) -> None:
     """Commands that run in the org dir, with the organization key, and re-sign the keyring."""
     p = command("init-org", run_init_org, "create an org dir: org key, org.pub, empty keyring v1")
-    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR")
 
     p = command(
         "add-investigator",
@@ -86,8 +86,8 @@ def _register_org_commands(command: _Command) -> None:
         "workstation only) and the transfer credential (online workstation), and add both "
         "public keys to the keyring",
     )
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--label", required=True)
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    p.add_argument("--label", required=True, metavar="NAME")
     _add_identity_options(p)
     _add_credential_options(p)
     _add_work_factor(p)
@@ -98,8 +98,8 @@ def _register_org_commands(command: _Command) -> None:
         "mark an investigator revoked (new files skip their key, their requests and replies "
         "are refused); with --transfer-only, revoke only their transfer credential",
     )
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--label", required=True)
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    p.add_argument("--label", required=True, metavar="NAME")
     p.add_argument(
         "--transfer-only",
         action="store_true",
@@ -112,8 +112,8 @@ def _register_org_commands(command: _Command) -> None:
         "issue a new transfer credential for an investigator (first issue, migration from an "
         "identity-only keyring, or rotation: the old credential stops working)",
     )
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--label", required=True)
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    p.add_argument("--label", required=True, metavar="NAME")
     _add_credential_options(p)
     _add_work_factor(p)
 
@@ -123,8 +123,8 @@ def _register_org_commands(command: _Command) -> None:
         "give an investigator a new offline identity (age key and reply key); the transfer "
         "credential stays. Keep the old identity file offline to read what it already opened",
     )
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--label", required=True)
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    p.add_argument("--label", required=True, metavar="NAME")
     _add_identity_options(p)
     _add_work_factor(p)
 
@@ -133,8 +133,9 @@ def _register_org_commands(command: _Command) -> None:
         run_pin_transfer_key,
         "pin the server's transfer verify key (Ed25519, base64) in the keyring",
     )
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--key", required=True, help="the transfer verify key, standard base64")
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    p.add_argument("--key", metavar="KEY",
+                   required=True, help="the transfer verify key, standard base64")
 
     p = command(
         "sign",
@@ -142,12 +143,12 @@ def _register_org_commands(command: _Command) -> None:
         "re-sign the keyring one version up, or sign a prepared "
         "unsigned keyring payload given with --from",
     )
-    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR")
     p.add_argument(
         "--from",
         dest="unsigned",
         type=Path,
-        help="an unsigned keyring payload (JSON) with a higher version",
+        help="an unsigned keyring payload (JSON) with a higher version", metavar="FILE"
     )
 
 
@@ -157,12 +158,13 @@ def _add_identity_options(p: argparse.ArgumentParser) -> None:
         required=True,
         type=Path,
         help="where to write the offline identity file (must not exist); it goes to the review "
-        "workstation only",
+        "workstation only", metavar="FILE"
     )
     p.add_argument(
         "--passphrase-file",
         type=Path,
         help="read the identity's passphrase from its first line instead of prompting",
+        metavar="FILE",
     )
 
 
@@ -172,13 +174,13 @@ def _add_credential_options(p: argparse.ArgumentParser) -> None:
         required=True,
         type=Path,
         help="where to write the transfer credential (must not exist); it goes to the online "
-        "workstation and holds no key that opens testimonies",
+        "workstation and holds no key that opens testimonies", metavar="FILE"
     )
     p.add_argument(
         "--credential-passphrase-file",
         type=Path,
         help="read the credential's passphrase from its first line instead of prompting "
-        "(choose another passphrase than the identity's)",
+        "(choose another passphrase than the identity's)", metavar="FILE"
     )
 
 
@@ -214,19 +216,20 @@ def _add_reading_options(parser: argparse.ArgumentParser) -> None:
         "--dir",
         type=Path,
         default=Path(),
-        help=f"the org dir holding {KEYRING} and {ORG_PUB} (default: here)",
+        help=f"the org dir holding {KEYRING} and {ORG_PUB} (default: here)", metavar="DIR"
     )
-    parser.add_argument("--keyring", type=Path, help=f"the keyring file (default DIR/{KEYRING})")
+    parser.add_argument("--keyring", metavar="FILE",
+                        type=Path, help=f"the keyring file (default DIR/{KEYRING})")
     parser.add_argument(
         "--org-pub",
         type=Path,
-        help=f"the pinned organization public key file (default DIR/{ORG_PUB})",
+        help=f"the pinned organization public key file (default DIR/{ORG_PUB})", metavar="FILE"
     )
     parser.add_argument(
         "--min-version",
         type=int,
         default=0,
-        help="refuse a keyring older than this version (the last one seen)",
+        help="refuse a keyring older than this version (the last one seen)", metavar="N"
     )
 
 

@@ -27,15 +27,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     add = sub.add_parser("add-client", help="authorize an investigator workstation for the "
                          "transfer onion; prints the line for its ClientOnionAuthDir, once")
-    add.add_argument("name", help="a label for the workstation (letters, digits, . _ -)")
+    add.add_argument("name", metavar="NAME",
+                     help="a label for the workstation (letters, digits, . _ -)")
     add.set_defaults(run=run_add_client)
 
     revoke = sub.add_parser("revoke-client", help="remove a workstation's transfer onion key")
-    revoke.add_argument("name")
+    revoke.add_argument("name", metavar="NAME")
     revoke.set_defaults(run=run_revoke_client)
 
     for parser in (status, add, revoke):
-        parser.add_argument("--config", required=True, type=Path, help="the TOML config file")
+        parser.add_argument("--config", metavar="FILE",
+                            required=True, type=Path, help="the TOML config file")
 
 
 def run_status(args: argparse.Namespace) -> int:

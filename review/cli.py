@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from keys.errors import AmanatError, WrongPassphraseError
+from keys import command
 from keys.passphrase import read_passphrase as passphrase_of
+from keys.progress import Progress
 from keys.sanitize import clean, display_lines, isolate, json_dumps, one_line
 from review.answers import answer_pairs, questionnaire_labels
 from review.case import export_case, extract_files
@@ -33,29 +33,6 @@ Run = Callable[[argparse.Namespace], int]
 
 
 # --- small helpers -----------------------------------------------------------------------------
-
-
-class Progress:
-    """`label: done/total` on stderr: redrawn in place on a terminal, every 10% otherwise."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.tty = sys.stderr.isatty()
-        self.last_step = -1
-        self.last_draw = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.tty:
-            now = time.monotonic()
-            if done == total or now - self.last_draw > 0.1:
-                end = "\n" if done == total else ""
-                print(f"\r{self.label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
-                self.last_draw = now
-            return
-        step = done * 10 // max(total, 1)
-        if step != self.last_step:
-            self.last_step = step
-            print(f"{self.label}: {done}/{total}", file=sys.stderr, flush=True)
 
 
 def read_passphrase(args: argparse.Namespace, what: str) -> bytes:
@@ -367,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path, metavar="BUNDLE")
     p = command("list", run_list, "list submissions")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--tag", help="only submissions with this tag")
+    p.add_argument("--tag", help="only submissions with this tag", metavar="TAG")
     p = command("show", run_show, "show one submission")
     p.add_argument("id", metavar="ID")
     p.add_argument("--json", action="store_true")
@@ -390,9 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reply", run_reply, "write an encrypted, signed reply bundle to a source")
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--message", required=True, metavar="TEXT")
-    p.add_argument("--out", type=Path, required=True, metavar="OUTBOX")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p = command("report", run_report, "write an anonymized advocacy report (HTML, CSV, charts)")
-    p.add_argument("--out", type=Path, required=True, metavar="FOLDER")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--from", dest="start", type=_day, metavar="DAY", help="first day counted")
     p.add_argument("--to", dest="end", type=_day, metavar="DAY", help="last day counted")
     p.add_argument("--lang", choices=LANGUAGES, default="en")
@@ -410,20 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # extracted testimony and vault files: readable by this user only
-    try:
-        result: int = args.run(args)
-    except WrongPassphraseError as exc:
-        print(f"amanat-review: wrong passphrase: {clean(str(exc))}", file=sys.stderr)
-        return 1
-    except AmanatError as exc:
-        print(f"amanat-review: {clean(str(exc))}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"amanat-review: {clean(str(exc))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return result
+    return command.run("amanat-review", args)
 
 
 if __name__ == "__main__":

@@ -42,14 +42,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     group = subparsers.add_parser("transfer", help="signed transfers with the server")
     sub = group.add_subparsers(dest="transfer_command", required=True, metavar="SUBCOMMAND")
     p = sub.add_parser("init-key", help="create the server's transfer signing key")
-    p.add_argument("--config", required=True, type=Path, help="the TOML config file")
+    p.add_argument("--config", metavar="FILE",
+                   required=True, type=Path, help="the TOML config file")
     p.set_defaults(run=_run_init_key)
 
     p = _client_parser(sub, "status", "what waits on the server for you (downloads nothing)")
     p.add_argument("--json", action="store_true", help="answer in JSON")
     p.set_defaults(run=run_status)
     p = _client_parser(sub, "pull", "download a signed bundle of every unacknowledged item")
-    p.add_argument("--out", required=True, type=Path, help="the bundle to write (.tar)")
+    p.add_argument("--out", metavar="BUNDLE",
+                   required=True, type=Path, help="the bundle to write (.tar)")
     p.set_defaults(run=run_pull)
     p = _client_parser(sub, "ack", "tell the server these submissions are safely imported")
     p.add_argument("ids", nargs="*", metavar="ID", help="submission ids")
@@ -57,9 +59,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--bundle",
         type=Path,
         help="acknowledge every submission of this bundle, once it verifies against the keyring",
+        metavar="BUNDLE",
     )
-    p.add_argument("--keyring", type=Path, help="the keyring (keyring.json), for --bundle")
-    p.add_argument("--org-pub", type=Path, help="the organization public key, for --bundle")
+    p.add_argument("--keyring", metavar="FILE",
+                   type=Path, help="the keyring (keyring.json), for --bundle")
+    p.add_argument("--org-pub", metavar="FILE",
+                   type=Path, help="the organization public key, for --bundle")
     p.set_defaults(run=run_ack)
     p = _client_parser(sub, "push", "send reply bundles (files, or OUTBOX folders of them)")
     p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
@@ -74,16 +79,19 @@ def _run_init_key(args: argparse.Namespace) -> int:
 
 def _client_parser(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
-    p.add_argument("--url", required=True, help="the transfer onion, http://....onion")
-    p.add_argument("--socks", help="tor's SOCKS port, e.g. 127.0.0.1:9050")
+    p.add_argument("--url", metavar="URL",
+                   required=True, help="the transfer onion, http://....onion")
+    p.add_argument("--socks", help="tor's SOCKS port, e.g. 127.0.0.1:9050", metavar="HOST:PORT")
     p.add_argument(
         "--credential",
         type=Path,
         help="your transfer credential (transfer.cred); never the offline identity file",
+        metavar="FILE",
     )
     # Refused with a sentence (see _signing_key): the identity file must not be on this machine.
-    p.add_argument("--identity", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--passphrase-file", type=Path, help="read the passphrase from this file")
+    p.add_argument("--identity", type=Path, help=argparse.SUPPRESS, metavar="FILE")
+    p.add_argument("--passphrase-file", metavar="FILE",
+                   type=Path, help="read the passphrase from this file")
     return p
 
 
