@@ -1,14 +1,16 @@
 """The application factory: `create_app(config)` builds the source-facing aiohttp application,
 and `start_site` serves it on the configured loopback address or unix socket.
 
-Keys are read and verified here, before anything listens: a server whose keyring does not verify
-against the pinned organization key refuses to start. Database initialisation and the sweeps of
-leftovers from a crash run at startup, before the first request is served.
+Keys are read and verified here (dropbox/runtime.py), before anything listens: a server whose
+keyring does not verify against the pinned organization key refuses to start. Database
+initialisation and the sweeps of leftovers from a crash run at startup, before the first request
+is served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -21,15 +23,15 @@ from dropbox.config import Config, LimitsConfig, Listen, ServerConfig
 from dropbox.form_tokens import FormTokens
 from dropbox.load import BASE_RESERVED_FDS, ConnectionGuard, UploadSlots, connection_limit
 from dropbox.questionnaire import load_questionnaire
+from dropbox.runtime import Runtime
 from dropbox.security import (
     HardenedRequest,
     error_middleware,
     session_middleware,
     set_security_headers,
 )
-from dropbox.server_keys import KeyringFile, read_instance_salt
 from dropbox.sessions import KeyDeriver, LoginLimiter, SessionStore
-from dropbox.store import CiphertextStore, coarsen_times
+from dropbox.store import coarsen_times
 from keys.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -43,37 +45,38 @@ MAX_LINE_BYTES = 8190
 MAX_HEADERS = 64
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, runtime: Runtime | None = None) -> web.Application:
     """The source-facing application. Raises KeyringError (the keyring does not verify) or
-    ConfigError (a key file is missing or unusable) before anything listens."""
-    keyring = KeyringFile(config)
-    if not keyring.current().active_recipients():
+    ConfigError (a key file is missing or unusable) before anything listens. Without a shared
+    `runtime` (see dropbox/runtime.py) it opens its own."""
+    owned = runtime is None
+    runtime = runtime or Runtime.load(config)
+    if not runtime.keyring.current().active_recipients():
         raise ConfigError("the keyring has no active investigator: nobody could read submissions")
-    salt = read_instance_salt(config)
     app = web.Application(
         middlewares=[session_middleware, error_middleware],
         client_max_size=SMALL_FORM_BYTES,
     )
     app[pages.STATE] = pages.AppState(
         config=config,
-        keyring_file=keyring,
-        instance_salt=salt,
-        store=CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes),
+        keyring_file=runtime.keyring,
+        instance_salt=runtime.instance_salt,
+        store=runtime.store,
         sessions=SessionStore(
             idle_timeout=config.server.idle_timeout_minutes * 60.0,
             max_sessions=config.server.max_sessions,
         ),
         forms=FormTokens(max_age=config.server.idle_timeout_minutes * 60.0),
-        deriver=KeyDeriver(salt, config.keys.profile, config.keys.max_concurrent_argon2,
-                           config.keys.argon2_queue),
+        deriver=KeyDeriver(runtime.instance_salt, config.keys.profile,
+                           config.keys.max_concurrent_argon2, config.keys.argon2_queue),
         limiter=LoginLimiter(config.keys.login_attempts_per_session_per_minute,
                              config.server.max_anonymous_clients),
         questionnaire=load_questionnaire(config.i18n.questionnaire),
         uploads=UploadSlots(config.limits.max_concurrent_uploads,
                             config.limits.max_concurrent_uploads_per_session),
     )
+    app.cleanup_ctx.append(functools.partial(_database, runtime=runtime, owned=owned))
     app.on_response_prepare.append(set_security_headers)
-    app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_session_expiry)
     app.cleanup_ctx.append(_daily_maintenance)
     handlers_source.add_routes(app)
@@ -122,22 +125,18 @@ async def start_site(
 # --- startup and cleanup ----------------------------------------------------------------------
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    """Upgrade the schema, sweep leftovers of a crash, then open the session factory."""
+async def _database(
+    app: web.Application, *, runtime: Runtime, owned: bool
+) -> AsyncIterator[None]:
+    """The database, through the shared runtime (opened by `serve`) or one of the app's own."""
     app_state = app[pages.STATE]
-    url = app_state.config.storage.database_url
-    await db.init_db(url)
-    app_state.store.sweep()
-    engine, maker = db.create_engine_and_sessionmaker(url)
-    async with maker.begin() as dbs:
-        await db.sweep_orphans(dbs, app_state.store)
-    app_state.db = maker
-    try:
-        yield
-    finally:
-        app_state.db = None
-        app_state.deriver.close()
-        await engine.dispose()
+    async with runtime.opened() if owned else contextlib.nullcontext(runtime):
+        app_state.db = runtime.maker
+        try:
+            yield
+        finally:
+            app_state.db = None
+            app_state.deriver.close()
 
 
 async def _session_expiry(app: web.Application) -> AsyncIterator[None]:

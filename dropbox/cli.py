@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("keys.cli", "the organization key and the signed keyring"),
     "serve": ("dropbox.serve_cli", "run the intake service from a config file"),
     "demo": (
-        "dropbox.serve_cli",
+        "dropbox.demo",
         "create a throwaway organization in DIR (if absent) and serve it",
     ),
     "export": (
@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write a signed bundle of every unacknowledged submission (on the server host)",
     ),
     "transfer": ("workstation.cli", "signed transfers with the server"),
-    "onion": ("onion.cli", "the Tor onion services: status and client keys"),
+    "onion": ("dropbox.onion_cli", "the Tor onion services: status and client keys"),
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from keys.codename import CHEAPEST, PRODUCTION, Argon2Profile
 from keys.errors import ConfigError
+from onion.settings import OnionPaths, OnionSettings, TorSettings
 
 GIB = 1024**3
 MIB = 1024**2
@@ -156,6 +157,22 @@ class Config:
     tor: TorConfig
     i18n: I18nConfig
     path: Path | None = None
+
+    def onion_settings(self) -> OnionSettings:
+        """What onion/ needs of this configuration (it reads nothing else of it)."""
+        tor = self.tor
+        return OnionSettings(
+            tor=TorSettings(
+                mode=tor.mode, data_dir=tor.data_dir or self.storage.data_dir / "tor",
+                tor_binary=tor.tor_binary, control_port=tor.control_port,
+                control_socket=tor.control_socket,
+                control_password_file=tor.control_password_file,
+                bootstrap_timeout=tor.bootstrap_timeout,
+            ),
+            paths=OnionPaths(self.storage.data_dir / "onion"),
+            source_target=str(self.server.listen),
+            transfer_target=None if self.transfer.listen is None else str(self.transfer.listen),
+        )
 
 
 def load_config(path: Path | str) -> Config:

@@ -22,6 +22,7 @@ Later runs reuse the folder as it is.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
@@ -30,6 +31,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -149,6 +151,26 @@ signing_key = "{TRANSFER_KEY_NAME}"
 [tor]
 mode = "{tor_mode}"
 """
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `demo` to `amanat`."""
+    demo = subparsers.add_parser(
+        "demo", help="create a throwaway organization in DIR (if absent) and serve it"
+    )
+    demo.add_argument("--data", type=Path, default=Path("demo-data"),
+                      help="the demo folder (default ./demo-data)", metavar="DIR")
+    demo.add_argument("--port", type=int, default=None,
+                      help="port on 127.0.0.1 (default: the demo config's, 8080; 0 = any free)",
+                      metavar="N")
+    demo.add_argument("--no-tor", action="store_true", help="do not publish an onion service")
+    demo.add_argument("--cheap-kdf", action="store_true",
+                      help="tests only: the cheapest Argon2 and scrypt settings (no protection)")
+    demo.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    return run(args.data, port=args.port, tor=not args.no_tor, cheap_kdf=args.cheap_kdf)
 
 
 def run(root: Path, *, port: int | None, tor: bool, cheap_kdf: bool) -> int:

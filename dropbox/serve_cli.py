@@ -1,10 +1,11 @@
-"""`amanat serve` and `amanat demo`: run the intake service until SIGTERM or SIGINT.
+"""`amanat serve`: run the intake service until SIGTERM or SIGINT (`amanat demo` serves through
+the same `serve`).
 
 Publishing onion services is the onion package's job. When `[tor] mode` is not "none", this
-module imports `onion.publish_onions` lazily (so the service runs without stem in "none" mode)
-and uses it as an async context manager:
+module imports `onion.publish.publish_onions` when it needs it (so the service runs without stem
+in "none" mode) and uses it as an async context manager, with what onion/ needs of the config:
 
-    async with publish_onions(config, app_address) as onion_urls:   # list[str]
+    async with publish_onions(config.onion_settings(), app_address) as onion_urls:  # list[str]
         ...serve until a signal...
 
 `app_address` is "http://127.0.0.1:PORT" or "unix:/path": where tor should forward to.
@@ -16,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -48,24 +48,11 @@ class OnionHooks:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add `serve` and `demo` to `amanat`."""
+    """Add `serve` to `amanat`."""
     serve = subparsers.add_parser("serve", help="run the intake service from a config file")
     serve.add_argument("--config", metavar="FILE",
                        required=True, type=Path, help="the TOML config file")
     serve.set_defaults(run=run_serve)
-
-    demo = subparsers.add_parser(
-        "demo", help="create a throwaway organization in DIR (if absent) and serve it"
-    )
-    demo.add_argument("--data", type=Path, default=Path("demo-data"),
-                      help="the demo folder (default ./demo-data)", metavar="DIR")
-    demo.add_argument("--port", type=int, default=None,
-                      help="port on 127.0.0.1 (default: the demo config's, 8080; 0 = any free)",
-                      metavar="N")
-    demo.add_argument("--no-tor", action="store_true", help="do not publish an onion service")
-    demo.add_argument("--cheap-kdf", action="store_true",
-                      help="tests only: the cheapest Argon2 and scrypt settings (no protection)")
-    demo.set_defaults(run=run_demo)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -82,12 +69,6 @@ def run_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, ready, transfer_ready))
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from dropbox import demo  # the demo's key generation is not needed by `serve`
-
-    return demo.run(args.data, port=args.port, tor=not args.no_tor, cheap_kdf=args.cheap_kdf)
-
-
 async def serve(
     config: Config, ready: Ready, transfer_ready: Callable[[str], None] | None = None,
     hooks: OnionHooks = OnionHooks(),
@@ -98,16 +79,22 @@ async def serve(
     # Imported here: the web and database stack take most of a second to import, and
     # `amanat --help`, `amanat keys` and `amanat onion` need neither.
     from dropbox.app import create_app
+    from dropbox.runtime import Runtime
 
     quiet_logging()
-    app = create_app(config)  # refuses a keyring that does not verify, before listening
+    # One engine, store and keyring for both applications; the keys are verified here, before
+    # anything listens (a keyring that does not verify, an unpinned transfer key).
+    runtime = Runtime.load(config)
+    app = create_app(config, runtime)
     transfer_app = None
     if config.transfer.listen is not None:
         from dropbox.transfer_api import create_transfer_app
 
-        transfer_app = create_transfer_app(config)  # refuses an unpinned key, before listening
+        transfer_app = create_transfer_app(config, runtime=runtime)
     with _stop_on_signals() as stop:  # a signal during startup still ends in a clean exit
-        return await _serve_until(app, transfer_app, config, stop, ready, transfer_ready, hooks)
+        async with runtime.opened():
+            return await _serve_until(app, transfer_app, config, stop, ready, transfer_ready,
+                                      hooks)
 
 
 async def _serve_until(
@@ -180,14 +167,14 @@ def _onions(
     if config.tor.mode == "none":
         return _no_onions()
     try:
-        publish = importlib.import_module("onion").publish_onions
-    except (ImportError, AttributeError):
+        from onion.publish import publish_onions  # imports stem: only when a tor is wanted
+    except ImportError:
         raise ConfigError(
             f"[tor] mode = {config.tor.mode!r} needs onion publishing, which this build lacks; "
             "set mode = \"none\" (or use --no-tor) and publish the onion service yourself"
         ) from None
-    manager: AbstractAsyncContextManager[list[str]] = publish(
-        config, address, on_bootstrap=hooks.bootstrap)
+    manager: AbstractAsyncContextManager[list[str]] = publish_onions(
+        config.onion_settings(), address, on_bootstrap=hooks.bootstrap)
     return manager
 
 

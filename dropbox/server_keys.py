@@ -62,17 +62,31 @@ class KeyringFile:
         self._stamp = self._file_stamp()
         self._keyring = load_verified_keyring(config)
         self._fingerprint = self._keyring.fingerprint()
+        self._refusal: KeyringError | ConfigError | None = None
 
     def current(self) -> Keyring:
+        """The keyring for intake: a changed file that does not verify leaves the last verified
+        keyring in force."""
         stamp = self._file_stamp()
         if stamp != self._stamp:
             self._stamp = stamp
             try:
                 self._keyring = load_verified_keyring(self._config)
                 self._fingerprint = self._keyring.fingerprint()
+                self._refusal = None
             except (KeyringError, ConfigError) as exc:
                 logger.error("the changed keyring was refused, the previous one stays: %s", exc)
+                self._refusal = exc
         return self._keyring
+
+    def verified(self) -> Keyring:
+        """The keyring for the transfer API, which must not act for an investigator on a keyring
+        the organization may have changed: while the file on disk does not verify, this raises
+        what refused it."""
+        keyring = self.current()
+        if self._refusal is not None:
+            raise type(self._refusal)(str(self._refusal))
+        return keyring
 
     def fingerprint(self) -> str:
         """The current keyring's fingerprint, computed once per keyring (the landing page shows
@@ -80,12 +94,12 @@ class KeyringFile:
         self.current()
         return self._fingerprint
 
-    def _file_stamp(self) -> tuple[int, int, int] | None:
+    def _file_stamp(self) -> tuple[int, int, int, int] | None:
         try:
             st = self._config.keys.keyring.stat()
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 def read_instance_salt(config: Config) -> bytes:
     salt = _read(config.keys.instance_salt, "instance salt")

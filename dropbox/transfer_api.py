@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -39,8 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dropbox import db, periodic, transfer
 from dropbox.config import Config
 from dropbox.intake import intake_limits
+from dropbox.runtime import Runtime
 from dropbox.security import set_security_headers
-from dropbox.server_keys import load_verified_keyring, read_instance_salt
+from dropbox.server_keys import KeyringFile
 from dropbox.store import CiphertextStore, DiskReserveError
 from keys.bundle import BundleError, read_bundle, reply_key_lookup
 from keys.errors import ConfigError, InputError, KeyringError, StorageError, TransferError
@@ -70,7 +72,8 @@ class TransferState:
     store: CiphertextStore
     instance: str
     signing_key: SigningKey
-    keyring: Keyring
+    keyring_file: KeyringFile
+    keyring: Keyring  # as verified for the request being served
     verifier: RequestVerifier = field(init=False)
     clock: Callable[[], float] = time.time
     db: async_sessionmaker[AsyncSession] | None = None
@@ -94,28 +97,33 @@ INVESTIGATOR = web.RequestKey("investigator", Investigator)
 SIGNED = web.RequestKey("signed_request", SignedRequest)
 
 
-def create_transfer_app(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
+def create_transfer_app(
+    config: Config, clock: Callable[[], float] = time.time, runtime: Runtime | None = None
+) -> web.Application:
     """The transfer application. Raises ConfigError or KeyringError before anything listens:
     no listener configured, the same listener as the public app, or a transfer key the keyring
-    does not pin."""
+    does not pin. Without a shared `runtime` (see dropbox/runtime.py) it opens its own."""
     listen = config.transfer.listen
     if listen is None:
         raise ConfigError("[transfer] listen is not set")
     if listen == config.server.listen and listen.port != 0:
         raise ConfigError("[transfer] listen must differ from [server] listen (never the public)")
-    keyring = load_verified_keyring(config)
+    owned = runtime is None
+    runtime = runtime or Runtime.load(config)
+    keyring = runtime.keyring.verified()
     state = TransferState(
         config=config,
-        store=CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes),
-        instance=transfer.instance_id(read_instance_salt(config)),
+        store=runtime.store,
+        instance=transfer.instance_id(runtime.instance_salt),
         signing_key=transfer.load_transfer_key(config.transfer.signing_key, keyring),
+        keyring_file=runtime.keyring,
         keyring=keyring,
         clock=clock,
     )
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[STATE] = state
     app.on_response_prepare.append(set_security_headers)
-    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(functools.partial(_database, runtime=runtime, owned=owned))
     app.cleanup_ctx.append(_periodic_purge)
     app.router.add_route("GET", "/v1/pull", pull)
     app.router.add_route("POST", "/v1/pull", pull)
@@ -165,7 +173,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse anything an unrevoked investigator did not sign, before reading its body."""
     state = request.app[STATE]
-    state.keyring = await asyncio.to_thread(load_verified_keyring, state.config)
+    state.keyring = await asyncio.to_thread(state.keyring_file.verified)
     investigator, signed = state.verifier.verify(
         request.method, request.raw_path, request.headers, state.clock()
     )
@@ -342,20 +350,18 @@ async def stream_from_thread(
 # --- lifecycle --------------------------------------------------------------------------------
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    """Open the database (upgraded to the newest schema). The public app, not this one, sweeps
-    orphans and temp files at startup: only it knows when no upload is in flight."""
+async def _database(
+    app: web.Application, *, runtime: Runtime, owned: bool
+) -> AsyncIterator[None]:
+    """The database, through the shared runtime (opened by `serve`) or one of the app's own
+    (which leaves the sweeps to the source app: only it knows when no upload is in flight)."""
     state = app[STATE]
-    url = state.config.storage.database_url
-    await db.init_db(url)
-    engine, maker = db.create_engine_and_sessionmaker(url)
-    state.db = maker
-    try:
-        yield
-    finally:
-        state.db = None
-        state.store.close()
-        await engine.dispose()
+    async with runtime.opened(sweep=False) if owned else contextlib.nullcontext(runtime):
+        state.db = runtime.maker
+        try:
+            yield
+        finally:
+            state.db = None
 
 
 async def _periodic_purge(app: web.Application) -> AsyncIterator[None]:
@@ -366,7 +372,7 @@ async def _periodic_purge(app: web.Application) -> AsyncIterator[None]:
 
     async def settle() -> None:
         try:
-            state.keyring = await asyncio.to_thread(load_verified_keyring, state.config)
+            state.keyring = await asyncio.to_thread(state.keyring_file.verified)
             async with state.maker.begin() as session:
                 await transfer.settle_acknowledgements(
                     session, state.keyring, state.policy, db.today()

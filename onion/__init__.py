@@ -1,20 +1,7 @@
 """Tor onion services for Amanat. The only package that imports stem.
 
-`publish_onions(config, address)` is the hook `amanat serve` and `amanat demo` use; it is
-imported lazily so the service runs without stem when `[tor] mode = "none"`.
+`onion.publish.publish_onions(settings, address)` is the hook `amanat serve` and `amanat demo`
+use; the server imports it only when `[tor] mode` asks for a tor, so the service runs without stem
+in "none" mode. onion/ knows nothing of the server's configuration: it takes an
+`onion.settings.OnionSettings`.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from onion.publish import publish_onions as publish_onions
-
-
-def __getattr__(name: str) -> Any:
-    if name == "publish_onions":
-        from onion.publish import publish_onions
-
-        return publish_onions
-    raise AttributeError(name)

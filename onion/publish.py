@@ -1,4 +1,4 @@
-"""`publish_onions(config, address)`: the hook `amanat serve`/`amanat demo` use.
+"""`publish_onions(settings, address)`: the hook `amanat serve`/`amanat demo` use.
 
 It reaches tor the way `[tor] mode` says ("launch": our own tor with its DataDirectory inside the
 data folder; "attach": a running tor's control socket or port), then publishes the source onion
@@ -19,9 +19,8 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from keys.errors import ConfigError, TorError
 from keys.files import replace_atomic
@@ -37,43 +36,11 @@ from onion.services import (
     read_hostname,
     unpublish,
 )
+from onion.settings import OnionPaths, OnionSettings
 from onion.status import StatusReport, collect
 from onion.watch import DEFAULT_INTERVAL, OnionWatch, stale_services
 
-if TYPE_CHECKING:
-    from dropbox.config import Config
-
 log = logging.getLogger("amanat.onion")
-
-
-@dataclass(frozen=True)
-class OnionPaths:
-    """Where onion/ keeps its files inside the data folder."""
-
-    root: Path
-
-    @classmethod
-    def for_config(cls, config: Config) -> OnionPaths:
-        return cls(config.storage.data_dir / "onion")
-
-    @property
-    def source_key(self) -> Path:
-        return self.root / "source.key"
-
-    @property
-    def transfer_key(self) -> Path:
-        return self.root / "transfer.key"
-
-    @property
-    def transfer_clients(self) -> Path:
-        return self.root / "transfer_clients"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "services.json"
-
-    def ensure(self) -> None:
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def tor_target(address: str) -> str:
@@ -81,14 +48,9 @@ def tor_target(address: str) -> str:
     return address.removeprefix("http://").rstrip("/")
 
 
-def listen_target(listen: object) -> str:
-    """A dropbox `Listen` -> an ADD_ONION target (`unix:/path` or `host:port`)."""
-    return str(listen)
-
-
-async def attach(config: Config) -> TorController:
+async def attach(settings: OnionSettings) -> TorController:
     """Connect to the running tor of `[tor] mode = "attach"`: cookie, or the password file."""
-    tor = config.tor
+    tor = settings.tor
     password = None
     if tor.control_password_file is not None:
         try:
@@ -105,12 +67,12 @@ OnBootstrap = Callable[[int, str], None]  # (percent, tor's summary)
 
 @contextlib.asynccontextmanager
 async def tor_for(
-    config: Config, on_bootstrap: OnBootstrap | None = None
+    settings: OnionSettings, on_bootstrap: OnBootstrap | None = None
 ) -> AsyncIterator[TorController]:
-    """A control connection to the tor `config` names; a launched tor stops when it closes."""
-    tor = config.tor
+    """A control connection to the tor `settings` names; a launched tor stops when it closes."""
+    tor = settings.tor
     if tor.mode == "launch":
-        data_dir = tor.data_dir or config.storage.data_dir / "tor"
+        data_dir = tor.data_dir
         launched: LaunchedTor | None = None
         try:
             launched, controller = await launch_tor(data_dir, tor_binary=tor.tor_binary)
@@ -132,7 +94,7 @@ async def tor_for(
                 launched.stop()
         return
     if tor.mode == "attach":
-        async with await attach(config) as controller:
+        async with await attach(settings) as controller:
             yield controller
         return
     raise ConfigError(f"[tor] mode is {tor.mode!r}: there is no tor to talk to")
@@ -149,15 +111,15 @@ async def torrc_services(controller: TorController) -> dict[str, Path]:
 
 
 async def publish_all(
-    controller: TorController, config: Config, address: str
+    controller: TorController, settings: OnionSettings, address: str
 ) -> list[PublishedService]:
     """Publish (or find in torrc) the source onion and, if possible, the transfer onion."""
-    paths = OnionPaths.for_config(config)
+    paths = settings.paths
     async with state_lock(paths):
         in_torrc = await torrc_services(controller)
         hs_conf = await controller.hidden_service_conf()
         published = []
-        for spec in _wanted_specs(config, address, in_torrc):
+        for spec in _wanted_specs(settings, address, in_torrc):
             if spec.target in in_torrc:
                 hs_dir = in_torrc[spec.target]
                 found = _torrc_service(spec.name, hs_dir, hs_conf.get(str(hs_dir), {}))
@@ -165,14 +127,14 @@ async def publish_all(
             else:
                 published.append(await publish(controller, spec))
         write_state(paths, published)
-    if config.transfer.listen is not None and all(s.name != "transfer" for s in published):
+    if settings.transfer_target is not None and all(s.name != "transfer" for s in published):
         log.warning("no investigator client keys yet: the transfer onion is not published "
                     "(add one with `amanat onion add-client NAME`)")
     return published
 
 
 async def sync_onions(
-    controller: TorController, config: Config, address: str, detached: list[str]
+    controller: TorController, settings: OnionSettings, address: str, detached: list[str]
 ) -> tuple[set[str], set[str]]:
     """Bring tor in line with the persistent record: publish again each ephemeral onion it
     expects that tor does not list (or lists with other client keys), and take down one no
@@ -180,10 +142,10 @@ async def sync_onions(
     published again, names taken down). The descriptor upload is not awaited: the watch must
     stay free to notice the next failure (tor may go away meanwhile), and it sees the service
     in tor's list as soon as ADD_ONION succeeded."""
-    paths = OnionPaths.for_config(config)
+    paths = settings.paths
     async with state_lock(paths):
         in_torrc = await torrc_services(controller)
-        specs = {s.name: s for s in _wanted_specs(config, address, in_torrc)
+        specs = {s.name: s for s in _wanted_specs(settings, address, in_torrc)
                  if s.target not in in_torrc}
         recorded = read_state(paths)
         expected = [_expected_service(spec, recorded) for spec in specs.values()]
@@ -222,13 +184,15 @@ def _expected_at(
     )
 
 
-def _wanted_specs(config: Config, address: str, in_torrc: dict[str, Path]) -> list[ServiceSpec]:
+def _wanted_specs(
+    settings: OnionSettings, address: str, in_torrc: dict[str, Path]
+) -> list[ServiceSpec]:
     """The source onion, and the transfer onion once it has a client key or torrc defines it."""
-    paths = OnionPaths.for_config(config)
+    paths = settings.paths
     wanted = [ServiceSpec("source", paths.source_key, tor_target(address))]
-    if config.transfer.listen is not None:
+    if settings.transfer_target is not None:
         clients = ClientRegistry(paths.transfer_clients).public_keys()
-        spec = ServiceSpec("transfer", paths.transfer_key, listen_target(config.transfer.listen),
+        spec = ServiceSpec("transfer", paths.transfer_key, settings.transfer_target,
                            client_keys=clients)
         if clients or spec.target in in_torrc:
             wanted.append(spec)
@@ -298,19 +262,19 @@ def _tuple_or_none(value: list[str] | None) -> tuple[str, ...] | None:
 
 @contextlib.asynccontextmanager
 async def publish_onions(
-    config: Config, address: str, *, watch_interval: float = DEFAULT_INTERVAL,
+    settings: OnionSettings, address: str, *, watch_interval: float = DEFAULT_INTERVAL,
     on_bootstrap: OnBootstrap | None = None,
 ) -> AsyncIterator[list[str]]:
     """The serve hook: publish, yield the onion URLs while an `OnionWatch` keeps them up, and
     take ephemeral services down after. `on_bootstrap` hears a launched tor's progress."""
-    async with tor_for(config, on_bootstrap) as controller:
-        services = await publish_all(controller, config, address)
+    async with tor_for(settings, on_bootstrap) as controller:
+        services = await publish_all(controller, settings, address)
 
         async def sync(ctl: TorController, detached: list[str]) -> tuple[set[str], set[str]]:
-            return await sync_onions(ctl, config, address, detached)
+            return await sync_onions(ctl, settings, address, detached)
 
-        reconnect = (lambda: attach(config)) if config.tor.mode == "attach" else None
-        paths = OnionPaths.for_config(config)
+        reconnect = (lambda: attach(settings)) if settings.tor.mode == "attach" else None
+        paths = settings.paths
 
         async def on_upload(onion: str, hsdir: str) -> None:
             await record_upload(paths, onion, hsdir)
@@ -335,35 +299,35 @@ async def publish_onions(
 
 
 @contextlib.asynccontextmanager
-async def attach_for_cli(config: Config) -> AsyncIterator[TorController]:
-    """Attach to the tor `config` uses without launching one (in launch mode: the tor that
+async def attach_for_cli(settings: OnionSettings) -> AsyncIterator[TorController]:
+    """Attach to the tor `settings` uses without launching one (in launch mode: the tor that
     `amanat serve` started, through its control socket)."""
-    tor = config.tor
+    tor = settings.tor
     if tor.mode == "launch":
-        data_dir = tor.data_dir or config.storage.data_dir / "tor"
+        data_dir = tor.data_dir
         controller = await TorController.connect(socket_path=data_dir / "control.sock")
     elif tor.mode == "attach":
-        controller = await attach(config)
+        controller = await attach(settings)
     else:
         raise ConfigError('[tor] mode is "none": there is no tor to ask')
     async with controller:
         yield controller
 
 
-def _transfer_spec(config: Config, clients: dict[str, bytes]) -> ServiceSpec:
-    if config.transfer.listen is None:
+def _transfer_spec(settings: OnionSettings, clients: dict[str, bytes]) -> ServiceSpec:
+    if settings.transfer_target is None:
         raise ConfigError("the config has no [transfer] listen address: no transfer onion")
-    paths = OnionPaths.for_config(config)
-    return ServiceSpec("transfer", paths.transfer_key, listen_target(config.transfer.listen),
+    paths = settings.paths
+    return ServiceSpec("transfer", paths.transfer_key, settings.transfer_target,
                        client_keys=clients)
 
 
-async def _refresh_transfer(controller: TorController, config: Config) -> None:
+async def _refresh_transfer(controller: TorController, settings: OnionSettings) -> None:
     """Re-publish the ephemeral transfer onion with the current client list (same address)."""
-    paths = OnionPaths.for_config(config)
+    paths = settings.paths
     async with state_lock(paths):
         clients = ClientRegistry(paths.transfer_clients).public_keys()
-        spec = _transfer_spec(config, clients)
+        spec = _transfer_spec(settings, clients)
         state = [s for s in read_state(paths) if s.name != "transfer"]
         if clients:
             state.append(await publish(controller, spec))
@@ -372,48 +336,48 @@ async def _refresh_transfer(controller: TorController, config: Config) -> None:
         write_state(paths, state)
 
 
-async def add_client(config: Config, name: str) -> str:
+async def add_client(settings: OnionSettings, name: str) -> str:
     """Authorize a new investigator workstation; returns its `.auth_private` line (print once)."""
     pair = ClientKeyPair.generate()
-    paths = OnionPaths.for_config(config)
+    paths = settings.paths
     paths.ensure()
-    spec = _transfer_spec(config, {})
-    async with attach_for_cli(config) as controller:
+    spec = _transfer_spec(settings, {})
+    async with attach_for_cli(settings) as controller:
         hs_dir = (await torrc_services(controller)).get(spec.target)
         if hs_dir is not None:
             ClientRegistry(hs_dir / "authorized_clients").add(name, pair.public)
             await controller.reload()
             return auth_private_line(read_hostname(hs_dir), pair.private)
         ClientRegistry(paths.transfer_clients).add(name, pair.public)
-        await _refresh_transfer(controller, config)
+        await _refresh_transfer(controller, settings)
     address = onion_address(load_or_create_key(paths.transfer_key))
     return auth_private_line(address, pair.private)
 
 
-async def revoke_client(config: Config, name: str) -> None:
+async def revoke_client(settings: OnionSettings, name: str) -> None:
     """Remove an investigator workstation's key; tor stops serving it the descriptor."""
-    spec = _transfer_spec(config, {})
-    async with attach_for_cli(config) as controller:
+    spec = _transfer_spec(settings, {})
+    async with attach_for_cli(settings) as controller:
         hs_dir = (await torrc_services(controller)).get(spec.target)
         if hs_dir is not None:
             ClientRegistry(hs_dir / "authorized_clients").remove(name)
             await controller.reload()
             return
-        ClientRegistry(OnionPaths.for_config(config).transfer_clients).remove(name)
-        await _refresh_transfer(controller, config)
+        ClientRegistry(settings.paths.transfer_clients).remove(name)
+        await _refresh_transfer(controller, settings)
 
 
-async def status(config: Config, *, self_check: bool = True) -> StatusReport:
+async def status(settings: OnionSettings, *, self_check: bool = True) -> StatusReport:
     """Every onion the persistent record expects (the source onion; the transfer onion once it
     has client keys or torrc defines it), as tor has it now. An expected onion tor does not
     serve is reported as not running, whichever process published it or failed to."""
-    paths = OnionPaths.for_config(config)
+    paths = settings.paths
     recorded = read_state(paths)
-    async with attach_for_cli(config) as controller:
+    async with attach_for_cli(settings) as controller:
         in_torrc = await torrc_services(controller)
         hs_conf = await controller.hidden_service_conf()
         services = []
-        for spec in _wanted_specs(config, listen_target(config.server.listen), in_torrc):
+        for spec in _wanted_specs(settings, settings.source_target, in_torrc):
             if spec.target in in_torrc:
                 hs_dir = in_torrc[spec.target]
                 found = _torrc_service(spec.name, hs_dir, hs_conf.get(str(hs_dir), {}))

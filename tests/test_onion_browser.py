@@ -166,7 +166,7 @@ async def test_chromium_without_javascript_submits_over_the_onion(
     testimony = "Taken from the camp at night; browser canary 51c2"
     async with (
         serve_org(org, tor=tor) as server,
-        publish_onions(server.config, server.url) as onions,
+        publish_onions(server.config.onion_settings(), server.url) as onions,
         chromium(tor_network.socks_port, tmp_path / "profile") as page,
     ):
         # Scripts really are off in this page (a data: URL never touches the network).

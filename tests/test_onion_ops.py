@@ -25,7 +25,7 @@ from dropbox.app import start_site
 from dropbox.demo import create_demo_org
 from dropbox.transfer_api import create_transfer_app
 from onion.controller import LaunchedTor, TorController, launch_tor
-from onion.publish import OnionPaths, publish_onions, read_state
+from onion.publish import publish_onions, read_state
 
 pytestmark = pytest.mark.tor
 
@@ -66,7 +66,8 @@ async def test_a_client_added_while_serving_survives_a_tor_restart(
                                          server.config.transfer.listen)
             config = str(server.config_path)
             try:
-                async with publish_onions(server.config, server.url, watch_interval=0.5) as onions:
+                settings = server.config.onion_settings()
+                async with publish_onions(settings, server.url, watch_interval=0.5) as onions:
                     assert len(onions) == 1  # no client yet: the source onion only
                     code, out = await _amanat("onion", "add-client", "alice", "--config", config)
                     assert code == 0, out
@@ -118,7 +119,7 @@ async def test_a_client_added_while_serving_survives_a_tor_restart(
 
                     seconds = await _status_three_times(config, transfer_address)
                     # what status asked: the HSDirs the watch heard take the uploads
-                    recorded = read_state(OnionPaths.for_config(server.config))
+                    recorded = read_state(server.config.onion_settings().paths)
                     assert {s.name for s in recorded if s.hsdirs} == {"source", "transfer"}
                     report("amanat onion status after a tor restart, three runs: "
                            + ", ".join(f"{s:.1f} s" for s in seconds), pytestconfig)
@@ -134,7 +135,7 @@ async def test_a_client_added_while_serving_survives_a_tor_restart(
                     assert [s["name"] for s in json.loads(out)["services"]] == ["source"], out
             finally:
                 await runner.cleanup()
-        assert all(s.name != "transfer" for s in read_state(OnionPaths.for_config(server.config)))
+        assert all(s.name != "transfer" for s in read_state(server.config.onion_settings().paths))
     finally:
         key_file.unlink(missing_ok=True)
         await owner.close()

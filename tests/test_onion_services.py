@@ -20,7 +20,7 @@ from dropbox.demo import create_demo_org
 from dropbox.pages import STATE
 from onion.client_auth import ClientKeyPair, auth_line, auth_private_line
 from onion.controller import LaunchedTor, TorController, launch_tor
-from onion.publish import OnionPaths, publish_onions, read_state
+from onion.publish import publish_onions, read_state
 from onion.services import ServiceSpec, onion_address, publish, unpublish
 
 pytestmark = pytest.mark.tor
@@ -127,13 +127,13 @@ async def test_submission_over_the_onion_lands_as_ciphertext(
     try:
         async with (
             serve_org(org, tor=tor, transfer=transfer_listen) as server,
-            publish_onions(server.config, server.url) as onions,
+            publish_onions(server.config.onion_settings(), server.url) as onions,
         ):
             assert len(onions) == 1  # no investigator client keys yet: no transfer onion
             await _submit_over_tor(tor_network, onions[0], server)
             report("amanat onion status:\n" + await _status_and_clients(server.config_path),
                    pytestconfig)
-        assert read_state(OnionPaths.for_config(server.config))
+        assert read_state(server.config.onion_settings().paths)
     finally:
         transfer.close()
 
@@ -208,7 +208,7 @@ async def test_torrc_services_production_style(
         async with (
             serve_org(org, tor=tor, server={"listen": f"unix:{socket_path}"},
                       transfer={"listen": f"127.0.0.1:{transfer.port}"}) as server,
-            publish_onions(server.config, server.url) as onions,
+            publish_onions(server.config.onion_settings(), server.url) as onions,
         ):
             source_address = (source_dir / "hostname").read_text().strip()
             transfer_address = (transfer_dir / "hostname").read_text().strip()
@@ -282,7 +282,8 @@ async def test_the_watch_brings_the_onion_back_after_tor_forgets_it_or_restarts(
         with caplog.at_level(logging.WARNING, logger="amanat.onion"):
             async with (
                 serve_org(org, tor=tor) as server,
-                publish_onions(server.config, server.url, watch_interval=0.5) as onions,
+                publish_onions(server.config.onion_settings(), server.url,
+                               watch_interval=0.5) as onions,
             ):
                 (url,) = onions
                 address = url.removeprefix("http://").split(".onion")[0]

@@ -1,4 +1,5 @@
-"""`amanat onion status | add-client NAME | revoke-client NAME`."""
+"""`amanat onion status | add-client NAME | revoke-client NAME`: the server's commands for its
+onions. They read the server's config and hand onion/ only its OnionSettings."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def run_status(args: argparse.Namespace) -> int:
     except AmanatError as exc:
         return _status_unknown(args, str(exc))
     try:
-        report = asyncio.run(status(config, self_check=not args.no_self_check))
+        report = asyncio.run(status(config.onion_settings(), self_check=not args.no_self_check))
     except TorError as exc:  # no tor to ask, or it failed us: the onions are down
         _say(args, {"state": DOWN, "error": str(exc)}, f"amanat: {exc}\nstate:           down")
         return EXIT_STATUS[DOWN]
@@ -75,7 +76,7 @@ def run_add_client(args: argparse.Namespace) -> int:
     from dropbox.config import load_config
     from onion.publish import add_client
 
-    line = asyncio.run(add_client(load_config(args.config), args.name))
+    line = asyncio.run(add_client(load_config(args.config).onion_settings(), args.name))
     print(
         f"# Transfer onion key for {args.name!r}: shown once, not kept on this server.\n"
         "# On the workstation, save the next line as "
@@ -90,6 +91,6 @@ def run_revoke_client(args: argparse.Namespace) -> int:
     from dropbox.config import load_config
     from onion.publish import revoke_client
 
-    asyncio.run(revoke_client(load_config(args.config), args.name))
+    asyncio.run(revoke_client(load_config(args.config).onion_settings(), args.name))
     print(f"amanat: revoked {args.name!r}; its key no longer opens the transfer onion")
     return 0
