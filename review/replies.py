@@ -16,7 +16,7 @@ from typing import Any
 
 from keys.age import X25519Recipient, encrypt
 from keys.bundle import Reply, ReplyManifest, write_bundle
-from keys.errors import ConfigError, InputError
+from keys.errors import ConfigError, InputError, NoIdentityMatchError
 from keys.files import replace_atomic
 from keys.keyring import Investigator
 from review.vault import UnknownItemError, Vault, today
@@ -116,3 +116,20 @@ def _record(
         sha256=reply.sha256,
     )
     vault.save()
+
+
+def sent_replies(vault: Vault, source_id: str) -> list[tuple[dict[str, Any], str | None]]:
+    """The replies sent to a source, oldest first, each with its text as this investigator reads
+    it from the vault's copy (None when the reply was not encrypted to this key: an investigator
+    added to the keyring later)."""
+    found = []
+    for reply in vault.state["replies"]:
+        if reply["source"] != source_id:
+            continue
+        ct = {"sha256": reply["sha256"], "size": reply["size"]}
+        try:
+            text: str | None = b"".join(vault.decrypt_ciphertext(ct)).decode("utf-8", "replace")
+        except NoIdentityMatchError:
+            text = None
+        found.append((reply, text))
+    return found
