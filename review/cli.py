@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from keys.errors import AmanatError, InputError, WrongPassphraseError
+from keys.errors import AmanatError, ConfigError, InputError, WrongPassphraseError
 from keys.files import read_file
 from keys.passphrase import read_passphrase as passphrase_of
 from keys.sanitize import clean, display_lines, isolate, json_dumps, one_line
@@ -337,6 +337,17 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_open(args: argparse.Namespace) -> int:
+    try:
+        from review.workbench import Options, Workbench  # loads Textual: only here
+    except ImportError as exc:
+        raise ConfigError(f"the workbench needs Textual (install amanat[review]): {exc}") from None
+    with open_vault(args) as vault:  # once for the session: the passphrase is asked here
+        vault.add_triage()
+        Workbench(vault, Options(args.lang, args.questionnaire, args.out)).run()
+    return 0
+
+
 def _day(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -449,6 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purpose", default="anonymized advocacy report", metavar="TEXT",
                    help="why the report is made (recorded in the custody log)")
     command("verify", run_verify, "re-hash everything in the vault and report")
+    p = command("open", run_open, "the interactive workbench: queue, sources, submissions, "
+                "actions (unlocks the vault once for the session)")
+    p.add_argument("--lang", choices=LANGUAGES, default="en",
+                   help="the language of the questionnaire's questions and answers (l switches)")
+    p.add_argument("--questionnaire", type=Path, metavar="FILE",
+                   help="the questionnaire file the server runs with (default: the built-in one)")
+    p.add_argument("--out", type=Path, default=Path(), metavar="DIR",
+                   help="the folder the workbench offers for replies, extracts, cases and "
+                   "reports (default: the current folder)")
     return parser
 
 
