@@ -18,7 +18,7 @@ import pytest
 from test_review_kit import PASSPHRASE, Org, Submission, build_bundle, make_org, make_vault, review
 from test_review_report import QUESTIONS, TYPES, make_submission
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from review.queue import urgency_rank
 from review.vault import Vault, verify_chain
@@ -111,10 +111,11 @@ async def test_a_session_at_the_workbench(
             await pilot.press("slash")
             await type_text(pilot, "urgency:days consent:advocacy")
             await pilot.press("enter")
-            assert app.shown and all(r.urgency == "days" and "advocacy" in r.consent
+            assert app.shown
+            assert all(r.urgency == "days" and "advocacy" in r.consent
                                      for r in app.shown)
             assert len(app.shown) < 25
-            app.screen.query_one("#filter").value = DARI_WORD  # type: ignore[attr-defined]
+            app.screen.query_one("#filter", Input).value = DARI_WORD
             await pilot.press("slash", "enter")
             assert [r.id for r in app.shown] == [sid]
 
@@ -158,13 +159,13 @@ async def test_a_session_at_the_workbench(
             assert conversation.index(sid) < conversation.index("We read your message")
             await pilot.press("escape", "escape")
             assert isinstance(app.screen, QueueScreen)
-            assert app.shown[0].replied and app.shown[0].tags == ("urgent-help",)
+            assert app.shown[0].replied
+            assert app.shown[0].tags == ("urgent-help",)
 
             # The report action: the same files as `amanat-review report`.
             await pilot.press("p")
             await pilot.pause()
-            report_in = app.screen.query_one("#out")
-            report_in.value = str(tmp_path / "wb-report")  # type: ignore[attr-defined]
+            app.screen.query_one("#out", Input).value = str(tmp_path / "wb-report")
             await pilot.press("ctrl+s")
             await pilot.pause()
             assert "report written" in app.status, app.status
@@ -215,18 +216,89 @@ async def test_failures_are_shown_and_change_nothing(
             assert "reply failed: a reply needs a message" in app.status
             await pilot.press("p")
             await pilot.pause()
-            app.screen.query_one("#threshold").value = "2"  # type: ignore[attr-defined]
+            app.screen.query_one("#threshold", Input).value = "2"
             await pilot.press("ctrl+s")
-            assert "report failed" in app.status and "at least 3" in app.status
+            assert "report failed" in app.status
+            assert "at least 3" in app.status
             (tmp_path / "taken").mkdir()
             (tmp_path / "taken" / "x").write_text("x")
             await pilot.press("x")
-            app.screen.query_one("#answer").value = str(tmp_path / "taken")  # type: ignore[attr-defined]
+            app.screen.query_one("#answer", Input).value = str(tmp_path / "taken")
             await pilot.press("enter")
-            assert "export-case failed" in app.status and "not empty" in app.status
+            assert "export-case failed" in app.status
+            assert "not empty" in app.status
             await pilot.press("t")
             await pilot.press("escape")  # cancelled
             assert isinstance(app.screen, QueueScreen)
     finally:
         vault.close()
     assert json.dumps(vault.state, sort_keys=True) == before
+
+
+async def test_export_extract_language_and_what_the_vault_warns_of(
+        tmp_path: Path, vault_dir: tuple[Path, Path, Submission, Org]) -> None:
+    vault_path, passfile, dari, org = vault_dir
+    hostile = Submission("[bold red]markup[/] \x1b]0;owned\x07 \u202eevil", source_id="h",
+                         day="2026-10-03", files=[("a.txt", b"text", "text/plain")])
+    (tmp_path / "h.tar").write_bytes(build_bundle(org, [hostile]))
+    assert review("import", "--vault", vault_path, "--passphrase-file", passfile,
+                  tmp_path / "h.tar").returncode == 0
+    vault = Vault.open(vault_path, PASSPHRASE.encode())
+    # What issue 13 §2-§4 will record on import: findings per attachment and duplicate ids.
+    photo_sha = hashlib.sha256(b"\xff\xd8 a photo").hexdigest()
+    vault.state["submissions"][dari.submission_id]["metadata"] = {
+        photo_sha: {"gps": [34.01, 71.52], "device": "Samsung SM-A105F"}}
+    vault.state["submissions"][dari.submission_id]["duplicates"] = [hostile.submission_id]
+    custody_before = len(vault.state["custody"])
+    app = Workbench(vault, Options(lang="en", out=tmp_path / "work"))
+    try:
+        async with app.run_test(size=(180, 50)) as pilot:
+            await pilot.pause()
+            row = next(r for r in app.shown if r.id == dari.submission_id)
+            assert row.warnings == ("duplicate", "gps", "device")
+            await select_row(pilot, app, dari.submission_id)
+            await pilot.press("space")
+            await select_row(pilot, app, hostile.submission_id)
+            await pilot.press("space")
+            assert app.marked == {dari.submission_id, hostile.submission_id}
+
+            await pilot.press("x")  # export the two marked submissions
+            app.screen.query_one("#answer", Input).value = str(tmp_path / "case")
+            await pilot.press("enter")
+            assert (tmp_path / "case" / "SHA256SUMS").is_file()
+            assert (tmp_path / "case" / dari.submission_id / "message.txt").read_text() == DARI
+
+            await select_row(pilot, app, dari.submission_id)
+            await pilot.press("e")
+            app.screen.query_one("#answer", Input).value = str(tmp_path / "files")
+            await pilot.press("enter")
+            assert (tmp_path / "files" / "عکس.jpg").read_bytes() == b"\xff\xd8 a photo"
+
+            await pilot.press("enter")  # the submission view, in English, then in Pashto
+            await pilot.pause()
+            body = body_of(app)
+            assert "Khyber Pakhtunkhwa" in body
+            assert "gps: 34.01, 71.52" in body
+            assert f"same file as: {hostile.submission_id}" in body
+            shot(app, "workbench-metadata-warnings")
+            await pilot.press("l")
+            assert app.lang == "fa_AF"
+            await pilot.press("l")
+            assert app.lang == "ps"
+            assert "خیبر پښتونخوا" in body_of(app)
+            assert "Khyber Pakhtunkhwa" not in body_of(app)
+
+            await pilot.press("escape")
+            await select_row(pilot, app, hostile.submission_id)
+            await pilot.press("enter")
+            await pilot.pause()
+            body = body_of(app)
+            assert "[bold red]markup[/]" in body  # shown as typed, never read as markup
+            assert "\x1b" not in body
+            assert "\u202e" not in body
+            assert "\x07" not in body
+    finally:
+        vault.close()
+    actions = [e["action"] for e in vault.state["custody"][custody_before:]]
+    assert actions[0] == "export-case"
+    assert actions[-3:] == ["extract", "extract-file", "extract-done"]
