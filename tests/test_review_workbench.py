@@ -18,12 +18,13 @@ import pytest
 from test_review_kit import PASSPHRASE, Org, Submission, build_bundle, make_org, make_vault, review
 from test_review_report import QUESTIONS, TYPES, make_submission
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from review.queue import urgency_rank
 from review.vault import Vault, verify_chain
 from review.workbench import Options, Workbench
 from review.workbench.app import QueueScreen, SourceScreen, SubmissionScreen
+from review.workbench.table import QueueTable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -77,8 +78,7 @@ def shot(app: Workbench, name: str) -> None:
 
 
 async def select_row(pilot: Pilot[None], app: Workbench, sid: str) -> None:
-    table = app.screen.query_one("#queue", DataTable)
-    table.move_cursor(row=[r.id for r in app.shown].index(sid))
+    app.screen.query_one("#queue", QueueTable).cursor = [r.id for r in app.shown].index(sid)
     await pilot.pause()
 
 
@@ -95,7 +95,7 @@ async def test_a_session_at_the_workbench(
             # The queue: every submission, most urgent first, then the oldest.
             assert isinstance(app.screen, QueueScreen)
             assert len(app.shown) == 25
-            assert app.screen.query_one("#queue", DataTable).row_count == 25
+            assert len(app.screen.query_one("#queue", QueueTable).rows) == 25
             keys = [(urgency_rank(r.urgency), r.day, r.id) for r in app.shown]
             assert keys == sorted(keys)
             assert app.shown[0].urgency == "days"

@@ -13,7 +13,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Static, TextArea
+from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 
 from keys.errors import AmanatError, InputError
 from keys.sanitize import clean
@@ -26,7 +26,16 @@ from review.report_text import LANGUAGES
 from review.search import SearchIndex
 from review.suppression import DEFAULT_THRESHOLD, check_threshold
 from review.vault import Vault, today
-from review.workbench.render import COLUMNS, cells, source_text, submission_text
+from review.workbench.render import (
+    COLUMNS,
+    cells,
+    option_labels,
+    source_text,
+    submission_text,
+)
+from review.workbench.table import QueueTable, header_line
+
+QUEUE_COLUMNS = (("", 1), *COLUMNS)  # the first: marked for a case export
 
 
 @dataclass(frozen=True)
@@ -166,16 +175,15 @@ class QueueScreen(Screen[None]):
         yield Header()
         yield Input(placeholder="filter: tag:X urgency:days consent:advocacy words  (Enter)",
                     id="filter")
-        yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
+        yield Static(header_line(QUEUE_COLUMNS), id="columns", markup=False)
+        yield QueueTable(QUEUE_COLUMNS, id="queue")
         yield Static(id="status", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#queue", DataTable)
-        table.add_columns("", *COLUMNS)
         assert isinstance(self.app, Workbench)
         self.app.refresh_queue()
-        table.focus()
+        self.query_one("#queue", QueueTable).focus()
 
 
 # --- the application -----------------------------------------------------------------------------
@@ -221,14 +229,12 @@ class Workbench(App[None]):
                 self._index = SearchIndex(self.vault.search_texts())
             hits = frozenset(h.id for h in self._index.search(self.filter.text))
         self.shown = select(self.all_rows(), self.filter, self.sort, hits)
-        table = self._queue_screen().query_one("#queue", DataTable)
-        cursor = table.cursor_row
-        table.clear()
-        for row in self.shown:
-            mark = Text("●" if row.id in self.marked else "")
-            table.add_row(mark, *cells(row, self.labels), key=row.id)
-        if self.shown:
-            table.move_cursor(row=min(cursor, len(self.shown) - 1))
+        options, marked = option_labels(self.labels), self.marked
+
+        def format_row(row: Row) -> list[Text]:  # called only for the rows on screen
+            return [Text("●" if row.id in marked else ""), *cells(row, options)]
+
+        self._queue_screen().query_one("#queue", QueueTable).show(self.shown, format_row)
         total = len(self.vault.state["submissions"])
         self.sub_title = (f"{len(self.shown)} of {total} · sorted by {self.sort} · "
                           f"labels {self.lang} · {len(self.marked)} marked")
@@ -248,11 +254,10 @@ class Workbench(App[None]):
         if event.input.id == "filter":
             self.filter = parse_filter(event.value)
             self.refresh_queue()
-            self._queue_screen().query_one("#queue", DataTable).focus()
+            self._queue_screen().query_one("#queue", QueueTable).focus()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.open_submission(event.row_key.value)
+    def on_queue_table_selected(self, event: QueueTable.Selected) -> None:
+        self.open_submission(event.sid)
 
     def action_focus_filter(self) -> None:
         self._queue_screen().query_one("#filter", Input).focus()
@@ -280,10 +285,8 @@ class Workbench(App[None]):
             if isinstance(screen, SubmissionScreen | SourceScreen):
                 return screen.sid
             if isinstance(screen, QueueScreen):
-                table = screen.query_one("#queue", DataTable)
-                if not self.shown:
-                    return None
-                return self.shown[min(table.cursor_row, len(self.shown) - 1)].id
+                row = screen.query_one("#queue", QueueTable).current
+                return None if row is None else row.id
         return None
 
     def open_submission(self, sid: str) -> None:

@@ -18,17 +18,25 @@ from review.answers import QuestionnaireLabels, labelled_answers
 from review.content import Content
 from review.queue import URGENCY_KEY, Row
 
-COLUMNS = ("day", "urgency", "groups at risk", "consent", "tags", "reply", "warnings", "excerpt")
+# (title, width): fixed widths, so the table never measures 10,000 rows to lay out its columns;
+# `cells` cuts every value to its column's width.
+COLUMNS = (("day", 10), ("urgency", 22), ("groups at risk", 28), ("consent", 26), ("tags", 20),
+           ("reply", 5), ("warnings", 22), ("excerpt", 60))
 
 
-def _label(labels: QuestionnaireLabels, key: str, value: str) -> str:
-    return dict(labels.options.get(key, ())).get(value) or value
+OptionLabels = Mapping[str, Mapping[str, str]]  # field key -> option value -> label
 
 
-def cells(row: Row, labels: QuestionnaireLabels) -> list[Text]:
-    """One queue row's cells, in COLUMNS order."""
-    urgency = _label(labels, URGENCY_KEY, row.urgency) if row.urgency else "—"
-    groups = ", ".join(_label(labels, "groups", g) for g in row.groups) or "—"
+def option_labels(labels: QuestionnaireLabels) -> OptionLabels:
+    """The labels' options as lookups, made once per redraw rather than once per cell."""
+    return {key: dict(options) for key, options in labels.options.items()}
+
+
+def cells(row: Row, options: OptionLabels) -> list[Text]:
+    """One queue row's cells, in COLUMNS order and widths."""
+    urgencies, groups_of = options.get(URGENCY_KEY, {}), options.get("groups", {})
+    urgency = urgencies.get(row.urgency, row.urgency) if row.urgency else "—"
+    groups = ", ".join(groups_of.get(g, g) for g in row.groups) or "—"
     if row.state == "sealed":
         excerpt = "(not encrypted to your key)"
     elif row.state == "quarantined":
@@ -38,12 +46,12 @@ def cells(row: Row, labels: QuestionnaireLabels) -> list[Text]:
     warn = ", ".join(row.warnings)
     return [
         Text(row.day),
-        Text(one_line(urgency, 22), style="bold red" if row.urgency == "days" else ""),
+        Text(one_line(urgency, 22), style="bold #ff5f5f" if row.urgency == "days" else ""),
         Text(one_line(groups, 28)),
         Text(one_line(", ".join(row.consent) or "—", 26)),
         Text(one_line(", ".join(row.tags), 20)),
         Text("sent" if row.replied else ""),
-        Text(one_line(warn, 22), style="bold yellow" if warn else ""),
+        Text(one_line(warn, 22), style="bold #ffd75f" if warn else ""),
         Text(one_line(excerpt, 60)),
     ]
 
