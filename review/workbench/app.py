@@ -212,23 +212,25 @@ class Workbench(App[None]):
         self.shown: list[Row] = []
         self.status = ""
         self._index: SearchIndex | None = None
+        self._rows: list[Row] | None = None
 
     # --- lifecycle and the queue ----------------------------------------------------------------
 
     def get_default_screen(self) -> Screen[Any]:
         return QueueScreen()
 
-    def all_rows(self) -> list[Row]:
-        return rows(self.vault.state["submissions"].values(), self.vault.state["replies"])
-
-    def refresh_queue(self) -> None:
-        """Redraw the queue after a change of sort, filter, language or vault."""
+    def refresh_queue(self, *, changed: bool = False) -> None:
+        """Redraw the queue after a change of sort, filter or language; `changed`: of the vault
+        too (the rows are made again from its state; a sort or filter reuses them)."""
+        if changed or self._rows is None:
+            self._rows = rows(self.vault.state["submissions"].values(),
+                              self.vault.state["replies"])
         hits = None
         if self.filter.text:
             if self._index is None:
                 self._index = SearchIndex(self.vault.search_texts())
             hits = frozenset(h.id for h in self._index.search(self.filter.text))
-        self.shown = select(self.all_rows(), self.filter, self.sort, hits)
+        self.shown = select(self._rows, self.filter, self.sort, hits)
         options, marked = option_labels(self.labels), self.marked
 
         def format_row(row: Row) -> list[Text]:  # called only for the rows on screen
@@ -292,16 +294,20 @@ class Workbench(App[None]):
     def open_submission(self, sid: str) -> None:
         screen = SubmissionScreen(sid)
         self.push_screen(screen, lambda _: None)
-        self.call_after_refresh(self.refresh_views)
+        self.call_after_refresh(self.draw_views)
 
     def action_source(self) -> None:
         sid = self.current_id()
         if sid is not None:
             self.push_screen(SourceScreen(self.vault.submission(sid)["source"], sid))
-            self.call_after_refresh(self.refresh_views)
+            self.call_after_refresh(self.draw_views)
 
-    def refresh_views(self) -> None:
-        self.refresh_queue()
+    def refresh_views(self, *, changed: bool = False) -> None:
+        self.refresh_queue(changed=changed)
+        self.draw_views()
+
+    def draw_views(self) -> None:
+        """The open submission and source views, read again from the vault."""
         for screen in self.screen_stack:
             if isinstance(screen, SubmissionScreen):
                 screen.query_one("#body", Static).update(self.submission_view(screen.sid))
@@ -333,7 +339,7 @@ class Workbench(App[None]):
             self.say(f"{what} failed: {exc}", error=True)
             return
         self.say(done)
-        self.refresh_views()
+        self.refresh_views(changed=True)
 
     def action_tag(self) -> None:
         sid = self.current_id()
