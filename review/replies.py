@@ -94,28 +94,17 @@ def _record(
 ) -> None:
     """Keep a copy of the ciphertext and log the reply in the vault (saved)."""
     (reply,) = manifest.replies
-    vault.write_object(reply.sha256, ciphertext)
-    vault.state["replies"].append(
-        {
-            "reply_id": reply.reply_id,
-            "source": reply.source_id,
-            "instance": latest["instance"],
-            "day": reply.day,
-            "by": reply.investigator,
-            "sha256": reply.sha256,
-            "size": reply.size,
-            "bundle_id": manifest.bundle_id,
-        }
-    )
-    vault.log(
-        "reply",
-        [latest["id"]],
-        source=reply.source_id,
-        reply_id=reply.reply_id,
-        bundle_id=manifest.bundle_id,
-        sha256=reply.sha256,
-    )
-    vault.save()
+    record = {
+        "reply_id": reply.reply_id,
+        "source": reply.source_id,
+        "instance": latest["instance"],
+        "day": reply.day,
+        "by": reply.investigator,
+        "sha256": reply.sha256,
+        "size": reply.size,
+        "bundle_id": manifest.bundle_id,
+    }
+    vault.add_reply(record, latest["id"], ciphertext)
 
 
 def sent_replies(vault: Vault, source_id: str) -> list[tuple[dict[str, Any], str | None]]:

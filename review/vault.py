@@ -387,6 +387,14 @@ class Vault:
         self.save()
         return len(sub["notes"])
 
+    def add_reply(self, record: dict[str, Any], subject: str, ciphertext: bytes) -> None:
+        """Keep a reply's ciphertext (made here) and its record, and log it; saved."""
+        self.write_object(record["sha256"], ciphertext)
+        self.state["replies"].append(record)
+        self.log("reply", [subject], source=record["source"], reply_id=record["reply_id"],
+                 bundle_id=record["bundle_id"], sha256=record["sha256"])
+        self.save()
+
     def add_triage(self) -> int:
         """Give submissions imported before the queue's triage record existed theirs (each
         decrypted once), logged and saved when there were any; returns how many."""

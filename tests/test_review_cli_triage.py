@@ -148,3 +148,23 @@ def test_tags_are_logged_and_cleaned(vault: dict[str, Any]) -> None:
     entries = [(e["action"], e["subjects"], e["details"]) for e in custody(vault)[-2:]]
     assert entries == [("tag", [sid], {"tag": "needs\ufffd follow-up"}),
                        ("untag", [sid], {"tag": "needs\ufffd follow-up"})]
+
+
+def test_open_asks_the_passphrase_by_the_one_rule_before_any_screen(
+        vault: dict[str, Any]) -> None:
+    path, tmp = vault["path"], vault["tmp"]
+    cmd = [sys.executable, "-m", "review.cli", "open", "--vault", str(path)]
+    no_tty = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+    assert no_tty.returncode == 1
+    assert "no passphrase for the vault" in no_tty.stderr
+    (tmp / "wrong").write_text("not it\n")
+    wrong = subprocess.run([*cmd, "--passphrase-file", str(tmp / "wrong")],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT,
+                           timeout=60)
+    assert wrong.returncode == 1
+    assert "wrong passphrase" in wrong.stderr
+    assert "Traceback" not in no_tty.stderr + wrong.stderr
+    bad_lang = subprocess.run([*cmd, "--lang", "de"], capture_output=True, text=True, cwd=ROOT,
+                              timeout=60)
+    assert bad_lang.returncode == 2
