@@ -129,6 +129,8 @@ IDENTIFYING = ("gps", "device", "author")
 def metadata_kinds(sub: Mapping[str, Any]) -> tuple[str, ...]:
     """Which identifying findings any attachment's metadata has. The findings may be kept as a
     list per attachment or a mapping by attachment; whatever is not of those shapes is ignored."""
+    if "metadata" not in sub and "attachments" not in sub:
+        return ()
     found = sub.get("metadata")
     per_file: Iterable[object] = (
         found.values() if isinstance(found, dict) else found if isinstance(found, list) else ())

@@ -230,6 +230,11 @@ async def test_failures_are_shown_and_change_nothing(
             await pilot.press("t")
             await pilot.press("escape")  # cancelled
             assert isinstance(app.screen, QueueScreen)
+            # No command palette: its "Screenshot" would write testimony to a file unlogged.
+            await pilot.press("ctrl+p")
+            await pilot.pause()
+            assert isinstance(app.screen, QueueScreen)
+            assert not list(Path.cwd().glob("amanat-review_*.svg"))
     finally:
         vault.close()
     assert json.dumps(vault.state, sort_keys=True) == before

@@ -191,6 +191,10 @@ class QueueScreen(Screen[None]):
 
 class Workbench(App[None]):
     TITLE = "amanat-review"
+    # Textual's command palette offers "Screenshot", which writes the screen (testimony and
+    # all) to an SVG file in the current folder: plaintext on disk that no custody entry names.
+    # What leaves the vault leaves by extract, export-case or report.
+    ENABLE_COMMAND_PALETTE = False
     CSS = """
     #status { height: 2; padding: 0 1; background: $boost; }
     #filter { margin: 0 0; }
