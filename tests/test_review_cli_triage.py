@@ -124,6 +124,7 @@ def test_message_file_refusals_are_clear_and_change_nothing(vault: dict[str, Any
         (("note", sid, "--message-file", tmp), None, "is a folder"),
         (("note", sid, "--message-file", "-"), b"x" * (300 * 1024), "over"),
         (("note", sid, "--message-file", "-"), b"  \n", "needs some text"),
+        (("note", sid, "--message-file", "-"), "ب".encode() * 20_001, "at most 20000"),
         (("reply", "dari-source", "--message-file", "-", "--out", tmp / "o"), b"",
          "needs a message"),
     ]
