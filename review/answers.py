@@ -99,3 +99,32 @@ def questionnaire_labels(path: Path | None, locale: str) -> QuestionnaireLabels:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise QuestionnaireFileError(f"questionnaire {path} is malformed: {exc!r}") from None
     return QuestionnaireLabels(locale, types, questions, options)
+
+
+def labelled_answers(intake: IntakeManifest, labels: QuestionnaireLabels) -> list[tuple[str, str]]:
+    """(question, answer) in the labels' language: choices by their option labels, consents as
+    the uses agreed to (and not); a value that is no option is shown as given, marked. Falls back
+    to `answer_pairs` when the intake recorded no questionnaire answers."""
+    items = (intake.questionnaire or {}).get("answers")
+    if not items:
+        return answer_pairs(intake)
+    return [
+        (labels.questions.get(str(a["key"])) or str(a["question"] or a["key"]),
+         _value_text(a["value"], dict(labels.options.get(str(a["key"]), ()))))
+        for a in items
+    ]
+
+
+def _value_text(value: Any, options: Mapping[str, str]) -> str:
+    if not options:
+        return answer_text(value)
+    if isinstance(value, dict):  # a consent: option -> ticked or not
+        return "\n".join(
+            f"{'✓' if ticked is True else '✗'} {_option(str(k), options)}"
+            for k, ticked in value.items())
+    chosen = value if isinstance(value, list) else [value]
+    return "\n".join(_option(answer_text(v, 0), options) for v in chosen if v is not None)
+
+
+def _option(value: str, options: Mapping[str, str]) -> str:
+    return options.get(value) or f"{value} (not an option of this questionnaire)"

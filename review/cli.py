@@ -16,18 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from keys import command
+from keys.errors import ConfigError, InputError
+from keys.files import read_file
 from keys.passphrase import read_passphrase as passphrase_of
 from keys.progress import Progress
 from keys.sanitize import clean, display_lines, isolate, json_dumps, one_line
-from review.answers import answer_pairs, questionnaire_labels
+from review.answers import labelled_answers, questionnaire_labels
 from review.case import export_case, extract_files
 from review.content import Content
 from review.importer import import_bundle
-from review.replies import make_reply
+from review.queue import SORTS, rows, sort_rows
+from review.replies import make_reply, sent_replies
 from review.report_text import LANGUAGES
 from review.search import SearchIndex
 from review.suppression import DEFAULT_THRESHOLD, MIN_THRESHOLD, check_threshold
-from review.vault import Vault, now, verify_vault
+from review.vault import Vault, verify_vault
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -45,6 +48,28 @@ def open_vault(args: argparse.Namespace) -> Vault:
 
 def out(line: str = "") -> None:
     print(line)
+
+
+MAX_TEXT_BYTES = 256 * 1024  # far above a note's or a reply's character limit
+
+
+def message_text(args: argparse.Namespace, inline: str | None) -> str:
+    """A note's or reply's text: typed inline, or from `--message-file FILE` (`-`: standard
+    input), so a long or private text need not pass through the shell's history. One final line
+    break (an editor's) is not part of it."""
+    if args.message_file is None:
+        return inline or ""
+    if str(args.message_file) == "-":
+        data = sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
+    else:
+        data = read_file(args.message_file, "message")
+    if len(data) > MAX_TEXT_BYTES:
+        raise InputError(f"the message is over {MAX_TEXT_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the message is not UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -104,7 +129,10 @@ def _row(sub: dict[str, Any]) -> dict[str, Any]:
 
 def run_list(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        subs = sorted(vault.state["submissions"].values(), key=lambda s: (s["day"], s["id"]))
+        if args.sort == "urgency":
+            vault.add_triage()  # submissions imported before the queue kept urgency
+        order = sort_rows(rows(vault.state["submissions"].values(), []), args.sort)
+        subs = [vault.state["submissions"][r.id] for r in order]
     if args.tag:
         subs = [s for s in subs if args.tag in s["tags"]]
     if args.json:
@@ -158,6 +186,7 @@ def run_show(args: argparse.Namespace) -> int:
         if args.json:
             out(json_dumps(_show_json(vault, sub, content)))
             return 0
+        replies = sent_replies(vault, sub["source"])
     out(f"submission {clean(sub['id'], single_line=True)}")
     out(f"day:     {sub['day']}   source: {clean(sub['source'], single_line=True)}")
     out(f"tags:    {one_line(', '.join(sub['tags']), 200) or '-'}")
@@ -172,7 +201,8 @@ def run_show(args: argparse.Namespace) -> int:
     for line in display_lines(content.message):
         out(f"  {line}")
     out("\nanswers:")
-    for label, text in answer_pairs(content.intake):
+    labels = questionnaire_labels(args.questionnaire, args.lang)
+    for label, text in labelled_answers(content.intake, labels):
         out(f"  {isolate(label)}:")
         for line in display_lines(text, 74):
             out(f"      {line}")
@@ -187,7 +217,18 @@ def run_show(args: argparse.Namespace) -> int:
             out(f"  {note['at']} {isolate(note['by'])}:")
             for line in display_lines(note["text"], 74):
                 out(f"      {line}")
+    _show_replies(replies)
     return 0
+
+
+def _show_replies(replies: list[tuple[dict[str, Any], str | None]]) -> None:
+    if not replies:
+        return
+    out("\nreplies sent to this source:")
+    for reply, text in replies:
+        out(f"  {reply['day']} {isolate(reply['by'])} (reply {reply['reply_id']}):")
+        for line in display_lines("(not encrypted to your key)" if text is None else text, 74):
+            out(f"      {line}")
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -218,23 +259,16 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_tag(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        sub = vault.submission(args.id)
-        tag = clean(args.tag, single_line=True).strip()
-        if args.remove:
-            sub["tags"] = [t for t in sub["tags"] if t != tag]
-        elif tag and tag not in sub["tags"]:
-            sub["tags"].append(tag)
-        vault.save()
-        out(f"{args.id}: tags {', '.join(sub['tags']) or '-'}")
+        tags = vault.tag(args.id, args.tag, remove=args.remove)
+    out(f"{clean(args.id, single_line=True)}: tags {one_line(', '.join(tags), 200) or '-'}")
     return 0
 
 
 def run_note(args: argparse.Namespace) -> int:
+    text = message_text(args, args.text)
     with open_vault(args) as vault:
-        sub = vault.submission(args.id)
-        sub["notes"].append({"at": now(), "by": vault.label, "text": args.text})
-        vault.save()
-        out(f"{args.id}: {len(sub['notes'])} note(s)")
+        count = vault.add_note(args.id, text)
+    out(f"{clean(args.id, single_line=True)}: {count} note(s)")
     return 0
 
 
@@ -256,7 +290,7 @@ def run_export_case(args: argparse.Namespace) -> int:
 
 def run_reply(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        path = make_reply(vault, args.source, args.message, args.out)
+        path = make_reply(vault, args.source, message_text(args, args.message), args.out)
     out(f"reply bundle written: {path}  (carry it with `amanat transfer push`)")
     return 0
 
@@ -278,6 +312,17 @@ def run_report(args: argparse.Namespace) -> int:
         out(f"{sha}  {name}")
     out(f"report written to {args.out} and recorded in the custody log "
         f"(report.html sha256 {sums['report.html']})")
+    return 0
+
+
+def run_open(args: argparse.Namespace) -> int:
+    try:
+        from review.workbench import Options, Workbench  # loads Textual: only here
+    except ImportError as exc:
+        raise ConfigError(f"the workbench needs Textual (install amanat[review]): {exc}") from None
+    with open_vault(args) as vault:  # once for the session: the passphrase is asked here
+        vault.add_triage()
+        Workbench(vault, Options(args.lang, args.questionnaire, args.out)).run()
     return 0
 
 
@@ -345,9 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", run_list, "list submissions")
     p.add_argument("--json", action="store_true")
     p.add_argument("--tag", help="only submissions with this tag", metavar="TAG")
+    p.add_argument("--sort", choices=SORTS, default="day",
+                   help="by day (the default), or by urgency (most urgent first), then day")
     p = command("show", run_show, "show one submission")
     p.add_argument("id", metavar="ID")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--lang", choices=LANGUAGES, default="en",
+                   help="the language of the questionnaire's questions and answers")
+    p.add_argument("--questionnaire", type=Path, metavar="FILE",
+                   help="the questionnaire file the server runs with (default: the built-in one)")
     p = command("search", run_search, "search messages and answers")
     p.add_argument("text", metavar="TEXT")
     p.add_argument("--json", action="store_true")
@@ -357,7 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", action="store_true")
     p = command("note", run_note, "add a note to a submission")
     p.add_argument("id", metavar="ID")
-    p.add_argument("text", metavar="TEXT")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("text", metavar="TEXT", nargs="?")
+    given.add_argument("--message-file", type=Path, metavar="FILE",
+                       help="read the note from FILE (- for standard input)")
     p = command("extract", run_extract, "write a submission's attachments, verified")
     p.add_argument("id", metavar="ID")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -366,7 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p = command("reply", run_reply, "write an encrypted, signed reply bundle to a source")
     p.add_argument("source", metavar="SOURCE")
-    p.add_argument("--message", required=True, metavar="TEXT")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--message", metavar="TEXT")
+    given.add_argument("--message-file", type=Path, metavar="FILE",
+                       help="read the reply from FILE (- for standard input)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p = command("report", run_report, "write an anonymized advocacy report (HTML, CSV, charts)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -381,6 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purpose", default="anonymized advocacy report", metavar="TEXT",
                    help="why the report is made (recorded in the custody log)")
     command("verify", run_verify, "re-hash everything in the vault and report")
+    p = command("open", run_open, "the interactive workbench: queue, sources, submissions, "
+                "actions (unlocks the vault once for the session)")
+    p.add_argument("--lang", choices=LANGUAGES, default="en",
+                   help="the language of the questionnaire's questions and answers (l switches)")
+    p.add_argument("--questionnaire", type=Path, metavar="FILE",
+                   help="the questionnaire file the server runs with (default: the built-in one)")
+    p.add_argument("--out", type=Path, default=Path(), metavar="DIR",
+                   help="the folder the workbench offers for replies, extracts, cases and "
+                   "reports (default: the current folder)")
     return parser
 
 

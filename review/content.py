@@ -30,6 +30,7 @@ from keys.manifest import (
     decode_intake_manifest,
 )
 from review.answers import answer_pairs
+from review.queue import triage
 
 EXCERPT_CHARS = 160
 # An age file is its header (one stanza per recipient) plus 16 bytes per 64 KiB chunk.
@@ -150,6 +151,7 @@ def summary(content: Content | None) -> dict[str, Any]:
         "message_sha256": content.message_sha256,
         "message_size": content.message_size,
         "attachment_count": len(content.attachments),
+        "triage": triage(content.intake),
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from keys.age import X25519Recipient, encrypt
 from keys.bundle import Reply, ReplyManifest, write_bundle
-from keys.errors import ConfigError, InputError
+from keys.errors import ConfigError, InputError, NoIdentityMatchError
 from keys.files import replace_atomic
 from keys.keyring import Investigator
 from review.vault import UnknownItemError, Vault, today
@@ -94,25 +94,31 @@ def _record(
 ) -> None:
     """Keep a copy of the ciphertext and log the reply in the vault (saved)."""
     (reply,) = manifest.replies
-    vault.write_object(reply.sha256, ciphertext)
-    vault.state["replies"].append(
-        {
-            "reply_id": reply.reply_id,
-            "source": reply.source_id,
-            "instance": latest["instance"],
-            "day": reply.day,
-            "by": reply.investigator,
-            "sha256": reply.sha256,
-            "size": reply.size,
-            "bundle_id": manifest.bundle_id,
-        }
-    )
-    vault.log(
-        "reply",
-        [latest["id"]],
-        source=reply.source_id,
-        reply_id=reply.reply_id,
-        bundle_id=manifest.bundle_id,
-        sha256=reply.sha256,
-    )
-    vault.save()
+    record = {
+        "reply_id": reply.reply_id,
+        "source": reply.source_id,
+        "instance": latest["instance"],
+        "day": reply.day,
+        "by": reply.investigator,
+        "sha256": reply.sha256,
+        "size": reply.size,
+        "bundle_id": manifest.bundle_id,
+    }
+    vault.add_reply(record, latest["id"], ciphertext)
+
+
+def sent_replies(vault: Vault, source_id: str) -> list[tuple[dict[str, Any], str | None]]:
+    """The replies sent to a source, oldest first, each with its text as this investigator reads
+    it from the vault's copy (None when the reply was not encrypted to this key: an investigator
+    added to the keyring later)."""
+    found = []
+    for reply in vault.state["replies"]:
+        if reply["source"] != source_id:
+            continue
+        ct = {"sha256": reply["sha256"], "size": reply["size"]}
+        try:
+            text: str | None = b"".join(vault.decrypt_ciphertext(ct)).decode("utf-8", "replace")
+        except NoIdentityMatchError:
+            text = None
+        found.append((reply, text))
+    return found

@@ -5,11 +5,13 @@
       identity.age    the investigator identity file (age, scrypt passphrase), as issued
       keyring.json    the org-signed keyring; org.pub the organization key it must verify with
       state.age       the index: per submission what the signed bundle says, a short excerpt and
-                      counts, tags, notes; imported bundle ids and their signed limits, replies and
-                      the chain-of-custody log, as JSON encrypted to the investigator's own
-                      recipient and signed inside the encryption with their Ed25519 key. Messages
-                      and answers are not in it: they stay the age files the server sent, in the
-                      stored bundle, and are decrypted when shown (review/content.py)
+                      counts, the queue's triage answers (urgency, groups at risk, consented
+                      uses: option values only), tags, notes; imported bundle ids and their
+                      signed limits, replies and the chain-of-custody log, as JSON encrypted to
+                      the investigator's own recipient and signed inside the encryption with
+                      their Ed25519 key. Messages and answers are not in it: they stay the age
+                      files the server sent, in the stored bundle, and are decrypted when shown
+                      (review/content.py)
       bundles/<sha256>.tar      every imported transfer bundle, byte for byte as verified: the
                                 server's signed evidence; ciphertexts are read from it by offset
       objects/ab/<sha256>.age   ciphertexts made here (replies), by SHA-256
@@ -41,6 +43,7 @@ from keys.errors import AgeError, ConfigError, InputError, KeyringForkError, Sto
 from keys.files import replace_atomic
 from keys.identity_file import InvestigatorSecrets, open_identity
 from keys.keyring import Keyring, encode_key, load_keyring, parse_org_public_key
+from keys.sanitize import clean
 from review.content import (
     Content,
     NonConformingItemError,
@@ -49,6 +52,7 @@ from review.content import (
     search_text,
     summary,
 )
+from review.queue import triage
 
 VAULT_FORMAT = "amanat-review-vault/1"
 STATE_FORMAT = "amanat-review-state/2"
@@ -59,6 +63,8 @@ STATE_FORMAT_V1 = "amanat-review-state/1"
 GENESIS = "0" * 64
 SEARCH_CACHE = "search.age"
 CHUNK = 64 * 1024
+MAX_TAG_CHARS = 64
+MAX_NOTE_CHARS = 20_000
 
 
 class VaultError(StorageError):
@@ -71,6 +77,10 @@ class VaultIntegrityError(InputError):
 
 class UnknownItemError(InputError):
     """No submission or source with the id given."""
+
+
+class NoteTextError(InputError):
+    """A note is empty or too long."""
 
 
 def now() -> str:
@@ -344,6 +354,63 @@ class Vault:
         entry["prev"] = prev
         entry["hash"] = entry_hash(prev, body_sha)
         custody.append(entry)
+
+    # --- the investigator's changes: each one a custody entry ----------------------------------
+    # `amanat-review tag|note` and the workbench call these, and nothing else changes a
+    # submission's tags or notes, so both land in the custody log alike.
+
+    def tag(self, sid: str, tag: str, *, remove: bool = False) -> list[str]:
+        """Add (or remove) a tag; logged and saved when it changed anything. Returns the tags."""
+        sub = self.submission(sid)
+        tag = " ".join(clean(tag, single_line=True).split())[:MAX_TAG_CHARS]
+        if remove and tag in sub["tags"]:
+            sub["tags"] = [t for t in sub["tags"] if t != tag]
+        elif not remove and tag and tag not in sub["tags"]:
+            sub["tags"].append(tag)
+        else:
+            return list(sub["tags"])
+        self.log("untag" if remove else "tag", [sid], tag=tag)
+        self.save()
+        return list(sub["tags"])
+
+    def add_note(self, sid: str, text: str) -> int:
+        """Append a note; the custody log names its size and SHA-256 (the text stays with the
+        submission, and leaves only with a case export). Returns the number of notes."""
+        if not text.strip():
+            raise NoteTextError("a note needs some text")
+        if len(text) > MAX_NOTE_CHARS:
+            raise NoteTextError(f"a note is at most {MAX_NOTE_CHARS} characters")
+        sub = self.submission(sid)
+        sub["notes"].append({"at": now(), "by": self.label, "text": text})
+        data = text.encode("utf-8")
+        self.log("note", [sid], size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        self.save()
+        return len(sub["notes"])
+
+    def add_reply(self, record: dict[str, Any], subject: str, ciphertext: bytes) -> None:
+        """Keep a reply's ciphertext (made here) and its record, and log it; saved."""
+        self.write_object(record["sha256"], ciphertext)
+        self.state["replies"].append(record)
+        self.log("reply", [subject], source=record["source"], reply_id=record["reply_id"],
+                 bundle_id=record["bundle_id"], sha256=record["sha256"])
+        self.save()
+
+    def add_triage(self) -> int:
+        """Give submissions imported before the queue's triage record existed theirs (each
+        decrypted once), logged and saved when there were any; returns how many."""
+        done = []
+        for sub in self.state["submissions"].values():
+            if "triage" in sub or not sub.get("readable", True) or sub.get("quarantine"):
+                continue
+            try:
+                sub["triage"] = triage(self.content(sub).intake)
+            except (UnknownItemError, VaultIntegrityError):  # `verify` says more
+                continue
+            done.append(sub["id"])
+        if done:
+            self.log("migrate", sorted(done), added="triage")
+            self.save()
+        return len(done)
 
     # --- objects -----------------------------------------------------------------------------
 

@@ -49,6 +49,21 @@ def test_import_review_cli_pulls_in_no_server_dependency() -> None:
         "assert not bad, bad\n"
         "assert 'dropbox' not in sys.modules and 'onion' not in sys.modules\n"
         "assert 'matplotlib' not in sys.modules  # loaded by the report command only\n"
+        "assert 'textual' not in sys.modules  # loaded by the open command only\n"
+        "print('clean')\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "clean"
+
+
+def test_the_workbench_pulls_in_no_server_dependency() -> None:
+    code = (
+        "import review.workbench, review.workbench.app\n"
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {BLOCKED!r}]\n"
+        "assert not bad, bad\n"
+        "assert 'dropbox' not in sys.modules and 'onion' not in sys.modules\n"
+        "assert 'textual' in sys.modules\n"
         "print('clean')\n"
     )
     result = _python(code)

@@ -112,6 +112,9 @@ def test_offline_role_installs_and_runs_the_org_and_review_commands(tmp_path: Pa
     assert "custody log" in made.stdout
     assert (here / "report" / "report.html").is_file()
     assert len(list((here / "report").glob("*.svg"))) == 8
+    # The workbench's Textual comes from the wheelhouse too (the review extra).
+    assert "workbench" in _run([*review, "open", "--help"], here, env).stdout
+    _run([str(bin_dir / "python"), "-c", "import review.workbench.app"], here, env)
 
 
 def _free_port() -> int:
