@@ -84,7 +84,7 @@ async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -
     await db.init_db(url)  # a restart: already at head, nothing happens
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert {"sources", "submissions", "ciphertexts", "replies", "acknowledgements"} <= tables
@@ -134,15 +134,20 @@ async def test_the_schema_holds_only_what_issue_3_allows(
             lambda c: {
                 table: sorted(col["name"] for col in inspect(c).get_columns(table))
                 for table in ("sources", "submissions", "ciphertexts", "replies",
-                              "acknowledgements")
+                              "acknowledgements", "deleted_replies")
             }
         )
     assert columns == {
         "sources": ["created_day", "id", "lookup_id", "reply_recipient"],
-        "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "source_id"],
+        # receipt: sealed with a key only the codename derives (keys/receipt.py), issue 12
+        "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "receipt",
+                        "source_id"],
         "ciphertexts": ["id", "kind", "name", "sha256", "size", "submission_id"],
-        "replies": ["day", "id", "investigator", "name", "sha256", "size", "source_id"],
+        "replies": ["bundle_reply_id", "day", "id", "investigator", "name", "sha256", "size",
+                    "source_id"],
         "acknowledgements": ["day", "investigator", "submission_id"],
+        # which replies their sources deleted: no day, no source (issue 12, section 4)
+        "deleted_replies": ["investigator", "reply_id"],
     }
 
 

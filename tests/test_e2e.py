@@ -453,7 +453,7 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
     assert empty.stat().st_size < 4096  # a signed bundle with no items
     status = json.loads(amanat("transfer", "status", *demo.client_args(), "--json").stdout)
     assert status == {"waiting": {"submissions": 0, "files": 0, "bytes": 0, "replies": 1},
-                      "acknowledged_by_me": 0}
+                      "acknowledged_by_me": 0, "replies_deleted_by_sources": []}
     # the vault still holds everything
     assert "OK" in review("verify", "--vault", vault, "--passphrase-file", pf).stdout
 

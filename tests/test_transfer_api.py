@@ -261,7 +261,7 @@ async def test_two_investigators_each_acknowledge_before_the_purge(org: DemoOrg)
         expected = {"submissions": 1, "files": len(item.ciphertexts), "bytes": sizes,
                     "replies": 0}
         assert await status_of(pair, org.credential.signing_key) == {
-            "waiting": expected, "acknowledged_by_me": 0,
+            "waiting": expected, "acknowledged_by_me": 0, "replies_deleted_by_sources": [],
         }
         async with client(pair, org) as c:
             answer = await c.ack([item.submission_id])
@@ -274,7 +274,8 @@ async def test_two_investigators_each_acknowledge_before_the_purge(org: DemoOrg)
         assert mine["waiting"]["submissions"] == 0
         assert mine["acknowledged_by_me"] == 1
         theirs = await status_of(pair, second_credential.signing_key)
-        assert theirs == {"waiting": expected, "acknowledged_by_me": 0}
+        assert theirs == {"waiting": expected, "acknowledged_by_me": 0,
+                          "replies_deleted_by_sources": []}
         out = io.BytesIO()
         async with client(pair, org, second_credential.signing_key) as c:
             await c.pull(out)
