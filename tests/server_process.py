@@ -240,7 +240,9 @@ async def new_source(url: str) -> SourceSession:
         token = _csrf(html)
         codename = _CODENAME.search(html)
         assert codename, "no codename on the start page"
-        async with http.post(url + "/start", data={"csrf_token": token}) as response:
+        check = codename.group(1).split()[-1]  # typed into codename-check
+        async with http.post(url + "/start", data={"csrf_token": token,
+                                                   "codename_check": check}) as response:
             html = await response.text()
             assert response.status == 200, html
             assert 'id="submit-form"' in html, html

@@ -252,7 +252,7 @@ async def new_source_submits(
         start = await browser.get("/start")
         codename = unescape(start.split('id="codename">', 1)[1].split("<", 1)[0])
         confirm, _ = parse_page(start, "/start")
-        status, page = await browser.send(confirm, {})
+        status, page = await browser.send(confirm, {"codename_check": [codename.split()[-1]]})
         assert status == 200, page
         submit, _ = parse_page(page, "submit-form")
         status, page = await browser.send(submit, values, files)
