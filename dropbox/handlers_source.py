@@ -461,11 +461,19 @@ async def _received(request: web.Request, session: Session) -> list[dict[str, An
     shown: list[dict[str, Any]] = []
     for _id, day, sealed in rows:
         receipt = _open_receipt(session, sealed)
-        files = [{"name": f.name, "size": format_bytes(f.size, code), "sha256": f.sha256_prefix}
-                 for f in receipt.files] if receipt else []
+        files = [{"name": _break_points(f.name), "size": format_bytes(f.size, code),
+                  "sha256": f.sha256_prefix} for f in receipt.files] if receipt else []
         shown.append({"day": day, "known": receipt is not None, "files": files,
                       "message": bool(receipt and receipt.message)})
     return shown
+
+
+def _break_points(name: str, longest: int = 16) -> list[str]:
+    """A file name in pieces the page joins with <wbr>: a long name without spaces must wrap
+    within 320 px even before (or without) the stylesheet. Breaks after separators, and inside
+    any run longer than `longest` characters."""
+    pieces = [piece for piece in re.split(r"(?<=[_\-.,;)\]])", name) if piece]
+    return [piece[i:i + longest] for piece in pieces for i in range(0, len(piece), longest)]
 
 
 def _open_receipt(session: Session, sealed: bytes | None) -> Receipt | None:

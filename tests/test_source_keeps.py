@@ -305,7 +305,7 @@ async def test_another_sessions_received_page_shows_nothing_of_it(running_server
         location = "/submitted?" + alice_action.split("?", 1)[1]
         _, page = await bob.get(location)  # unknown to bob's session: his own page
         assert 'id="submit-form"' in page
-        assert "alice-secret-name.pdf" not in page
+        assert "alice-secret-name.pdf" not in page.replace("<wbr>", "")
         # alice's form token in bob's session is just a token bob never used
         await bob.get("/submit")
         bob.submit_action = alice_action
@@ -338,7 +338,8 @@ async def test_what_arrived_is_listed_and_readable_only_with_the_codename(runnin
         _status, page = await source.login(codename)  # a fresh login: still readable
     received = re.search(r'<section id="received".*?</section>', page, re.S)
     assert received, page
-    text = unescape(received.group(0))
+    text = unescape(received.group(0)).replace("<wbr>", "")  # break points in long names
+    assert "kabul_<wbr>report-<wbr>" in received.group(0)
     assert name in text
     assert "notes.txt" in text
     assert "second.pdf" in text
@@ -371,7 +372,7 @@ async def test_a_damaged_receipt_shows_the_day_without_details(running_server):
         status, page = await source.get("/submit")
     assert status == 200
     assert "The details of this testimony cannot be shown." in page
-    assert "file.txt" not in page
+    assert "file.txt" not in page.replace("<wbr>", "")
 
 
 async def test_a_purge_takes_the_receipt_with_the_submission(running_server):
