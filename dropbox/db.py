@@ -322,14 +322,15 @@ async def add_submission(
 
 
 async def source_submissions(
-    session: AsyncSession, source_id: str
+    session: AsyncSession, source_id: str, limit: int = 100
 ) -> list[tuple[str, str, bytes | None]]:
-    """(id, day, sealed receipt) of every submission of a source still on record, newest day
-    first."""
+    """(id, day, sealed receipt) of a source's submissions still on record, newest day first, at
+    most `limit` (a page view must not cost more than the submissions that made it)."""
     result = await session.execute(
         select(Submission.id, Submission.day, Submission.receipt)
         .where(Submission.source_id == source_id)
         .order_by(Submission.day.desc(), Submission.id)
+        .limit(limit)
     )
     return [(sid, day, receipt) for sid, day, receipt in result]
 

@@ -246,8 +246,7 @@ async def submitted_page(request: web.Request) -> web.Response:
     session = pages.current_session(request)
     if session is None or not session.logged_in:
         return pages.redirect("/login")
-    token = request.query.get(ONCE_PARAM)
-    shown = session.submits.done(token if token is not None else None)
+    shown = session.submits.done(request.query.get(ONCE_PARAM))
     if shown is None:
         return pages.redirect("/submit")
     return pages.render(request, "submitted.html", file_count=shown.files,

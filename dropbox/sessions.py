@@ -3,9 +3,11 @@ and bounded, fair Argon2id.
 
 A session exists only once a source has logged in or confirmed a new codename (each of which cost
 an Argon2id run): it holds the source id, the reply identity derived from the codename and the
-CSRF token of the logged-in pages. Visitors who have done nothing else get no server-side state:
-their forms carry signed tokens (form_tokens.py), their language is a cookie of its own, and their
-pending codename travels in the start form's token. So page floods cannot evict a logged-in source
+CSRF token of the logged-in pages (and, in memory only, the receipt key, the codename if it was
+issued in this session, and the single-use tokens of its submit forms). Visitors who have done
+nothing else get no server-side state: their forms carry signed tokens (form_tokens.py), their
+language is a cookie of its own, and their pending codename travels in a sealed cookie and the
+start form's token. So page floods cannot evict a logged-in source
 or lose a pending codename. Login limits per visitor live in their own bounded pool
 (`LoginLimiter`), which a flood can churn without touching the sessions.
 

@@ -583,3 +583,21 @@ async def test_truncate_journal_empties_the_wal(
         db_path, wal, db_path.with_name(db_path.name + "-shm")]
     async with sessions() as session:  # still a working database
         assert await db.get_source_by_lookup(session, "a" * 64) is not None
+
+
+async def test_a_sources_submissions_are_listed_newest_first_and_bounded(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions.begin() as session:
+        mine = (await db.create_source(session, "a" * 64, "age1x", "2026-01-01")).id
+        other = (await db.create_source(session, "b" * 64, "age1y", "2026-01-01")).id
+        for number, day in enumerate(["2026-01-02", "2026-01-05", "2026-01-03"]):
+            await db.add_submission(session, mine, [("manifest", stored(number))], day,
+                                    receipt=day.encode())
+        await db.add_submission(session, other, [("manifest", stored(9))], "2026-01-09")
+        listed = await db.source_submissions(session, mine)
+        assert [(day, receipt) for _, day, receipt in listed] == [
+            ("2026-01-05", b"2026-01-05"), ("2026-01-03", b"2026-01-03"),
+            ("2026-01-02", b"2026-01-02")]
+        assert len(await db.source_submissions(session, mine, limit=2)) == 2
+        assert await db.source_submissions(session, "0" * 32) == []
