@@ -93,7 +93,8 @@ async def new_codename(url: str) -> str:
         async with http.get(url + "/start") as response:
             html = await response.text()
         codename = html.split('id="codename">', 1)[1].split("<", 1)[0]
-        form = {"csrf_token": html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]}
+        form = {"csrf_token": html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0],
+                "codename_check": codename.split()[-1]}
         async with http.post(url + "/start", data=form) as response:
             assert 'id="submit-form"' in await response.text()
     return codename
@@ -131,7 +132,9 @@ async def sessions_phase(url: str, pid: int, codename: str, total: int) -> None:
             assert 'id="submit-form"' in await response.text()
         async with newcomer.get(url + "/start") as response:
             html = await response.text()
-        pending = {"csrf_token": html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]}
+        pending = {"csrf_token": html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0],
+                   "codename_check": html.split('id="codename">', 1)[1].split("<", 1)[0]
+                   .split()[-1]}
 
         before = rss_mib(pid)
         started = time.perf_counter()

@@ -2,9 +2,11 @@
 
 What a seized database can tell (issue 3, "What is stored"): per source its lookup id (an Argon2id
 output, not the codename), its reply recipient and the day it was created; per submission a random
-id, the day, the names, sizes and SHA-256 of its age files and its transfer state. Never an IP
-address, a user agent, a codename, a file name, a content type or a time of day: days are ISO
-dates (`YYYY-MM-DD`), UTC.
+id, the day, the names, sizes and SHA-256 of its age files, its transfer state and its receipt
+sealed with a key only the source's codename derives (keys/receipt.py: what the source sees as
+"arrived"); per reply a source deleted, its bundle id and its author, with no day and no source.
+Never an IP address, a user agent, a codename, a file name, a content type or a time of day: days
+are ISO dates (`YYYY-MM-DD`), UTC.
 
 Every domain function takes its `AsyncSession` explicitly and only flushes: the caller owns the
 transaction and commits it (`async with sessionmaker.begin() as session:`), so a handler commits
@@ -32,6 +34,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
     delete,
@@ -61,6 +64,7 @@ __all__ = [
     "Acknowledgement",
     "Base",
     "Ciphertext",
+    "DeletedReply",
     "InvalidRecordError",
     "Kind",
     "NotAcknowledgedError",
@@ -76,6 +80,7 @@ __all__ = [
     "create_engine_and_sessionmaker",
     "create_source",
     "delete_reply",
+    "deleted_replies_by",
     "due_for_deletion",
     "forget_submissions",
     "get_or_create_source",
@@ -84,6 +89,7 @@ __all__ = [
     "list_unacknowledged",
     "list_waiting_for",
     "replies_for",
+    "source_submissions",
     "sqlite_files",
     "sweep_orphans",
     "today",
@@ -145,6 +151,9 @@ class Submission(Base):
     day: Mapped[str] = mapped_column(String(10))
     acknowledged_day: Mapped[str | None] = mapped_column(String(10))
     delete_after_day: Mapped[str | None] = mapped_column(String(10))
+    # What arrived (file names, sizes, hash prefixes), sealed with the source's receipt key
+    # (keys/receipt.py): nobody without the codename can read it. None for older submissions.
+    receipt: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
     source: Mapped[Source] = relationship(lazy="selectin")
     ciphertexts: Mapped[list[Ciphertext]] = relationship(
@@ -202,6 +211,20 @@ class Reply(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     investigator: Mapped[str] = mapped_column(String(128))
+    # The id the investigator's reply bundle gave it (None for replies stored before): what
+    # `transfer status` names when the source has deleted it.
+    bundle_reply_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class DeletedReply(Base):
+    """A reply its source deleted, by the bundle's reply id and its author: what the author's
+    `transfer status` reports, and what a second push of the same bundle must not bring back.
+    Deliberately without a day and without the source."""
+
+    __tablename__ = "deleted_replies"
+
+    investigator: Mapped[str] = mapped_column(String(128), primary_key=True)
+    reply_id: Mapped[str] = mapped_column(String(128), primary_key=True)
 
 
 # --- days -------------------------------------------------------------------------------------
@@ -280,20 +303,36 @@ async def add_submission(
     source_id: str,
     files: Sequence[tuple[Kind, StoredFile]],
     day: str,
+    receipt: bytes | None = None,
 ) -> str:
-    """Record a submission whose age files are already committed to the store; returns its id."""
+    """Record a submission whose age files are already committed to the store; returns its id.
+    `receipt` is the sealed receipt (keys/receipt.py), never anything readable."""
     if not files:
         raise InvalidRecordError("a submission needs at least one ciphertext")
     for kind, _ in files:
         if kind not in KINDS:
             raise InvalidRecordError(f"unknown ciphertext kind {kind!r}")
-    submission = Submission(source_id=source_id, day=_day(day))
+    submission = Submission(source_id=source_id, day=_day(day), receipt=receipt)
     submission.ciphertexts = [
         Ciphertext(kind=kind, name=f.name, size=f.size, sha256=f.sha256) for kind, f in files
     ]
     session.add(submission)
     await session.flush()
     return submission.id
+
+
+async def source_submissions(
+    session: AsyncSession, source_id: str, limit: int = 100
+) -> list[tuple[str, str, bytes | None]]:
+    """(id, day, sealed receipt) of a source's submissions still on record, newest day first, at
+    most `limit` (a page view must not cost more than the submissions that made it)."""
+    result = await session.execute(
+        select(Submission.id, Submission.day, Submission.receipt)
+        .where(Submission.source_id == source_id)
+        .order_by(Submission.day.desc(), Submission.id)
+        .limit(limit)
+    )
+    return [(sid, day, receipt) for sid, day, receipt in result]
 
 
 async def list_unacknowledged(session: AsyncSession) -> list[Submission]:
@@ -472,7 +511,8 @@ async def forget_submissions(session: AsyncSession, submission_ids: Iterable[str
 
 
 async def add_reply(
-    session: AsyncSession, source_id: str, stored: StoredFile, day: str, investigator: str
+    session: AsyncSession, source_id: str, stored: StoredFile, day: str, investigator: str,
+    bundle_reply_id: str | None = None,
 ) -> str:
     """Record an age-encrypted reply already committed to the store; returns its id."""
     if not 1 <= len(investigator) <= 128:
@@ -484,6 +524,7 @@ async def add_reply(
         size=stored.size,
         sha256=stored.sha256,
         investigator=investigator,
+        bundle_reply_id=bundle_reply_id,
     )
     session.add(reply)
     await session.flush()
@@ -499,13 +540,28 @@ async def replies_for(session: AsyncSession, source_id: str) -> list[Reply]:
 
 
 async def delete_reply(session: AsyncSession, source_id: str, reply_id: str) -> str | None:
-    """Forget one reply of this source (it read it); returns the store name to delete, if any."""
+    """Forget one reply of this source (it read it); returns the store name to delete, if any
+    (None for an unknown id and for another source's reply alike). Its author learns that the
+    source deleted it (`DeletedReply`), never when."""
     reply = await session.get(Reply, reply_id)
     if reply is None or reply.source_id != source_id:
         return None
+    if reply.bundle_reply_id is not None:
+        await session.merge(DeletedReply(investigator=reply.investigator,
+                                         reply_id=reply.bundle_reply_id))
     await session.delete(reply)
     await session.flush()
     return reply.name
+
+
+async def deleted_replies_by(session: AsyncSession, investigator: str) -> list[str]:
+    """The bundle reply ids of this investigator's replies that their sources deleted."""
+    result = await session.execute(
+        select(DeletedReply.reply_id)
+        .where(DeletedReply.investigator == investigator)
+        .order_by(DeletedReply.reply_id)
+    )
+    return list(result.scalars())
 
 
 # --- housekeeping -----------------------------------------------------------------------------

@@ -13,9 +13,14 @@ signed with a key that exists only in this process's memory. It binds:
   back in its token rather than in a server-side session that could be evicted or lost.
 
 The codename in a start token is as visible as the codename printed on the same page; the token
-is sent nowhere but back to this server. Times are seconds on the monotonic clock shifted by a
-random offset, so a token reveals neither the time of day nor the process's uptime. A restart
-changes the key: forms loaded before it ask to be reloaded, as sessions did.
+is sent nowhere but back to this server. So that a reload of the start page shows the same
+codename (issue 12), the pending codename also travels in a cookie of its own, sealed
+(encrypted and authenticated) with another key of this process (`PendingCodenames`): still no
+server-side state per visitor, so a flood of start pages stores nothing.
+
+Times are seconds on the monotonic clock shifted by a random offset, so a token reveals neither
+the time of day nor the process's uptime. A restart changes the keys: forms loaded before it ask
+to be reloaded, as sessions did, and a pending codename is replaced.
 """
 
 from __future__ import annotations
@@ -29,8 +34,16 @@ import secrets
 from dataclasses import dataclass
 from typing import TypeGuard
 
+import nacl.exceptions
+import nacl.secret
+import nacl.utils
+
+from keys.codename import normalize_codename
+from keys.errors import CodenameError
+
 MAC_BYTES = 18
 MAX_TOKEN_CHARS = 512
+MAX_SEALED_CHARS = 256
 _CLIENT = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
@@ -91,3 +104,27 @@ class FormTokens:
         message = "\0".join(("amanat-form-v1", client, stamp, payload)).encode("utf-8")
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()[:MAC_BYTES]
         return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+class PendingCodenames:
+    """A codename shown on the start page but not confirmed yet, sealed into the visitor's
+    cookie with a key that exists only in this process's memory (SecretBox: XSalsa20-Poly1305).
+    A tampered, foreign or pre-restart cookie simply opens to nothing, and a new codename is
+    shown."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._box = nacl.secret.SecretBox(key or nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE))
+
+    def seal(self, codename: str) -> str:
+        sealed = self._box.encrypt(normalize_codename(codename).encode("ascii"))
+        return base64.urlsafe_b64encode(bytes(sealed)).decode("ascii").rstrip("=")
+
+    def open(self, cookie: str | None) -> str | None:
+        """The canonical codename sealed in `cookie`, or None for anything else."""
+        if not cookie or len(cookie) > MAX_SEALED_CHARS or not cookie.isascii():
+            return None
+        try:
+            sealed = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4))
+            return normalize_codename(self._box.decrypt(sealed).decode("ascii"))
+        except (binascii.Error, ValueError, nacl.exceptions.CryptoError, CodenameError):
+            return None

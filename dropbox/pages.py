@@ -8,7 +8,7 @@ factory (which imports them).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import i18n
 from dropbox.config import Config
-from dropbox.form_tokens import FormProof, FormTokens, new_client_key, valid_client_key
+from dropbox.form_tokens import (
+    FormProof,
+    FormTokens,
+    PendingCodenames,
+    new_client_key,
+    valid_client_key,
+)
 from dropbox.load import UploadSlots
 from dropbox.questionnaire import Questionnaire
 from dropbox.server_keys import KeyringFile
@@ -30,7 +36,7 @@ from dropbox.sessions import (
     SessionStore,
 )
 from dropbox.store import CiphertextStore
-from keys.age import X25519Identity
+from keys.codename import SourceKeys
 from keys.keyring import Keyring
 
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("amanat_session")
@@ -38,7 +44,9 @@ CLIENT_KEY: web.RequestKey[str] = web.RequestKey("amanat_client", str)
 SET_COOKIE_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_cookie", str)
 LOCALE_KEY: web.RequestKey[str] = web.RequestKey("amanat_locale", str)
 SET_LANG_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_lang", str)
+SET_PENDING_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_pending", str)
 LANG_COOKIE = "amanat_lang"
+PENDING_COOKIE = "amanat_codename"  # the sealed codename of the start page (form_tokens.py)
 
 
 @dataclass
@@ -56,6 +64,7 @@ class AppState:
     questionnaire: Questionnaire
     uploads: UploadSlots  # submissions being received, all sources and per session
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
+    pending: PendingCodenames = field(default_factory=PendingCodenames)
 
     @property
     def keyring(self) -> Keyring:
@@ -104,15 +113,17 @@ def check_form_token(request: web.Request, token: object) -> FormProof | None:
     return state(request).forms.check(token, request.cookies.get(COOKIE_NAME), now())
 
 
-def log_in(request: web.Request, source_id: str, reply_identity: X25519Identity) -> Session:
+def log_in(request: web.Request, source_id: str, keys: SourceKeys,
+           codename: str | None = None) -> Session:
     """A new logged-in session under a fresh cookie value and CSRF token (a value or token known
-    before login is useless after it); the visitor's previous session, if any, ends."""
+    before login is useless after it); the visitor's previous session, if any, ends. `codename`
+    only when it was issued in this session (it can then be shown again)."""
     sessions = state(request).sessions
     previous = current_session(request)
     if previous is not None:
         sessions.drop(previous.key)
     session = sessions.create(now())
-    session.log_in(source_id, reply_identity)
+    session.log_in(source_id, keys, codename)
     request[SESSION_KEY] = session
     request[CLIENT_KEY] = request[SET_COOKIE_KEY] = session.key
     return session
@@ -155,9 +166,12 @@ def redirect(location: str) -> web.Response:
 def set_cookies(request: web.Request, response: web.StreamResponse) -> None:
     """The visitor's cookie and the language cookie, if this request chose new values: session
     cookies (no Expires/Max-Age: gone when the browser closes), HttpOnly, SameSite=Strict."""
-    for name, key in ((COOKIE_NAME, SET_COOKIE_KEY), (LANG_COOKIE, SET_LANG_KEY)):
+    for name, key in ((COOKIE_NAME, SET_COOKIE_KEY), (LANG_COOKIE, SET_LANG_KEY),
+                      (PENDING_COOKIE, SET_PENDING_KEY)):
         value = request.get(key)
-        if value is not None:
+        if value == "":
+            response.del_cookie(name, path="/")
+        elif value is not None:
             response.set_cookie(name, value, path="/", httponly=True, samesite="Strict")
 
 

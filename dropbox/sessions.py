@@ -3,9 +3,11 @@ and bounded, fair Argon2id.
 
 A session exists only once a source has logged in or confirmed a new codename (each of which cost
 an Argon2id run): it holds the source id, the reply identity derived from the codename and the
-CSRF token of the logged-in pages. Visitors who have done nothing else get no server-side state:
-their forms carry signed tokens (form_tokens.py), their language is a cookie of its own, and their
-pending codename travels in the start form's token. So page floods cannot evict a logged-in source
+CSRF token of the logged-in pages (and, in memory only, the receipt key, the codename if it was
+issued in this session, and the single-use tokens of its submit forms). Visitors who have done
+nothing else get no server-side state: their forms carry signed tokens (form_tokens.py), their
+language is a cookie of its own, and their pending codename travels in a sealed cookie and the
+start form's token. So page floods cannot evict a logged-in source
 or lose a pending codename. Login limits per visitor live in their own bounded pool
 (`LoginLimiter`), which a flood can churn without touching the sessions.
 
@@ -22,11 +24,12 @@ import asyncio
 import contextlib
 import hmac
 import os
+import re
 import secrets
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -68,15 +71,77 @@ class TokenBucket:
         return False
 
 
+@dataclass(frozen=True)
+class Received:
+    """What one submit form brought: the submission it created, for the page that says so."""
+
+    submission_id: str
+    files: int
+    message: bool
+
+
+class SubmitOnce:
+    """The submit forms of one session: each form carries a single-use token, and a token
+    creates at most one submission. A replayed or double-clicked POST waits for the first one
+    with its token, then lands on the same "received" page (or, if the first failed, is the one
+    that counts). Bounded: only the last `remember` tokens are kept."""
+
+    TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
+
+    def __init__(self, remember: int = 32) -> None:
+        self.remember = remember
+        self._done: OrderedDict[str, Received] = OrderedDict()
+        self._running: dict[str, asyncio.Event] = {}
+
+    @staticmethod
+    def issue() -> str:
+        return secrets.token_urlsafe(16)
+
+    def done(self, token: str | None) -> Received | None:
+        """What the form with `token` created; without a known token, the latest."""
+        if token is not None and token in self._done:
+            return self._done[token]
+        return next(reversed(self._done.values()), None) if token is None else None
+
+    async def wait(self, token: str, timeout: float) -> Received | None:
+        """Wait while another request with `token` runs (TimeoutError after `timeout`); then
+        what it created, or None if nothing was created with it yet."""
+        while (running := self._running.get(token)) is not None:
+            async with asyncio.timeout(timeout):
+                await running.wait()
+        return self._done.get(token)
+
+    @contextlib.contextmanager
+    def running(self, token: str) -> Iterator[None]:
+        """Mark `token` as in use (call right after `wait`, with no await in between)."""
+        event = self._running[token] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._running[token]
+            event.set()
+
+    def record(self, token: str, received: Received) -> None:
+        self._done[token] = received
+        self._done.move_to_end(token)
+        while len(self._done) > self.remember:
+            self._done.popitem(last=False)
+
+
 @dataclass
 class Session:
-    """One browser's server-side state. `reply_identity` is secret: never log or persist it."""
+    """One browser's server-side state. `reply_identity`, `receipt_key` and `codename` are
+    secret: never log or persist them."""
 
     key: str
     csrf_token: str
     last_seen: float
     source_id: str | None = None
     reply_identity: X25519Identity | None = field(default=None, repr=False)
+    receipt_key: bytes | None = field(default=None, repr=False)
+    # Only in the session that confirmed a new codename, to show it again (never after a login).
+    codename: str | None = field(default=None, repr=False)
+    submits: SubmitOnce = field(default_factory=SubmitOnce, repr=False)
 
     @property
     def logged_in(self) -> bool:
@@ -88,15 +153,19 @@ class Session:
             return False
         return hmac.compare_digest(token.encode("utf-8"), self.csrf_token.encode("ascii"))
 
-    def log_in(self, source_id: str, reply_identity: X25519Identity) -> None:
+    def log_in(self, source_id: str, keys: SourceKeys, codename: str | None = None) -> None:
         self.source_id = source_id
-        self.reply_identity = reply_identity
+        self.reply_identity = keys.reply_identity
+        self.receipt_key = keys.receipt_key
+        self.codename = codename
         # A new privilege level gets a new CSRF token (a token seen before login stays useless).
         self.csrf_token = secrets.token_urlsafe(32)
 
     def forget_secrets(self) -> None:
         self.source_id = None
         self.reply_identity = None
+        self.receipt_key = None
+        self.codename = None
 
 
 class SessionStore:

@@ -165,6 +165,7 @@ class WaitingStatus:
     bytes: int
     replies: int
     acknowledged_by_me: int
+    deleted_by_sources: list[str]  # reply ids of this investigator's replies, never a day
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -175,12 +176,14 @@ class WaitingStatus:
                 "replies": self.replies,
             },
             "acknowledged_by_me": self.acknowledged_by_me,
+            "replies_deleted_by_sources": self.deleted_by_sources,
         }
 
 
 async def waiting_status(session: AsyncSession, investigator: str) -> WaitingStatus:
-    """Counts only, in SQL: nothing is read from the store and no row is loaded. `replies` are
-    those stored for sources that have not read them yet."""
+    """Counts, in SQL: nothing is read from the store. `replies` are those stored for sources
+    that have not deleted them yet; `deleted_by_sources` names this investigator's replies that
+    their sources deleted (that they did, never when)."""
     submissions, files, size = await db.waiting_counts(session, investigator)
     replies = await session.scalar(select(func.count()).select_from(db.Reply))
     return WaitingStatus(
@@ -189,6 +192,7 @@ async def waiting_status(session: AsyncSession, investigator: str) -> WaitingSta
         bytes=size,
         replies=int(replies or 0),
         acknowledged_by_me=await db.acknowledged_by(session, investigator),
+        deleted_by_sources=await db.deleted_replies_by(session, investigator),
     )
 
 
@@ -307,6 +311,7 @@ async def purge_due(
 class ReplyResult:
     stored: list[str]
     already_stored: list[str]
+    deleted_by_source: list[str]  # pushed again after the source deleted it: not stored again
 
 
 async def store_replies(
@@ -320,7 +325,8 @@ async def store_replies(
 
     Checks first (this instance, known sources, each reply to the source's own recipient, each an
     age file), then writes the files, then records them in one transaction. A reply whose
-    ciphertext this source already holds is skipped, so pushing a bundle twice is harmless."""
+    ciphertext this source already holds is skipped, so pushing a bundle twice is harmless; so
+    is a reply its source deleted (pushing the bundle again must not bring it back)."""
     manifest = bundle.manifest
     if not isinstance(manifest, ReplyManifest):
         raise ReplyRefusedError("this is a transfer bundle, not a reply bundle")
@@ -328,7 +334,10 @@ async def store_replies(
         raise ReplyRefusedError("this reply bundle was made for another Amanat instance")
     async with maker() as session:
         held = await _check_reply_targets(session, manifest)
-    new = [r for r in manifest.replies if (r.source_id, r.sha256) not in held]
+        deleted = set(await db.deleted_replies_by(session, manifest.investigator))
+    gone = [r for r in manifest.replies if r.reply_id in deleted]
+    new = [r for r in manifest.replies
+           if (r.source_id, r.sha256) not in held and r.reply_id not in deleted]
     for reply in new:
         _check_age_file(bundle, reply.name)
     stored = []
@@ -340,10 +349,12 @@ async def store_replies(
             stored.append((reply, await writer.commit()))
     async with maker.begin() as session:
         for reply, stored_file in stored:
-            await db.add_reply(session, reply.source_id, stored_file, day, reply.investigator)
+            await db.add_reply(session, reply.source_id, stored_file, day, reply.investigator,
+                               reply.reply_id)
     return ReplyResult(
         stored=[r.reply_id for r in new],
-        already_stored=[r.reply_id for r in manifest.replies if r not in new],
+        already_stored=[r.reply_id for r in manifest.replies if r not in new and r not in gone],
+        deleted_by_source=[r.reply_id for r in gone],
     )
 
 

@@ -8,8 +8,9 @@ revocation takes effect without a restart.
 
     GET|POST /v1/pull   a signed transfer bundle of every submission this investigator has not
                         acknowledged and the policy has not yet released (streamed)
-    GET      /v1/status counts of what a pull would carry, replies waiting for sources, and how
-                        many submissions on the server this investigator acknowledged
+    GET      /v1/status counts of what a pull would carry, replies waiting for sources, how
+                        many submissions on the server this investigator acknowledged, and the
+                        ids of this investigator's replies their sources deleted (never when)
     POST     /v1/ack    {"submission_ids": [...]}: this investigator holds these; retention starts
                         once the organization's policy ([transfer] acknowledgements) is met
     POST     /v1/push   a reply bundle signed by the same investigator's offline key
@@ -280,7 +281,8 @@ async def push(request: web.Request) -> web.Response:
     result = await transfer.store_replies(
         state.maker, state.store, bundle, state.instance, db.today()
     )
-    return web.json_response({"stored": result.stored, "already_stored": result.already_stored})
+    return web.json_response({"stored": result.stored, "already_stored": result.already_stored,
+                              "deleted_by_source": result.deleted_by_source})
 
 
 # --- streaming a blocking writer --------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -68,10 +68,12 @@ CHEAPEST = Argon2Profile(time_cost=1, memory_cost=8, parallelism=1)
 
 @dataclass(frozen=True)
 class SourceKeys:
-    """What a codename yields: the server-side lookup id and the source's reply identity."""
+    """What a codename yields: the server-side lookup id, the source's reply identity and the
+    key of the source's receipts (what arrived, readable only with the codename)."""
 
     lookup_id: str  # 64 lowercase hex digits
     reply_identity: X25519Identity
+    receipt_key: bytes = field(repr=False)  # 32 bytes: a SecretBox key (keys/receipt.py)
 
 
 @cache
@@ -154,9 +156,24 @@ def derive_source_keys(codename: str, instance_salt: bytes, profile: Argon2Profi
     )
     lookup = hkdf_sha256(master, b"", b"amanat/v1 codename lookup id")
     reply_secret = hkdf_sha256(master, b"", b"amanat/v1 codename reply identity")
+    receipt_key = hkdf_sha256(master, b"", b"amanat/v1 codename receipt key")
     return SourceKeys(
-        lookup_id=lookup.hex(), reply_identity=X25519Identity.from_secret(reply_secret)
+        lookup_id=lookup.hex(), reply_identity=X25519Identity.from_secret(reply_secret),
+        receipt_key=receipt_key,
     )
+
+
+def last_group(codename: str) -> str:
+    """The last group of a codename as displayed ("3456" of "... 9012 3456"; a word codename's
+    last word): what a new source types to show the codename was written down."""
+    return group_codename(codename).rsplit(" ", 1)[-1]
+
+
+def matches_last_group(typed: str, codename: str) -> bool:
+    """Whether `typed` is the codename's last group, in any of the accepted digit sets, with
+    any separators or stray format characters around it."""
+    answer = "".join(_tokens(typed)).translate(_TO_LATIN).lower()
+    return bool(answer) and answer == last_group(codename)
 
 
 def _tokens(text: str) -> list[str]:

@@ -170,6 +170,12 @@ def running_server(
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _CODENAME = re.compile(r'id="codename">([^<]+)<')
+_SUBMIT_ACTION = re.compile(r'id="submit-form" method="post" action="([^"]+)"')
+
+
+def last_group(codename: str) -> str:
+    """What a new source types into `codename-check`: the codename's last group."""
+    return codename.split()[-1]
 
 
 class SourceClient:
@@ -183,6 +189,8 @@ class SourceClient:
             headers=headers,
         )
         self.csrf = ""
+        self.codename = ""  # the last codename a page showed
+        self.submit_action = ""  # the last submit form's action (with its single-use token)
 
     async def __aenter__(self) -> SourceClient:
         return self
@@ -204,12 +212,18 @@ class SourceClient:
         """Get a new codename, confirm it; returns the codename as shown ("1234 5678 ...")."""
         status, html = await self.get("/start")
         assert status == 200, html
-        match = _CODENAME.search(html)
-        assert match, "no codename on the start page"
-        status, html = await self.post_form("/start", {})
+        assert self.codename, "no codename on the start page"
+        codename = self.codename
+        status, html = await self.confirm()
         assert status == 200, html
         assert 'id="submit-form"' in html, html
-        return unescape(match.group(1))
+        return codename
+
+    async def confirm(self, check: str | None = None) -> tuple[int, str]:
+        """Press "I have written down my codename", typing `check` (by default the last group
+        of the codename the start page showed)."""
+        typed = last_group(self.codename) if check is None else check
+        return await self.post_form("/start", {"codename_check": typed})
 
     async def login(self, codename: str) -> tuple[int, str]:
         await self.get("/login")
@@ -225,8 +239,10 @@ class SourceClient:
         fields: Sequence[tuple[str, str]] = (),
         csrf: str | None = None,
     ) -> tuple[int, str]:
-        """POST the submit form as multipart: the CSRF token first, as a browser sends it."""
-        if not self.csrf:
+        """POST the submit form as multipart: the CSRF token first, as a browser sends it, to the
+        form's action (its single-use token). After a submission arrived, the next one loads the
+        form again, as "Send more" does."""
+        if not self.csrf or not self.submit_action:
             await self.get("/submit")
         form = aiohttp.FormData(default_to_multipart=True)
         form.add_field("csrf_token", self.csrf if csrf is None else csrf)
@@ -235,13 +251,22 @@ class SourceClient:
         form.add_field("message", message)
         for filename, content, content_type in files:
             form.add_field("files", content, filename=filename, content_type=content_type)
-        async with self.http.post(self.url + "/submit", data=form) as response:
-            return response.status, self._remember(await response.text())
+        async with self.http.post(self.url + self.submit_action, data=form) as response:
+            html = self._remember(await response.text())
+        if 'id="submitted"' in html:
+            self.submit_action = ""  # this form's token is spent
+        return response.status, html
 
     def _remember(self, html: str) -> str:
         match = _CSRF.search(html)
         if match:
             self.csrf = unescape(match.group(1))
+        match = _CODENAME.search(html)
+        if match:
+            self.codename = unescape(match.group(1))
+        match = _SUBMIT_ACTION.search(html)
+        if match:
+            self.submit_action = unescape(match.group(1))
         return html
 
 

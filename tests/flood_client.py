@@ -184,9 +184,11 @@ async def patient_confirm(url: str, think: float) -> float:
     (again after "busy"). The seconds from pressing the button to logged in."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.get(url + "/start") as response:
-            token = _token(await response.text())
+            html = await response.text()
+        check = html.split('id="codename">', 1)[1].split("<", 1)[0].split()[-1]
         await asyncio.sleep(think)
-        return await _press(http, url + "/start", {"csrf_token": token})
+        return await _press(http, url + "/start", {"csrf_token": _token(html),
+                                                   "codename_check": check})
 
 
 async def _press(http: aiohttp.ClientSession, url: str, form: dict[str, str]) -> float:

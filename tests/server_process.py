@@ -240,7 +240,9 @@ async def new_source(url: str) -> SourceSession:
         token = _csrf(html)
         codename = _CODENAME.search(html)
         assert codename, "no codename on the start page"
-        async with http.post(url + "/start", data={"csrf_token": token}) as response:
+        check = codename.group(1).split()[-1]  # typed into codename-check
+        async with http.post(url + "/start", data={"csrf_token": token,
+                                                   "codename_check": check}) as response:
             html = await response.text()
             assert response.status == 200, html
             assert 'id="submit-form"' in html, html
@@ -327,7 +329,9 @@ async def upload(
 
     With `chunked`, no Content-Length is sent (Transfer-Encoding: chunked). With `drop_after`,
     the connection is closed once that many body bytes were sent, without finishing the body.
-    The response is read while sending, so an early refusal (507 before reading) is seen.
+    The response is read while sending, so an early refusal (507 before reading) is seen. A 303
+    (the submission arrived) is followed as a browser does: status and body are then the
+    received page's, got with a GET.
     """
     boundary = "amanatTestBoundary7f3a9c"
     head, file_chunks, tail = multipart_body(source.csrf, message, filename, chunks, boundary)
@@ -382,6 +386,12 @@ async def upload(
         raw = b""
     finally:
         writer.close()
+    location = re.search(rb"(?im)^location:\s*(\S+)\s*$", raw.split(b"\r\n\r\n", 1)[0])
+    if _status(raw) == 303 and location:
+        async with aiohttp.ClientSession(headers={"Cookie": source.cookie}) as http, \
+                http.get(source.url + location.group(1).decode(), allow_redirects=False) as got:
+            page = await got.read()
+        return UploadResult(got.status, raw + page, sent, finished)
     return UploadResult(_status(raw), raw, sent, finished)
 
 

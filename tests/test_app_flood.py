@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import SourceClient
+from conftest import SourceClient, last_group
 from flood_client import cookieless_requests, patient_confirm, patient_login
 from server_process import make_org, new_source, running
 
@@ -311,11 +311,11 @@ async def test_a_busy_confirm_keeps_the_pending_codename(running_server):
             _, page = await source.get("/start?l=ps")
             codename = _codename(page)
             async with server.state.deriver.queue.slot((0, 0.0)):
-                status, page = await source.post_form("/start", {})
+                status, page = await source.confirm()
             assert status == 503
             assert i18n.translator("ps")(BUSY) in page
             assert _codename(page) == codename
-            status, page = await source.post_form("/start", {})  # pressed again
+            status, page = await source.confirm()  # pressed again
             assert status == 200
             assert 'id="submit-form"' in page
         async with SourceClient(server.url) as later:
@@ -328,13 +328,16 @@ async def test_a_busy_confirm_keeps_the_pending_codename(running_server):
 async def test_start_form_cannot_choose_its_codename(running_server):
     async with running_server() as server, SourceClient(server.url) as source:
         await source.get("/start")
-        status, _ = await source.post_form("/start", {"codename": "0000 0000 0000 0000"})
+        status, _ = await source.post_form("/start", {"codename": "0000 0000 0000 0000",
+                                                      "codename_check": last_group(
+                                                          source.codename)})
         assert status == 200  # a codename field is not read: the token carries the codename
         await source.logout()
         await source.get("/start")
         forged = source.csrf.split(".")
         forged[1] = "MDAwMDAwMDAwMDAwMDAwMA"  # "0000000000000000"
-        status, _ = await source.post_form("/start", {"csrf_token": ".".join(forged)})
+        status, _ = await source.post_form("/start", {"csrf_token": ".".join(forged),
+                                                      "codename_check": "0000"})
         assert status == 403
         assert len(server.query("SELECT id FROM sources")) == 1
         async with SourceClient(server.url) as other:
@@ -364,14 +367,15 @@ async def test_50000_cookieless_requests_log_nobody_out(running_server):
                  "/static/style.css?l=ar"]
         statuses, cookies = await cookieless_requests(server.url, paths, 50_000)
         assert statuses == {200: 37_500, 404: 12_500}
-        assert cookies <= {"amanat_lang", "amanat_session"}
+        # the start page's sealed codename is a cookie too: nothing on the server
+        assert cookies <= {"amanat_lang", "amanat_session", "amanat_codename"}
         assert len(sessions) == 1  # nothing was stored for the flood
         assert len(server.state.limiter) <= counters  # the flood added no counter
 
         status, page = await source.get("/submit")  # still logged in
         assert 'id="submit-form"' in page
         assert (await source.submit("still here"))[0] == 200
-        status, page = await newcomer.post_form("/start", {})  # the pending codename confirms
+        status, page = await newcomer.confirm()  # the pending codename confirms
         assert status == 200
         assert 'id="submit-form"' in page
         assert len(sessions) == 2

@@ -113,10 +113,10 @@ async def test_replies_are_decrypted_for_the_logged_in_source(running_server):
         assert "Thank you. We are reading it." in unescape(page)
 
 
-async def test_codename_is_shown_once_and_not_stored(running_server):
+async def test_a_confirmed_codename_is_no_longer_pending_and_not_stored(running_server):
     async with running_server() as server, SourceClient(server.url) as source:
         codename = await source.start()
-        _status, page = await source.get("/start")  # a reload issues a different one
+        _status, page = await source.get("/start")  # confirmed: the start page has a new one
         assert codename not in page
     digits = codename.replace(" ", "")
     for path in [server.database_path, *server.data_dir.rglob("*")]:
@@ -237,8 +237,12 @@ async def test_a_second_confirm_click_keeps_the_first_codename(running_server):
     async with running_server() as server, SourceClient(server.url) as source:
         await source.get("/start")
         token = source.csrf
-        await source.post_form("/start", {"csrf_token": token})
-        status, page = await source.post_form("/start", {})  # the new token, after login
+        await source.confirm()
+        status, page = await source.post_form("/start", {"csrf_token": token,
+                                                          "codename_check": "0000"})
+        assert status == 200  # the old page's token after login: on to the logged-in page
+        assert 'id="submit-form"' in page
+        status, page = await source.confirm()  # the new token, after login
         assert status == 200
         assert 'id="submit-form"' in page
         assert 'id="codename"' not in page

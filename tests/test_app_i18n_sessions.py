@@ -11,6 +11,7 @@ from dropbox import i18n
 from dropbox.config import LOCALES
 from dropbox.sessions import SessionStore, TokenBucket
 from keys.age import X25519Identity
+from keys.codename import SourceKeys
 
 # --- locale choice -----------------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ async def test_landing_page_is_light(running_server):
 def test_sessions_expire_when_idle_and_forget_the_identity():
     store = SessionStore(idle_timeout=60, max_sessions=10)
     session = store.create(now=0)
-    session.log_in("source", X25519Identity.generate())
+    session.log_in("source", SourceKeys("0" * 64, X25519Identity.generate(), bytes(32)))
     assert store.get(session.key, now=59) is session  # touching refreshes
     assert store.get(session.key, now=118) is session
     assert store.get(session.key, now=179) is None
@@ -135,7 +136,7 @@ def test_csrf_token_changes_at_login_and_compares_exactly():
     assert not session.check_csrf("")
     assert not session.check_csrf(None)
     assert not session.check_csrf("ü" * 10)
-    session.log_in("source", X25519Identity.generate())
+    session.log_in("source", SourceKeys("0" * 64, X25519Identity.generate(), bytes(32)))
     assert not session.check_csrf(token)
 
 

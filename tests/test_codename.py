@@ -268,3 +268,28 @@ def test_known_answer_production() -> None:
         str(keys.reply_identity.recipient())
         == "age1mr0p9r7h03frkkrc6udyafx8ln5hequaw4e6hs7ecnz4rv9sq5xszdeecy"
     )
+
+
+# --- issue 12: the last group a new source types, the receipt key -------------------------------
+
+
+def test_the_last_group_is_checked_in_any_numerals_and_nothing_else() -> None:
+    from keys.codename import last_group, matches_last_group
+
+    codename = "1234 5678 9012 3456 7890"
+    assert last_group(codename) == "7890"
+    assert last_group("12345678901234567890") == "7890"
+    for typed in ("7890", " 7890 ", "۷۸۹۰", "٧٨٩٠", "78-90", "\u200f7890\u200e"):
+        assert matches_last_group(typed, codename), typed
+    for typed in ("", "789", "78900", "7891", "0987", codename, "seven", "7890x", "७८९०"):
+        assert not matches_last_group(typed, codename), typed
+
+
+def test_the_receipt_key_is_its_own_derivation() -> None:
+    keys = derive_source_keys("1234 5678 9012 3456 7890", b"s" * 16, CHEAPEST)
+    again = derive_source_keys("1234-5678-9012-3456-7890", b"s" * 16, CHEAPEST)
+    other = derive_source_keys("1234 5678 9012 3456 7891", b"s" * 16, CHEAPEST)
+    assert len(keys.receipt_key) == 32
+    assert keys.receipt_key == again.receipt_key != other.receipt_key
+    assert keys.receipt_key.hex() != keys.lookup_id
+    assert keys.receipt_key.hex() not in repr(keys)

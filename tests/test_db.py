@@ -84,7 +84,7 @@ async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -
     await db.init_db(url)  # a restart: already at head, nothing happens
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert {"sources", "submissions", "ciphertexts", "replies", "acknowledgements"} <= tables
@@ -134,15 +134,20 @@ async def test_the_schema_holds_only_what_issue_3_allows(
             lambda c: {
                 table: sorted(col["name"] for col in inspect(c).get_columns(table))
                 for table in ("sources", "submissions", "ciphertexts", "replies",
-                              "acknowledgements")
+                              "acknowledgements", "deleted_replies")
             }
         )
     assert columns == {
         "sources": ["created_day", "id", "lookup_id", "reply_recipient"],
-        "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "source_id"],
+        # receipt: sealed with a key only the codename derives (keys/receipt.py), issue 12
+        "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "receipt",
+                        "source_id"],
         "ciphertexts": ["id", "kind", "name", "sha256", "size", "submission_id"],
-        "replies": ["day", "id", "investigator", "name", "sha256", "size", "source_id"],
+        "replies": ["bundle_reply_id", "day", "id", "investigator", "name", "sha256", "size",
+                    "source_id"],
         "acknowledgements": ["day", "investigator", "submission_id"],
+        # which replies their sources deleted: no day, no source (issue 12, section 4)
+        "deleted_replies": ["investigator", "reply_id"],
     }
 
 
@@ -578,3 +583,21 @@ async def test_truncate_journal_empties_the_wal(
         db_path, wal, db_path.with_name(db_path.name + "-shm")]
     async with sessions() as session:  # still a working database
         assert await db.get_source_by_lookup(session, "a" * 64) is not None
+
+
+async def test_a_sources_submissions_are_listed_newest_first_and_bounded(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions.begin() as session:
+        mine = (await db.create_source(session, "a" * 64, "age1x", "2026-01-01")).id
+        other = (await db.create_source(session, "b" * 64, "age1y", "2026-01-01")).id
+        for number, day in enumerate(["2026-01-02", "2026-01-05", "2026-01-03"]):
+            await db.add_submission(session, mine, [("manifest", stored(number))], day,
+                                    receipt=day.encode())
+        await db.add_submission(session, other, [("manifest", stored(9))], "2026-01-09")
+        listed = await db.source_submissions(session, mine)
+        assert [(day, receipt) for _, day, receipt in listed] == [
+            ("2026-01-05", b"2026-01-05"), ("2026-01-03", b"2026-01-03"),
+            ("2026-01-02", b"2026-01-02")]
+        assert len(await db.source_submissions(session, mine, limit=2)) == 2
+        assert await db.source_submissions(session, "0" * 32) == []

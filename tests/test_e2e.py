@@ -252,7 +252,7 @@ async def new_source_submits(
         start = await browser.get("/start")
         codename = unescape(start.split('id="codename">', 1)[1].split("<", 1)[0])
         confirm, _ = parse_page(start, "/start")
-        status, page = await browser.send(confirm, {})
+        status, page = await browser.send(confirm, {"codename_check": [codename.split()[-1]]})
         assert status == 200, page
         submit, _ = parse_page(page, "submit-form")
         status, page = await browser.send(submit, values, files)
@@ -453,7 +453,7 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
     assert empty.stat().st_size < 4096  # a signed bundle with no items
     status = json.loads(amanat("transfer", "status", *demo.client_args(), "--json").stdout)
     assert status == {"waiting": {"submissions": 0, "files": 0, "bytes": 0, "replies": 1},
-                      "acknowledged_by_me": 0}
+                      "acknowledged_by_me": 0, "replies_deleted_by_sources": []}
     # the vault still holds everything
     assert "OK" in review("verify", "--vault", vault, "--passphrase-file", pf).stdout
 

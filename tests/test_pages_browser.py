@@ -18,14 +18,18 @@ from typing import Any
 import pytest
 from conftest import RunningServer
 
+from dropbox import db
+from keys.age import encrypt
+from keys.codename import derive_source_keys, generate_codename
+
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_DIR = ROOT / "tests" / "browser"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 LOCALES = {"en": ("en", "ltr"), "fa_AF": ("fa-AF", "rtl"), "ps": ("ps", "rtl"),
            "ur": ("ur", "rtl"), "fa": ("fa", "rtl"), "ar": ("ar", "rtl")}
-PAGES = {"landing", "codename", "submit", "submit-errors", "success", "login", "login-error",
-         "replies", "error"}
+PAGES = {"landing", "codename", "codename-error", "submit", "submit-errors", "success", "login",
+         "login-error", "replies", "reply-delete", "error"}
 SCREENSHOT_LOCALES = ["en", "fa_AF", "ps"]
 
 pytestmark = [
@@ -59,12 +63,29 @@ SUBMISSIONS: list[dict[str, Any]] = [
 ]
 
 
+async def source_with_a_reply(server: RunningServer) -> str:
+    """A source whose page shows a reply (with its delete form); returns its codename."""
+    codename = generate_codename()
+    keys = derive_source_keys(codename, server.state.instance_salt, server.config.keys.profile)
+    async with server.state.store.writer() as writer:
+        await writer.write(encrypt("پاسخ: we read your testimony. ".encode() * 3,
+                                   [keys.reply_identity.recipient()]))
+        stored = await writer.commit()
+    assert server.state.db is not None
+    async with server.state.db.begin() as dbs:
+        source = await db.create_source(dbs, keys.lookup_id,
+                                        str(keys.reply_identity.recipient()), db.today())
+        await db.add_reply(dbs, source.id, stored, db.today(), "Demo investigator", "r-1")
+    return codename
+
+
 async def run_pages_js(server: RunningServer, tmp_path: Path) -> dict[str, Any]:
     if SCREENSHOTS.exists():
         shutil.rmtree(SCREENSHOTS)
     job = tmp_path / "job.json"
     job.write_text(json.dumps({
         "base": server.url, "locales": list(LOCALES), "chromium": CHROMIUM,
+        "reply_codename": await source_with_a_reply(server),
         "screenshot_locales": SCREENSHOT_LOCALES, "screenshot_dir": str(SCREENSHOTS),
         "submissions": SUBMISSIONS,
     }), "utf-8")
@@ -102,6 +123,11 @@ async def test_every_page_in_every_locale_in_a_real_browser(running_server: Any,
         result = await run_pages_js(server, tmp_path)
         manifests = manifests_by_locale(server)
         database = server.database_path.read_bytes()
+        # one testimony per audited locale and variant, one per no-JS submission: the reloads
+        # of the received pages sent nothing again
+        assert len(server.submissions()) == 2 * len(LOCALES) + len(SUBMISSIONS)
+        assert server.query("SELECT count(*) FROM replies") == [(0,)]  # deleted, no JS
+        assert server.query("SELECT * FROM deleted_replies") == [("Demo investigator", "r-1")]
     assert result["errors"] == []
 
     # axe-core: every page, every locale, no serious or critical violation.
@@ -131,6 +157,9 @@ async def test_every_page_in_every_locale_in_a_real_browser(running_server: Any,
     for code, record in submitted.items():
         assert record["submitted"], code
         assert (record["lang"], record["dir"]) == LOCALES[code]
+        assert record["reloaded"] == record["codename"], code  # the codename stayed
+        assert record["reloaded_submitted"], code
+    assert submitted[SUBMISSIONS[0]["locale"]]["replies_left"] == 0
     shots = sorted(p.name for p in SCREENSHOTS.glob("*.png"))
     assert shots == sorted(f"{page}-{code}{suffix}.png" for code in SCREENSHOT_LOCALES
                            for page, suffix in [("landing", ""), ("codename", ""),

@@ -261,7 +261,7 @@ async def test_two_investigators_each_acknowledge_before_the_purge(org: DemoOrg)
         expected = {"submissions": 1, "files": len(item.ciphertexts), "bytes": sizes,
                     "replies": 0}
         assert await status_of(pair, org.credential.signing_key) == {
-            "waiting": expected, "acknowledged_by_me": 0,
+            "waiting": expected, "acknowledged_by_me": 0, "replies_deleted_by_sources": [],
         }
         async with client(pair, org) as c:
             answer = await c.ack([item.submission_id])
@@ -274,7 +274,8 @@ async def test_two_investigators_each_acknowledge_before_the_purge(org: DemoOrg)
         assert mine["waiting"]["submissions"] == 0
         assert mine["acknowledged_by_me"] == 1
         theirs = await status_of(pair, second_credential.signing_key)
-        assert theirs == {"waiting": expected, "acknowledged_by_me": 0}
+        assert theirs == {"waiting": expected, "acknowledged_by_me": 0,
+                          "replies_deleted_by_sources": []}
         out = io.BytesIO()
         async with client(pair, org, second_credential.signing_key) as c:
             await c.pull(out)
@@ -373,6 +374,42 @@ async def test_status_counts_replies_and_downloads_nothing(org: DemoOrg) -> None
             *(status_of(pair, org.credential.signing_key) for _ in range(40))
         )
         assert all(a == status for a in answers)
+
+
+async def test_a_reply_its_source_deleted_shows_in_status_and_is_not_pushed_back(
+    org: DemoOrg,
+) -> None:
+    """Issue 12, section 4: the source deletes a reply (row and ciphertext); its author's status
+    names it, without a day; pushing the same bundle again does not bring it back."""
+    second, second_credential = add_investigator(org, "Second")
+    async with servers(org) as pair:
+        codename = await submit(pair, "answer me", [])
+        (item,) = (await pull_bundle(pair, org)).manifest.items
+        data = reply_bundle(org, item, "read me, then delete me")
+        async with client(pair, org) as c:
+            (reply_id,) = (await c.push(data))["stored"]
+        async with client(pair, org, second_credential.signing_key) as c:
+            await c.push(reply_bundle(org, item, "keep me", signer=second))
+        (row_id, name), = pair.public.query(
+            "SELECT id, name FROM replies WHERE bundle_reply_id = ?", reply_id)
+        async with SourceClient(pair.public.url) as source:
+            _, page = await source.login(codename)
+            assert f'id="delete-reply-{row_id}"' in page
+            status, page = await source.post_form("/reply/delete", {"reply_id": row_id})
+            assert status == 200
+            assert "read me, then delete me" not in page
+            assert "keep me" in page
+        assert not pair.public.state.store.path(name).exists()
+        mine = await status_of(pair, org.credential.signing_key)
+        assert mine["replies_deleted_by_sources"] == [reply_id]
+        assert mine["waiting"]["replies"] == 1
+        assert reply_id not in json.dumps(await status_of(pair, second_credential.signing_key))
+        assert pair.public.query("SELECT * FROM deleted_replies") == [
+            (org.investigator.label, reply_id)]  # no day, no source
+        async with client(pair, org) as c:
+            again = await c.push(data)
+        assert again == {"stored": [], "already_stored": [], "deleted_by_source": [reply_id]}
+        assert len(pair.public.query("SELECT id FROM replies")) == 1
 
 
 # --- refusals ---------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ HOSTILE = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202eOK verified\u202c\r\nfake line"
 async def hostile_server() -> AsyncIterator[str]:
     async def status(request: web.Request) -> web.Response:
         return web.json_response({"waiting": {"submissions": HOSTILE, HOSTILE: [HOSTILE]},
-                                  "acknowledged_by_me": 0})
+                                  "acknowledged_by_me": 0,
+                                  "replies_deleted_by_sources": [HOSTILE, 5, None]})
 
     async def pull(request: web.Request) -> web.Response:
         return web.json_response({"error": HOSTILE, "message": HOSTILE}, status=401)
@@ -59,3 +60,11 @@ async def test_a_refusal_with_escapes_is_cleaned(hostile_server: str) -> None:
             await client.pull(io.BytesIO())
     _assert_inert(str(refused.value))
     assert "401" in str(refused.value)
+
+
+def test_deleted_reply_ids_are_only_strings_from_a_list() -> None:
+    from workstation.cli import _id_list
+
+    assert _id_list(["a", 5, None, {"x": 1}, "b"]) == ["a", "b"]
+    for odd in (None, "abc", 5, {"a": "b"}):
+        assert _id_list(odd) == []

@@ -139,7 +139,23 @@ def run_status(args: argparse.Namespace) -> int:
           f"{waiting['bytes']} bytes")
     print(f"replies waiting for their sources: {waiting['replies']}")
     print(f"on the server, acknowledged by you: {answer['acknowledged_by_me']} submission(s)")
+    deleted = _id_list(answer.get("replies_deleted_by_sources"))
+    if deleted:
+        more = " ..." if len(deleted) > MAX_IDS_SHOWN else ""
+        shown = ", ".join(deleted[:MAX_IDS_SHOWN]) + more
+        print(f"your replies their sources deleted ({len(deleted)}; when is not known): {shown}")
     return 0
+
+
+MAX_IDS_SHOWN = 50
+
+
+def _id_list(value: object) -> list[str]:
+    """A list of ids from the server's answer (an older server sends none; anything else that
+    is not a list of strings counts as none)."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
 
 
 def run_pull(args: argparse.Namespace) -> int:
@@ -199,8 +215,11 @@ def run_push(args: argparse.Namespace) -> int:
             for path in paths:
                 answer = await client.push(path.read_bytes())
                 progress.update(1)
+                gone = _id_list(answer.get("deleted_by_source"))
                 print(f"{path}: stored {len(answer['stored'])} repl(ies), "
-                      f"{len(answer['already_stored'])} already there")
+                      f"{len(answer['already_stored'])} already there"
+                      + (f", {len(gone)} deleted by the source (not stored again)" if gone
+                         else ""))
             progress.finish()
 
     asyncio.run(push())

@@ -2,6 +2,7 @@
 // Run by tests/test_pages_browser.py:  node pages.js JOB.json  -> prints one JSON result.
 //
 // JOB: { base, locales: [...], screenshot_locales: [...], screenshot_dir,
+//        reply_codename,  (a source with a reply waiting: its page shows a delete form)
 //        submissions: [{ locale, answers: {name: value|[values]},
 //                        files: [{ field, name, mimeType, text }] }] }
 //
@@ -99,7 +100,8 @@ async function fillAnswers(page, answers) {
 
 // Every page in one locale, with JavaScript on (for axe only). styled=false blocks style.css:
 // the page the reader sees while the stylesheet is still on its way over Tor, or never arrives.
-async function auditLocale(browser, base, locale, styled, results) {
+async function auditLocale(browser, job, locale, styled, results) {
+  const { base } = job;
   // Audited at 320 px, the narrowest phone: a page must not scroll sideways there.
   const context = await browser.newContext({ viewport: NARROW, locale: locale.replace('_', '-') });
   if (!styled) { await context.route('**/static/style.css', (route) => route.abort()); }
@@ -110,9 +112,17 @@ async function auditLocale(browser, base, locale, styled, results) {
     await check('landing');
     await page.click('#start');
     const codename = (await page.textContent('#codename')).trim();
+    const lastGroup = codename.split(' ').pop();
     await check('codename');
+    // A wrong last group: the page explains and shows the codename again.
+    await page.fill('#codename-check', lastGroup === '0000' ? '1111' : '0000');
+    await page.click('#confirm-codename');
+    await page.waitForSelector('#start-error');
+    await check('codename-error');
+    await page.fill('#codename-check', lastGroup);
     await page.click('#confirm-codename');
     await page.waitForSelector('#submit-form');
+    await page.click('#show-codename summary');  // audited open: the codename shown again
     await check('submit');
     // A date that cannot exist: the page comes back with the errors next to the fields.
     await fillAnswers(page, { message: 'axe', q_when: '31/2/2024', q_documents: ['none', 'acc'] });
@@ -121,6 +131,9 @@ async function auditLocale(browser, base, locale, styled, results) {
     await check('submit-errors');
     await page.fill('[name="q_when"]', '2024');
     await page.uncheck('[name="q_documents"][value="none"]');
+    // A long name without spaces: the list of what arrived must still fit 320 px.
+    await page.setInputFiles('#files', { name: `${'testimony_of_the_night_raid_'.repeat(4)}.pdf`,
+      mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 axe', 'utf8') });
     await page.click('#submit-form [type="submit"]');
     await page.waitForSelector('#submitted');
     await check('success');
@@ -132,8 +145,14 @@ async function auditLocale(browser, base, locale, styled, results) {
     await check('login-error');
     await page.fill('#login-form [name="codename"]', codename);
     await page.click('#login-form [type="submit"]');
-    await page.waitForSelector('#replies');
+    await page.waitForSelector('#received li .filename');
     await check('replies');
+    // Another source, with a reply waiting: each reply has its delete form.
+    await page.goto(`${base}/login`);
+    await page.fill('#login-form [name="codename"]', job.reply_codename);
+    await page.click('#login-form [type="submit"]');
+    await page.waitForSelector('form[id^="delete-reply"]');
+    await check('reply-delete');
     await page.goto(`${base}/no-such-page`);
     await check('error');
   } catch (error) {
@@ -164,6 +183,9 @@ async function submitWithoutJavaScript(browser, base, job, submission, results) 
     await page.click('#start');
     record.codename = (await page.textContent('#codename')).trim();
     if (shots) { record.screenshots.push(await shot(page, job.screenshot_dir, `codename-${locale}`)); }
+    await page.reload();  // the codename stays
+    record.reloaded = (await page.textContent('#codename')).trim();
+    await page.fill('#codename-check', record.codename.split(' ').pop());
     await page.click('#confirm-codename');
     await page.waitForSelector('#submit-form');
     if (shots) { record.screenshots.push(await shot(page, job.screenshot_dir, `submit-${locale}`)); }
@@ -182,6 +204,16 @@ async function submitWithoutJavaScript(browser, base, job, submission, results) 
     record.submitted = (await page.textContent('#submitted')).trim();
     record.lang = await page.getAttribute('html', 'lang');
     record.dir = await page.getAttribute('html', 'dir');
+    await page.reload();  // a GET: nothing is sent again
+    record.reloaded_submitted = Boolean(await page.$('#submitted'));
+    if (job.submissions[0].locale === locale) {
+      await page.goto(`${base}/login`);
+      await page.fill('#login-form [name="codename"]', job.reply_codename);
+      await page.click('#login-form [type="submit"]');
+      await page.click('form[id^="delete-reply"] [type="submit"]');
+      await page.waitForSelector('#submit-form');
+      record.replies_left = await page.$$eval('form[id^="delete-reply"]', (forms) => forms.length);
+    }
   } catch (error) {
     results.errors.push(`${locale} submission: ${error.message}`);
   } finally {
@@ -200,7 +232,7 @@ async function main() {
     // Two locales at a time: each audit mostly waits on the server and on axe.
     const queue = job.locales.flatMap((locale) => [[locale, true], [locale, false]]);
     const worker = async () => {
-      while (queue.length) { await auditLocale(browser, job.base, ...queue.shift(), results); }
+      while (queue.length) { await auditLocale(browser, job, ...queue.shift(), results); }
     };
     await Promise.all([worker(), worker()]);
     for (const submission of job.submissions) {
