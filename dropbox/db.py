@@ -424,6 +424,19 @@ async def acknowledgers(session: AsyncSession) -> dict[str, set[str]]:
     return found
 
 
+async def submission_days(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
+    """The day of each of these submissions (those that exist)."""
+    rows = await session.execute(
+        select(Submission.id, Submission.day).where(Submission.id.in_(sorted(ids)))
+    )
+    return {submission_id: day for submission_id, day in rows}
+
+
+async def count_replies(session: AsyncSession) -> int:
+    """Replies stored for sources that have not deleted them."""
+    return int(await session.scalar(select(func.count()).select_from(Reply)) or 0)
+
+
 async def acknowledged_by(session: AsyncSession, investigator: str) -> int:
     """How many submissions still on record this investigator has acknowledged."""
     result = await session.execute(

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from nacl.signing import SigningKey, VerifyKey
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db
@@ -185,12 +184,12 @@ async def waiting_status(session: AsyncSession, investigator: str) -> WaitingSta
     that have not deleted them yet; `deleted_by_sources` names this investigator's replies that
     their sources deleted (that they did, never when)."""
     submissions, files, size = await db.waiting_counts(session, investigator)
-    replies = await session.scalar(select(func.count()).select_from(db.Reply))
+    replies = await db.count_replies(session)
     return WaitingStatus(
         submissions=submissions,
         files=files,
         bytes=size,
-        replies=int(replies or 0),
+        replies=replies,
         acknowledged_by_me=await db.acknowledged_by(session, investigator),
         deleted_by_sources=await db.deleted_replies_by(session, investigator),
     )
@@ -278,10 +277,7 @@ async def settle_acknowledgements(
     pending = await db.acknowledgers(session)
     if not pending:
         return []
-    rows = await session.execute(
-        select(db.Submission.id, db.Submission.day).where(db.Submission.id.in_(sorted(pending)))
-    )
-    days = {submission_id: day for submission_id, day in rows}
+    days = await db.submission_days(session, pending)
     met = [sid for sid, who in pending.items() if policy.met(who, keyring, days[sid])]
     return await db.acknowledge(session, met, day, policy.retention_days)
 

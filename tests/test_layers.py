@@ -96,3 +96,21 @@ def test_no_module_imports_one_that_imports_it() -> None:
 
 def test_onion_knows_nothing_of_the_server() -> None:
     assert "dropbox" not in _package_arrows()["onion"]
+
+
+# Type names for the sessions that domain functions take; everything else of SQLAlchemy (tables,
+# queries, the engine) stays in dropbox/db.py and the migrations.
+SQL_TYPES_ONLY = {"sqlalchemy.ext.asyncio"}
+
+
+def test_sql_lives_in_db_py() -> None:
+    strays = []
+    for name, path in _modules().items():
+        if name in ("dropbox.db",):
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            strays += [f"{name}: {m}" for m in modules
+                       if m.partition(".")[0] == "sqlalchemy" and m not in SQL_TYPES_ONLY]
+    assert not strays, "\n".join(strays)
