@@ -146,23 +146,26 @@ async def _receive(request: web.Request, session: Session, source_id: str) -> we
                     app_state.config.server.body_idle_timeout_seconds)
     code = pages.locale(request)
     check = intake_check(app_state.questionnaire, code, pages.gettext(request))
-    try:
-        received = await intake.receive(await request.multipart(), _today(),
-                                        extra={"locale": code}, check=check)
-    except AnswersInvalidError as invalid:  # nothing was kept; ask again, keeping the answers
-        return await _submit_form(request, session, invalid)
-    except IntakeError as error:
-        raise _intake_page_error(request, error) from None
-    except DiskReserveError:
-        raise PageError(507) from None
-    except (ValueError, HttpProcessingError):  # aiohttp's multipart parser: a malformed body
-        raise PageError(400) from None
+    with app_state.resumable.claims(session.key) as claim:  # finished resumable uploads
+        try:
+            received = await intake.receive(await request.multipart(), _today(),
+                                            extra={"locale": code}, check=check, claim=claim)
+        except AnswersInvalidError as invalid:  # nothing was kept; ask again, keeping answers
+            return await _submit_form(request, session, invalid)
+        except IntakeError as error:
+            raise _intake_page_error(request, error) from None
+        except DiskReserveError:
+            raise PageError(507) from None
+        except (ValueError, HttpProcessingError):  # aiohttp's multipart parser: a bad body
+            raise PageError(400) from None
 
-    async def record(submission: ReceivedSubmission) -> None:
-        async with _db(request) as dbs, dbs.begin():
-            await db.add_submission(dbs, source_id, submission.ciphertexts(), submission.day)
+        async def record(submission: ReceivedSubmission) -> None:
+            async with _db(request) as dbs, dbs.begin():
+                await db.add_submission(dbs, source_id, submission.ciphertexts(),
+                                        submission.day)
 
-    await store_submission(received, app_state.store, record)
+        await store_submission(received, app_state.store, record)
+        claim.submitted = True
     return pages.render(request, "submitted.html", file_count=len(received.files),
                         has_message=received.message is not None)
 

@@ -20,6 +20,7 @@ from dropbox.config import Config
 from dropbox.form_tokens import FormProof, FormTokens, new_client_key, valid_client_key
 from dropbox.load import UploadSlots
 from dropbox.questionnaire import Questionnaire
+from dropbox.resumable import ResumableUploads
 from dropbox.server_keys import KeyringFile
 from dropbox.sessions import (
     COOKIE_NAME,
@@ -55,6 +56,7 @@ class AppState:
     limiter: LoginLimiter
     questionnaire: Questionnaire
     uploads: UploadSlots  # submissions being received, all sources and per session
+    resumable: ResumableUploads  # tus uploads waiting for more bytes or for their submission
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
 
     @property
