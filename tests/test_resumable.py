@@ -211,3 +211,180 @@ async def test_head_after_a_drop_reports_what_was_kept(running_server):
             assert 0 <= kept <= 400_000
             rest = await tus.patch(location, kept, [b"z" * (ONE_MIB - kept)], ONE_MIB - kept)
             assert (rest.status, rest.offset()) == (204, ONE_MIB)
+
+
+# --- hostile clients ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "", "1e9", "+5", "5 5", "99999999999999999999",
+                                    "0x10", "5,5", "\xb2"])
+async def test_garbage_upload_length_is_400(running_server, length):
+    async with running_server() as server:
+        source, tus = await logged_in(server)
+        async with source:
+            answer = await tus.request("POST", "/uploads",
+                                       tus.headers(**{"Upload-Length": length}), length=0)
+            assert answer.status == 400
+            assert len(server.state.resumable) == 0
+
+
+async def test_huge_upload_length_and_deferred_length_are_refused(running_server):
+    async with running_server(limits={"max_file_bytes": 10_000}) as server:
+        source, tus = await logged_in(server)
+        async with source:
+            assert (await tus.create(10_001)).status == 413
+            assert (await tus.create(2**62)).status == 413
+            deferred = await tus.request("POST", "/uploads",
+                                         tus.headers(**{"Upload-Defer-Length": "1"}), length=0)
+            assert deferred.status == 400
+            with_body = await tus.request("POST", "/uploads",
+                                          tus.headers(**{"Upload-Length": "5"}), [b"hello"],
+                                          length=5)
+            assert with_body.status == 400
+            assert len(server.state.resumable) == 0
+            assert server.stored_files() == []
+
+
+async def test_upload_length_over_the_free_disk_is_507(running_server):
+    async with running_server(storage={"reserve_bytes": 2**60}) as server:
+        source, tus = await logged_in(server)
+        async with source:
+            assert (await tus.create(1000)).status == 507
+            assert len(server.state.resumable) == 0
+
+
+@pytest.mark.parametrize("metadata", ["a YQ==x", "filename !!!", "a b c", "a YQ,a YQ",
+                                      "filename /w==", ",".join(["k YQ"] * 9)])
+async def test_garbage_metadata_is_400(running_server, metadata):
+    async with running_server() as server:
+        source, tus = await logged_in(server)
+        async with source:
+            answer = await tus.request("POST", "/uploads", tus.headers(**{
+                "Upload-Length": "5", "Upload-Metadata": metadata}), length=0)
+            assert answer.status == 400
+
+
+@pytest.mark.parametrize("offset", ["-1", "x", "", "1.0", "99999999999999999999"])
+async def test_garbage_upload_offset_is_400(running_server, offset):
+    async with running_server() as server:
+        source, tus = await logged_in(server)
+        async with source:
+            location = (await tus.create(100)).headers["location"]
+            answer = await tus.patch(location, 0, [b"x" * 10], 10, **{"Upload-Offset": offset})
+            assert answer.status == 400
+            assert (await tus.head(location)).offset() == 0
+
+
+async def test_a_body_past_upload_length_is_refused_and_keeps_the_upload(running_server):
+    async with running_server() as server:
+        source, tus = await logged_in(server)
+        async with source:
+            location = (await tus.create(100)).headers["location"]
+            assert (await tus.patch(location, 0, [b"x" * 101], 101)).status == 413
+            # Chunked, so the server learns it only while reading: the read that goes past the
+            # end is refused, what came before it is kept.
+            answer = await tus.request(
+                "PATCH", location,
+                tus.headers(**{"Content-Type": "application/offset+octet-stream",
+                               "Upload-Offset": "0", "Transfer-Encoding": "chunked"}),
+                [b"40\r\n" + b"y" * 64 + b"\r\n", b"40\r\n" + b"y" * 64 + b"\r\n0\r\n\r\n"])
+            assert answer.status == 413
+            kept = (await tus.head(location)).offset()
+            assert kept in (0, 64)
+            finished = await tus.patch(location, kept, [b"y" * (100 - kept)], 100 - kept)
+            assert (finished.status, finished.offset()) == (204, 100)
+
+
+async def test_a_flood_of_creations_is_bounded_per_session_and_in_all(running_server):
+    limits = {"max_resumable_uploads": 6, "max_resumable_uploads_per_session": 2}
+    async with running_server(limits=limits) as server:
+        sources = [await logged_in(server) for _ in range(4)]
+        try:
+            flood = sources[0][1]
+            answers = await asyncio.gather(*(flood.create(1000) for _ in range(50)))
+            statuses = sorted(a.status or 0 for a in answers)
+            assert statuses.count(201) == 2
+            assert set(statuses) == {201, 503}
+            assert all(a.headers["retry-after"] for a in answers if a.status == 503)
+            for _, tus in sources[1:3]:
+                assert [(await tus.create(1000)).status for _ in range(2)] == [201, 201]
+            # The pool is full with uploads that are all fresh: none gives way, the next waits.
+            assert len(server.state.resumable) == 6
+            assert (await sources[3][1].create(1000)).status == 503
+            # Once the oldest has been idle long enough, a newcomer takes its place.
+            server.state.resumable._uploads[next(iter(server.state.resumable._uploads))] \
+                .active -= 3600
+            assert (await sources[3][1].create(1000)).status == 201
+            assert len(server.state.resumable) == 6
+            await asyncio.sleep(0.1)
+            assert len(partials(server)) <= 6
+        finally:
+            for source, _ in sources:
+                await source.http.close()
+
+
+async def test_a_stalled_patch_is_cut_at_the_idle_deadline_and_keeps_its_bytes(running_server):
+    async with running_server(server={"body_idle_timeout_seconds": 1}) as server:
+        source, tus = await logged_in(server)
+        async with source:
+            location = (await tus.create(1000)).headers["location"]
+
+            def stalling() -> list[bytes]:
+                return [b"s" * 300]
+
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # 300 bytes of a promised 1000, then silence: the server answers 408 and closes.
+            answer = await tus.request(
+                "PATCH", location,
+                tus.headers(**{"Content-Type": "application/offset+octet-stream",
+                               "Upload-Offset": "0"}),
+                stalling(), length=1000, timeout=20)
+            assert answer.status == 408
+            assert loop.time() - started < 15
+            assert (await tus.head(location)).offset() == 300
+            assert server.state.uploads.active == 0
+
+
+async def test_a_new_request_takes_over_from_a_half_open_patch(running_server):
+    """A circuit that died without a word leaves its PATCH waiting for bytes: the client's
+    next request must not wait for the idle deadline."""
+    async with running_server(server={"body_idle_timeout_seconds": 60}) as server:
+        source, tus = await logged_in(server)
+        async with source:
+            location = (await tus.create(1000)).headers["location"]
+            hanging = asyncio.create_task(tus.request(
+                "PATCH", location,
+                tus.headers(**{"Content-Type": "application/offset+octet-stream",
+                               "Upload-Offset": "0"}),
+                [b"h" * 200], length=1000, timeout=60))
+            for _ in range(100):
+                if server.state.resumable._uploads[upload_id(location)].offset == 200:
+                    break
+                await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            head = await tus.head(location)
+            assert (head.status, head.offset()) == (200, 200)
+            assert loop.time() - started < 5
+            assert (await hanging).status is None  # its connection was closed
+            done = await tus.patch(location, 200, [b"h" * 800], 800)
+            assert (done.status, done.offset()) == (204, 1000)
+
+
+async def test_naming_someone_elses_or_an_unfinished_upload_keeps_nothing(running_server):
+    async with running_server() as server:
+        source, tus = await logged_in(server)
+        other_source, other = await logged_in(server)
+        async with source, other_source:
+            theirs = (await other.create(3)).headers["location"]
+            assert (await other.patch(theirs, 0, [b"abc"], 3)).status == 204
+            mine = (await tus.create(10)).headers["location"]
+            for named in (theirs, mine, "/uploads/" + "0" * 32, "/uploads/../../etc"):
+                status, _ = await source.submit("x", fields=[("uploads", upload_id(named))])
+                assert status == 400, named
+            assert server.submissions() == []
+            # The other source's finished upload is still theirs to send.
+            status, _ = await other_source.submit("", fields=[("uploads", upload_id(theirs))])
+            assert status == 200
+        assert len(server.submissions()) == 1
