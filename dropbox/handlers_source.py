@@ -14,7 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dropbox import db, pages
+from dropbox import db, handlers_tus, pages
 from dropbox.i18n import N_, format_bytes
 from dropbox.intake import (
     CsrfError,
@@ -115,9 +115,12 @@ async def submit_page(request: web.Request) -> web.Response:
 
 async def _submit_form(request: web.Request, session: Session,
                        invalid: AnswersInvalidError | None = None) -> web.Response:
-    """The submit page; after a refused submission, with the errors and what was typed."""
+    """The submit page; after a refused submission, with the errors and what was typed. Its
+    script (resumable uploads) is optional: the form works the same without it."""
+    request[pages.SCRIPTED_KEY] = True
     return pages.render(
         request, "submit.html", status=400 if invalid else 200,
+        tus_endpoint=handlers_tus.endpoint(request),
         limits=_limits(request), replies=await _replies(request, session),
         questionnaire=pages.state(request).questionnaire,
         q_values=invalid.values if invalid else {}, q_errors=invalid.errors if invalid else {},

@@ -39,6 +39,8 @@ CLIENT_KEY: web.RequestKey[str] = web.RequestKey("amanat_client", str)
 SET_COOKIE_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_cookie", str)
 LOCALE_KEY: web.RequestKey[str] = web.RequestKey("amanat_locale", str)
 SET_LANG_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_lang", str)
+SCRIPTED_KEY: web.RequestKey[bool] = web.RequestKey("amanat_scripted", bool)
+"""Set by the one page that runs a script (submit): its CSP allows scripts from this origin."""
 LANG_COOKIE = "amanat_lang"
 
 

@@ -388,3 +388,31 @@ async def test_naming_someone_elses_or_an_unfinished_upload_keeps_nothing(runnin
             status, _ = await other_source.submit("", fields=[("uploads", upload_id(theirs))])
             assert status == 200
         assert len(server.submissions()) == 1
+
+
+async def test_only_the_submit_page_may_run_its_own_script(running_server):
+    async with running_server() as server:
+        source, _tus = await logged_in(server)
+        async with source:
+            async with source.http.get(server.url + "/") as landing:
+                landing_csp = landing.headers["Content-Security-Policy"]
+                assert "<script" not in await landing.text()
+            async with source.http.get(server.url + "/submit") as submit:
+                submit_csp = submit.headers["Content-Security-Policy"]
+                page = await submit.text()
+            async with source.http.get(server.url + "/static/resumable.js") as script:
+                assert script.status == 200
+                assert "javascript" in script.content_type
+                body = await script.text()
+    assert "script-src" not in landing_csp
+    assert "connect-src" not in landing_csp
+    assert "script-src 'self'; connect-src 'self'" in submit_csp
+    assert "default-src 'none'" in submit_csp
+    assert '<script src="/static/resumable.js" defer></script>' in page
+    assert 'id="resumable" data-endpoint="/uploads"' in page
+    # Without the script the page says what it always said; the script swaps the two.
+    assert '<p id="resume-off">If the connection breaks, nothing is kept.' in page
+    assert '<p id="resume-on" hidden>If the connection breaks, the upload continues' in page
+    # Self-contained: no other origin, no import, no eval.
+    for forbidden in ("http://", "https://", "import(", "eval(", "new Function"):
+        assert forbidden not in body
