@@ -24,6 +24,7 @@ from dropbox.intake import (
     LimitExceededError,
     ReceivedSubmission,
     StalledError,
+    expected_disk_bytes,
     store_submission,
 )
 from dropbox.load import answer_and_close
@@ -42,11 +43,6 @@ from keys.codename import (
 )
 from keys.errors import AgeError, BusyError, CodenameError
 
-
-def expected_disk_bytes(content_length: int) -> int:
-    """A bound on what a body of `content_length` bytes takes in the store: age adds 16 bytes per
-    64 KiB chunk (1/4096) and a header of about 200 bytes per part; the manifest is small."""
-    return content_length + content_length // 1024 + 1024 * 1024
 Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
 
 
@@ -210,6 +206,7 @@ async def logout(request: web.Request) -> web.Response:
     if session is None or not isinstance(token, str) or not session.check_csrf(token):
         raise PageError(403)
     pages.state(request).sessions.drop(session.key)
+    await pages.state(request).resumable.forget_session(session.key)
     response = pages.redirect("/")
     response.del_cookie(COOKIE_NAME, path="/")
     return response

@@ -372,6 +372,13 @@ async def store_submission(
         raise
 
 
+def expected_disk_bytes(content_length: int) -> int:
+    """A bound on what a body (or a resumable upload) of `content_length` bytes takes in the
+    store: age adds 16 bytes per 64 KiB chunk (1/4096) and a header of about 200 bytes per part;
+    the manifest is small."""
+    return content_length + content_length // 1024 + 1024 * 1024
+
+
 def intake_limits(limits: LimitsConfig) -> IntakeLimits:
     """The limits a submission manifest is checked against (signed into transfer bundles)."""
     return IntakeLimits(

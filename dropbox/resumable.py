@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dropbox.config import LimitsConfig
-from dropbox.intake import IntakeError, LimitExceededError, ReceivedFile
+from dropbox.intake import IntakeError, LimitExceededError, ReceivedFile, expected_disk_bytes
 from dropbox.store import CiphertextStore, CiphertextWriter
 from keys.age import Encryptor, Recipient
 from keys.errors import BusyError
@@ -169,9 +169,11 @@ class ResumableUploads:
             raise BusyError("this session has as many unfinished uploads as it may")
         if len(self._uploads) < self.limits.max_resumable_uploads:
             return
-        oldest = next(iter(self._uploads.values()))
-        if now - oldest.active < EVICT_IDLE_SECONDS or oldest.lock.locked() or oldest.claimed:
+        idle = [u for u in self._uploads.values()
+                if now - u.active >= EVICT_IDLE_SECONDS and not u.lock.locked() and not u.claimed]
+        if not idle:
             raise BusyError("too many resumable uploads open")
+        oldest = min(idle, key=lambda u: u.active)
         writer = self._drop(oldest)
         if writer is not None:
             self._aborting.add(task := asyncio.get_running_loop().create_task(writer.abort()))
@@ -241,6 +243,12 @@ class ResumableUploads:
                 upload.gone = True
                 del self._uploads[upload_id]
 
+    async def forget_session(self, session_key: str) -> None:
+        """At logout: the session's uploads go with it (nobody could reach them any more)."""
+        for upload in [u for u in self._uploads.values() if u.session_key == session_key]:
+            if not upload.lock.locked() and not upload.claimed:
+                await self.discard(upload)
+
     async def expire(self, now: float) -> int:
         """Delete every upload past its expiry that no request holds. Returns how many."""
         due = [u for u in self._uploads.values()
@@ -278,10 +286,4 @@ class Claims:
 
     def __exit__(self, *exc: object) -> None:
         self._uploads.settle(self._ids, self.submitted)
-
-
-def expected_disk_bytes(length: int) -> int:
-    """A bound on the store space one file of `length` plaintext bytes takes (age adds 16 bytes
-    per 64 KiB chunk and a header of a few hundred bytes per recipient)."""
-    return length + length // 1024 + 64 * 1024
 

@@ -416,3 +416,36 @@ async def test_only_the_submit_page_may_run_its_own_script(running_server):
     # Self-contained: no other origin, no import, no eval.
     for forbidden in ("http://", "https://", "import(", "eval(", "new Function"):
         assert forbidden not in body
+
+
+async def test_a_refused_submission_gives_its_uploads_back(running_server):
+    async with running_server() as server:
+        source, tus = await logged_in(server)
+        async with source:
+            location = (await tus.create(6)).headers["location"]
+            assert (await tus.patch(location, 0, [b"kept!!"], 6)).status == 204
+            # A date that cannot exist: the page asks again, and nothing was stored...
+            status, page = await source.submit("x", fields=[("q_when", "31/2/2024"),
+                                                            ("uploads", upload_id(location))])
+            assert status == 400
+            assert 'id="q-errors"' in page
+            assert server.submissions() == []
+            # ...but the finished upload is still there to be named again.
+            status, page = await source.submit("x", fields=[("uploads", upload_id(location))])
+            assert status == 200, page
+        [(submission, _)] = server.submissions()
+        assert server.decrypt(server.ciphertexts(submission)["file"][0]) == b"kept!!"
+
+
+async def test_logout_deletes_the_sessions_uploads(running_server):
+    async with running_server() as server:
+        source, tus = await logged_in(server)
+        async with source:
+            unfinished = (await tus.create(1000)).headers["location"]
+            assert (await tus.patch(unfinished, 0, [b"u" * 500], 500)).status == 204
+            finished = (await tus.create(3)).headers["location"]
+            assert (await tus.patch(finished, 0, [b"abc"], 3)).status == 204
+            await source.logout()
+            await asyncio.sleep(0.1)
+        assert len(server.state.resumable) == 0
+        assert server.stored_files() == []
