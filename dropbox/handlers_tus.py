@@ -161,8 +161,10 @@ async def _receive(request: web.Request, upload: Upload) -> bool:
             except TimeoutError:
                 stalled = True
                 break
-            except (ConnectionError, HttpProcessingError, ClientError):
-                break  # the client went: what arrived stays, for its next request
+            except (ConnectionError, HttpProcessingError, ClientError, RuntimeError):
+                # The client went (aiohttp raises RuntimeError("Connection closed.") when the
+                # connection is already gone as a read begins): what arrived stays.
+                break
             if not chunk:
                 break
             if len(chunk) > upload.length - upload.offset:
