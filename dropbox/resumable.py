@@ -245,17 +245,23 @@ class ResumableUploads:
 
     async def forget_session(self, session_key: str) -> None:
         """At logout: the session's uploads go with it (nobody could reach them any more)."""
-        for upload in [u for u in self._uploads.values() if u.session_key == session_key]:
-            if not upload.lock.locked() and not upload.claimed:
-                await self.discard(upload)
+        await self._discard_idle([u for u in self._uploads.values()
+                                  if u.session_key == session_key])
 
     async def expire(self, now: float) -> int:
         """Delete every upload past its expiry that no request holds. Returns how many."""
-        due = [u for u in self._uploads.values()
-               if u.expires <= now and not u.lock.locked() and not u.claimed]
-        for upload in due:
-            await self.discard(upload)
-        return len(due)
+        due = [u for u in self._uploads.values() if u.expires <= now]
+        return await self._discard_idle(due)
+
+    async def _discard_idle(self, uploads: list[Upload]) -> int:
+        """Discard those of `uploads` that no request holds and no submission claims, checked
+        one by one (a request may take one while an earlier one is being deleted)."""
+        done = 0
+        for upload in uploads:
+            if not upload.lock.locked() and not upload.claimed and not upload.gone:
+                await self.discard(upload)
+                done += 1
+        return done
 
     async def close(self) -> None:
         """At shutdown: every unfinished upload's temporary file goes now (its key goes with
