@@ -18,11 +18,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dropbox import db, handlers_source, pages, periodic
+from dropbox import db, handlers_source, handlers_tus, pages, periodic
 from dropbox.config import Config, LimitsConfig, Listen, ServerConfig
 from dropbox.form_tokens import FormTokens
 from dropbox.load import BASE_RESERVED_FDS, ConnectionGuard, UploadSlots, connection_limit
 from dropbox.questionnaire import load_questionnaire
+from dropbox.resumable import ResumableUploads
 from dropbox.runtime import Runtime
 from dropbox.security import (
     HardenedRequest,
@@ -74,12 +75,15 @@ def create_app(config: Config, runtime: Runtime | None = None) -> web.Applicatio
         questionnaire=load_questionnaire(config.i18n.questionnaire),
         uploads=UploadSlots(config.limits.max_concurrent_uploads,
                             config.limits.max_concurrent_uploads_per_session),
+        resumable=ResumableUploads(runtime.store, config.limits),
     )
     app.cleanup_ctx.append(functools.partial(_database, runtime=runtime, owned=owned))
     app.on_response_prepare.append(set_security_headers)
     app.cleanup_ctx.append(_session_expiry)
     app.cleanup_ctx.append(_daily_maintenance)
+    app.cleanup_ctx.append(_resumable_expiry)
     handlers_source.add_routes(app)
+    handlers_tus.add_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app
 
@@ -101,7 +105,8 @@ async def start_site(
     await runner.setup()
     assert runner.server is not None
     runner.server.request_factory = functools.partial(app._make_request, _cls=HardenedRequest)
-    reserved = BASE_RESERVED_FDS + limits.max_concurrent_uploads * (limits.max_files + 1)
+    reserved = (BASE_RESERVED_FDS + limits.max_concurrent_uploads * (limits.max_files + 1)
+                + limits.max_resumable_uploads)  # each unfinished one keeps its file open
     ConnectionGuard(connection_limit(server_config.max_connections, reserved)).attach(
         runner.server)
     site: web.BaseSite
@@ -150,6 +155,23 @@ async def _session_expiry(app: web.Application) -> AsyncIterator[None]:
 
     async with periodic.every(SESSION_SWEEP_SECONDS, expire):
         yield
+
+
+async def _resumable_expiry(app: web.Application) -> AsyncIterator[None]:
+    """Delete resumable uploads past their expiry, checked often enough that none outlives it
+    by more than a quarter; at shutdown, the temporary files of unfinished ones (their keys die
+    with the process)."""
+    uploads = app[pages.STATE].resumable
+
+    async def expire() -> None:
+        await uploads.expire(pages.now())
+
+    interval = min(SESSION_SWEEP_SECONDS, uploads.expiry / 4)
+    try:
+        async with periodic.every(interval, expire):
+            yield
+    finally:
+        await uploads.close()
 
 
 async def _daily_maintenance(app: web.Application) -> AsyncIterator[None]:

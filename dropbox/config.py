@@ -101,6 +101,12 @@ class LimitsConfig:
     max_fields: int = 100
     max_concurrent_uploads: int = 8  # submissions being received at once (~5 MiB each)
     max_concurrent_uploads_per_session: int = 2
+    # Resumable uploads (tus, dropbox/resumable.py): an unfinished one holds an open file and up
+    # to 64 KiB of memory; one left alone this long is deleted, and so is a finished one that no
+    # submission named within it.
+    resumable_expiry_seconds: int = 6 * 3600
+    max_resumable_uploads: int = 256  # open at once, all sources (the longest idle gives way)
+    max_resumable_uploads_per_session: int = 2  # unfinished ones; the page sends one at a time
 
 
 @dataclass(frozen=True)
@@ -274,7 +280,8 @@ def _limits(r: _Reader) -> LimitsConfig:
     d = LimitsConfig()
     names = ("max_file_bytes", "max_submission_bytes", "max_files", "max_message_bytes",
              "max_field_bytes", "max_fields", "max_concurrent_uploads",
-             "max_concurrent_uploads_per_session")
+             "max_concurrent_uploads_per_session", "resumable_expiry_seconds",
+             "max_resumable_uploads", "max_resumable_uploads_per_session")
     r.only(set(names))
     return LimitsConfig(**{n: r.integer(n, getattr(d, n), minimum=1) for n in names})
 

@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dropbox import db, pages
+from dropbox import db, handlers_tus, pages
 from dropbox.i18n import N_, format_bytes
 from dropbox.intake import (
     CsrfError,
@@ -27,6 +27,7 @@ from dropbox.intake import (
     LimitExceededError,
     ReceivedSubmission,
     StalledError,
+    expected_disk_bytes,
     store_submission,
 )
 from dropbox.load import answer_and_close
@@ -48,11 +49,6 @@ from keys.codename import (
 from keys.errors import AgeError, BusyError, CodenameError
 from keys.receipt import Receipt, ReceiptError, open_receipt, receipt_file, seal_receipt
 
-
-def expected_disk_bytes(content_length: int) -> int:
-    """A bound on what a body of `content_length` bytes takes in the store: age adds 16 bytes per
-    64 KiB chunk (1/4096) and a header of about 200 bytes per part; the manifest is small."""
-    return content_length + content_length // 1024 + 1024 * 1024
 Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
 
 
@@ -150,9 +146,12 @@ async def submit_page(request: web.Request) -> web.Response:
 
 async def _submit_form(request: web.Request, session: Session,
                        invalid: AnswersInvalidError | None = None) -> web.Response:
-    """The submit page; after a refused submission, with the errors and what was typed."""
+    """The submit page; after a refused submission, with the errors and what was typed. Its
+    script (resumable uploads) is optional: the form works the same without it."""
+    request[pages.SCRIPTED_KEY] = True
     return pages.render(
         request, "submit.html", status=400 if invalid else 200,
+        tus_endpoint=handlers_tus.endpoint(request),
         limits=_limits(request), replies=await _replies(request, session),
         received=await _received(request, session),
         shown_codename=_codename_shown(request, session.codename) if session.codename else None,
@@ -202,26 +201,28 @@ async def _receive(request: web.Request, session: Session, source_id: str,
                     app_state.config.server.body_idle_timeout_seconds)
     code = pages.locale(request)
     check = intake_check(app_state.questionnaire, code, pages.gettext(request))
-    try:
-        received = await intake.receive(await request.multipart(), _today(),
-                                        extra={"locale": code}, check=check)
-    except AnswersInvalidError as invalid:  # nothing was kept; ask again, keeping the answers
-        return await _submit_form(request, session, invalid)
-    except IntakeError as error:
-        raise _intake_page_error(request, error) from None
-    except DiskReserveError:
-        raise PageError(507) from None
-    except (ValueError, HttpProcessingError):  # aiohttp's multipart parser: a malformed body
-        raise PageError(400) from None
-    receipt = _seal_receipt(session, received)
-    created: list[str] = []
+    with app_state.resumable.claims(session.key) as claim:  # finished resumable uploads
+        try:
+            received = await intake.receive(await request.multipart(), _today(),
+                                            extra={"locale": code}, check=check, claim=claim)
+        except AnswersInvalidError as invalid:  # nothing was kept; ask again, keeping answers
+            return await _submit_form(request, session, invalid)
+        except IntakeError as error:
+            raise _intake_page_error(request, error) from None
+        except DiskReserveError:
+            raise PageError(507) from None
+        except (ValueError, HttpProcessingError):  # aiohttp's multipart parser: a bad body
+            raise PageError(400) from None
+        receipt = _seal_receipt(session, received)
+        created: list[str] = []
 
-    async def record(submission: ReceivedSubmission) -> None:
-        async with _db(request) as dbs, dbs.begin():
-            created.append(await db.add_submission(dbs, source_id, submission.ciphertexts(),
-                                                   submission.day, receipt))
+        async def record(submission: ReceivedSubmission) -> None:
+            async with _db(request) as dbs, dbs.begin():
+                created.append(await db.add_submission(dbs, source_id, submission.ciphertexts(),
+                                                       submission.day, receipt))
 
-    await store_submission(received, app_state.store, record)
+        await store_submission(received, app_state.store, record)
+        claim.submitted = True
     session.submits.record(once, Received(created[0], len(received.files),
                                           received.message is not None))
     return _received_redirect(once)
@@ -313,6 +314,7 @@ async def logout(request: web.Request) -> web.Response:
     if session is None or not isinstance(token, str) or not session.check_csrf(token):
         raise PageError(403)
     pages.state(request).sessions.drop(session.key)
+    await pages.state(request).resumable.forget_session(session.key)
     response = pages.redirect("/")
     response.del_cookie(COOKIE_NAME, path="/")
     return response

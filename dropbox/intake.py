@@ -52,6 +52,8 @@ T = TypeVar("T")
 MANIFEST_FORMAT = INTAKE_FORMAT
 READ_CHUNK = 256 * 1024
 MESSAGE_FIELD = "message"
+UPLOADS_FIELD = "uploads"
+"""Hidden fields naming finished resumable uploads (dropbox/resumable.py) that join the form."""
 MESSAGE_ECHO_BYTES = 64 * 1024
 """The message's first bytes kept in memory: enough to check it and show it again."""
 
@@ -90,6 +92,9 @@ class EmptySubmissionError(IntakeError):
 # field) -> what the manifest records under "questionnaire"; raises to refuse the submission
 # (dropbox.questionnaire.AnswersInvalidError), and then every streamed ciphertext is deleted.
 AnswersCheck = Callable[[dict[str, list[str]], dict[str, list[str]]], Any]
+# Reserves the finished resumable uploads a form names (their ids) for this submission; raises an
+# IntakeError-like InputError for one that is not the session's (dropbox.resumable).
+ClaimUploads = Callable[[Sequence[str]], "list[ReceivedFile]"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class ReceivedFile:
     size: int
     sha256: str
     stored: StoredFile
+    resumable: bool = False  # uploaded before the form (dropbox/resumable.py): not ours to delete
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,7 @@ class Intake:
 
     async def receive(
         self, reader: MultipartReader, day: str, extra: dict[str, Any] | None = None,
-        check: AnswersCheck | None = None,
+        check: AnswersCheck | None = None, claim: ClaimUploads | None = None,
     ) -> ReceivedSubmission:
         """Read the whole body, then commit every ciphertext; on any failure nothing is kept."""
         budget = _Budget(self.limits)
@@ -194,12 +200,14 @@ class Intake:
                     parts.append(opened)
             message = next((p for p in parts if p.field == MESSAGE_FIELD), None)
             files = [p for p in parts if p.field != MESSAGE_FIELD]
-            if message is None and not files:
+            uploaded = self._adopt(claim, answers.pop(UPLOADS_FIELD, []), budget)
+            if message is None and not files and not uploaded:
                 raise EmptySubmissionError("nothing to submit")
             extra = dict(extra or {})
             if check is not None:
-                extra["questionnaire"] = _checked(check, answers, message, _names(files))
-            return await self._commit(day, message, files, answers, extra)
+                extra["questionnaire"] = _checked(check, answers, message,
+                                                  _names([*files, *uploaded]))
+            return await self._commit(day, message, files, uploaded, answers, extra)
         raise AssertionError("unreachable")  # pragma: no cover - AsyncExitStack re-raises
 
     async def _check_first_field(self, reader: MultipartReader) -> None:
@@ -210,6 +218,22 @@ class Intake:
         token = (await self._read_bounded(part, 512)).decode("ascii", errors="replace")
         if not self.check_csrf(token):
             raise CsrfError("the CSRF token does not match this session")
+
+    def _adopt(self, claim: ClaimUploads | None, upload_ids: list[str],
+               budget: _Budget) -> list[ReceivedFile]:
+        """The finished resumable uploads the form names, counted against the same limits as
+        the files it carries itself."""
+        if not upload_ids:
+            return []
+        if claim is None:
+            raise MalformedFormError("this form cannot name uploads")
+        uploaded = claim(upload_ids)
+        budget.files += len(uploaded)
+        if budget.files > self.limits.max_files:
+            raise LimitExceededError("files", self.limits.max_files)
+        for item in uploaded:
+            budget.spend(item.size)
+        return uploaded
 
     def _count(self, part: BodyPartReader, budget: _Budget) -> None:
         """Every part counts before it is read, an empty one too: a body of 20,000 empty parts
@@ -293,6 +317,7 @@ class Intake:
         day: str,
         message: _Open | None,
         files: list[_Open],
+        uploaded: list[ReceivedFile],
         answers: dict[str, list[str]],
         extra: dict[str, Any],
     ) -> ReceivedSubmission:
@@ -304,6 +329,7 @@ class Intake:
                 committed.append(stored)
                 received.append(ReceivedFile(item.field, item.filename, item.content_type,
                                              item.size, item.sha256, stored))
+            received += uploaded
             first_file = 1 if message else 0
             document = manifest(day, received[:first_file], received[first_file:], answers,
                                 extra, intake_limits(self.limits))
@@ -339,9 +365,18 @@ async def store_submission(
     try:
         await record(received)
     except BaseException:
+        keep = {f.stored.name for f in received.files if f.resumable}  # back to their uploads
         for _, stored in received.ciphertexts():
-            store.delete(stored.name)
+            if stored.name not in keep:
+                store.delete(stored.name)
         raise
+
+
+def expected_disk_bytes(content_length: int) -> int:
+    """A bound on what a body (or a resumable upload) of `content_length` bytes takes in the
+    store: age adds 16 bytes per 64 KiB chunk (1/4096) and a header of about 200 bytes per part;
+    the manifest is small."""
+    return content_length + content_length // 1024 + 1024 * 1024
 
 
 def intake_limits(limits: LimitsConfig) -> IntakeLimits:
@@ -394,7 +429,7 @@ def _checked(check: AnswersCheck, answers: dict[str, list[str]], message: _Open 
             fields.pop(MESSAGE_FIELD, None)
 
 
-def _names(files: Sequence[_Open]) -> dict[str, list[str]]:
+def _names(files: Sequence[_Open | ReceivedFile]) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     for item in files:
         names.setdefault(item.field, []).append(item.filename)

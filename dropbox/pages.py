@@ -26,6 +26,7 @@ from dropbox.form_tokens import (
 )
 from dropbox.load import UploadSlots
 from dropbox.questionnaire import Questionnaire
+from dropbox.resumable import ResumableUploads
 from dropbox.server_keys import KeyringFile
 from dropbox.sessions import (
     COOKIE_NAME,
@@ -45,6 +46,8 @@ SET_COOKIE_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_cookie", str)
 LOCALE_KEY: web.RequestKey[str] = web.RequestKey("amanat_locale", str)
 SET_LANG_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_lang", str)
 SET_PENDING_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_pending", str)
+SCRIPTED_KEY: web.RequestKey[bool] = web.RequestKey("amanat_scripted", bool)
+"""Set by the one page that runs a script (submit): its CSP allows scripts from this origin."""
 LANG_COOKIE = "amanat_lang"
 PENDING_COOKIE = "amanat_codename"  # the sealed codename of the start page (form_tokens.py)
 
@@ -63,6 +66,7 @@ class AppState:
     limiter: LoginLimiter
     questionnaire: Questionnaire
     uploads: UploadSlots  # submissions being received, all sources and per session
+    resumable: ResumableUploads  # tus uploads waiting for more bytes or for their submission
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
     pending: PendingCodenames = field(default_factory=PendingCodenames)
 

@@ -36,6 +36,12 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
+# The submit page alone runs a script: its own resumable uploads (static/resumable.js), which
+# talk to this origin only. Every other page, the landing page above all, stays script-free.
+SCRIPTED_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 # Short explanations for the statuses a source can meet; every one is translated when shown.
 ERROR_MESSAGES: dict[int, tuple[str, str]] = {
@@ -79,6 +85,8 @@ class PageError(AmanatError):
 async def set_security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """on_response_prepare: the same headers on every response, and no Server header."""
     response.headers.update(SECURITY_HEADERS)
+    if request.get(pages.SCRIPTED_KEY):
+        response.headers["Content-Security-Policy"] = SCRIPTED_CSP
     response.headers.popall("Server", None)
 
 

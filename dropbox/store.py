@@ -308,6 +308,16 @@ class CiphertextWriter:
             data = self._take()
             self._pending = self._store._submit(lambda: self._flush(data))
 
+    async def flush(self) -> None:
+        """Hand everything buffered to the disk and wait for it (no fsync): a resumable upload
+        between two requests keeps no ciphertext in memory."""
+        self._check_open()
+        await self._wait_pending()
+        data = self._take()
+        if data:
+            self._pending = self._store._submit(lambda: self._flush(data))
+            await self._wait_pending()
+
     async def commit(self) -> StoredFile:
         """Write what is left, fsync, rename into place, fsync the directory; then it is durable."""
         self._check_open()

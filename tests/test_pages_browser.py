@@ -31,6 +31,7 @@ LOCALES = {"en": ("en", "ltr"), "fa_AF": ("fa-AF", "rtl"), "ps": ("ps", "rtl"),
 PAGES = {"landing", "codename", "codename-error", "submit", "submit-errors", "success", "login",
          "login-error", "replies", "reply-delete", "error"}
 SCREENSHOT_LOCALES = ["en", "fa_AF", "ps"]
+SCRIPTED_PAGES = {"submit", "submit-errors", "replies"}
 
 pytestmark = [
     pytest.mark.browser,
@@ -138,7 +139,8 @@ async def test_every_page_in_every_locale_in_a_real_browser(running_server: Any,
     assert serious == []
     for audit in audits:
         assert (audit["lang"], audit["dir"]) == LOCALES[audit["locale"]], audit["page"]
-        assert audit["scripts"] == 0, audit["page"]
+        # Only the submit page runs a script: its own resumable uploads (issue 12 §3).
+        assert audit["scripts"] == (1 if audit["page"] in SCRIPTED_PAGES else 0), audit["page"]
         assert audit["width320"] <= 320, (
             f"{audit['locale']} {audit['page']} scrolls sideways: {audit['wide']}"
         )
