@@ -31,7 +31,7 @@ LOCALES = {"en": ("en", "ltr"), "fa_AF": ("fa-AF", "rtl"), "ps": ("ps", "rtl"),
 PAGES = {"landing", "codename", "codename-error", "submit", "submit-errors", "success", "login",
          "login-error", "replies", "reply-delete", "error"}
 SCREENSHOT_LOCALES = ["en", "fa_AF", "ps"]
-SCRIPTED_PAGES = {"submit", "submit-errors", "replies"}
+SCRIPTED_PAGES = {"submit", "submit-errors", "replies", "reply-delete"}  # submit page variants
 
 pytestmark = [
     pytest.mark.browser,

@@ -21,6 +21,8 @@ async function main() {
     page.on('console', (message) => result.console.push(message.text()));
     page.on('pageerror', (error) => result.errors.push(`page error: ${error.message}`));
     await page.goto(`${job.base}/start`);
+    const codename = (await page.textContent('#codename')).trim();
+    await page.fill('#codename-check', codename.split(' ').pop());
     await page.click('#confirm-codename');
     await page.waitForSelector('#submit-form');
     result.resumeOn = await page.isVisible('#resume-on');
