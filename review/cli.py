@@ -20,9 +20,12 @@ from keys.errors import AmanatError, WrongPassphraseError
 from keys.passphrase import read_passphrase as passphrase_of
 from keys.sanitize import clean, display_lines, isolate, json_dumps, one_line
 from review.answers import answer_pairs, questionnaire_labels
-from review.case import export_case, extract_files
+from review.case import ExportRequest, export_case, extract_files
+from review.consent import PURPOSES
 from review.content import Content
+from review.duplicates import Matches, find_matches
 from review.importer import import_bundle
+from review.metadata import by_ciphertext, warnings
 from review.replies import make_reply
 from review.report_text import LANGUAGES
 from review.search import SearchIndex
@@ -102,6 +105,8 @@ def run_import(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         summary = import_bundle(vault, args.bundle, Progress("import"))
     quarantined = summary["quarantined"]
+    if summary["sandbox_warning"]:
+        print(f"amanat-review: WARNING: {summary['sandbox_warning']}", file=sys.stderr)
     out(
         f"imported bundle {summary['bundle_id']}: {summary['imported']} new submission(s), "
         f"{summary['skipped']} already in the vault, {len(quarantined)} quarantined"
@@ -125,13 +130,26 @@ def _row(sub: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flags(sub: dict[str, Any], matches: Matches) -> dict[str, Any]:
+    """Duplicate and similar submissions, identifying metadata: what `list` and `show` warn of."""
+    return matches.of(sub["id"]) | {"metadata_warnings": warnings(sub)}
+
+
+def _flag_text(flags: dict[str, Any]) -> str:
+    marks = [f"{len(flags[k])} {k[:-1] if k == 'duplicates' else k}" for k in
+             ("duplicates", "similar") if flags[k]]
+    marks += [f"{k}!" for k in flags["metadata_warnings"]]
+    return f"[{' '.join(marks)}] " if marks else ""
+
+
 def run_list(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         subs = sorted(vault.state["submissions"].values(), key=lambda s: (s["day"], s["id"]))
+    matches = find_matches(subs)
     if args.tag:
         subs = [s for s in subs if args.tag in s["tags"]]
     if args.json:
-        out(json_dumps([_row(s) for s in subs]))
+        out(json_dumps([_row(s) | _flags(s, matches) for s in subs]))
         return 0
     out(f"{'ID':<32}  {'DAY':<10}  {'SOURCE':<32}  {'FILES':>5}  TAGS / MESSAGE")
     for sub in subs:
@@ -139,7 +157,8 @@ def run_list(args: argparse.Namespace) -> int:
         out(
             f"{clean(sub['id'], single_line=True):<32}  {sub['day']:<10}  "
             f"{clean(sub['source'], single_line=True):<32}  {sub.get('attachment_count', 0):>5}  "
-            f"{tags + ' ' if tags else ''}{isolate(_excerpt(sub))}"
+            f"{_flag_text(_flags(sub, matches))}{tags + ' ' if tags else ''}"
+            f"{isolate(_excerpt(sub))}"
         )
     out(f"{len(subs)} submission(s)")
     return 0
@@ -154,7 +173,7 @@ def _excerpt(sub: dict[str, Any]) -> str:
 
 
 def _show_json(vault: Vault, sub: dict[str, Any], content: Content | None) -> dict[str, Any]:
-    shown = _row(sub) | {
+    shown = _row(sub) | _flags(sub, find_matches(vault.state["submissions"].values())) | {
         "notes": sub["notes"],
         "replies": [r for r in vault.state["replies"] if r["source"] == sub["source"]],
     }
@@ -168,6 +187,7 @@ def _show_json(vault: Vault, sub: dict[str, Any], content: Content | None) -> di
         "questionnaire": content.intake.questionnaire,
         "attachments": [
             {k: a[k] for k in ("name", "size", "sha256", "content_type", "field")}
+            | {"metadata": by_ciphertext(sub).get(a["ciphertext"]["name"], {})}
             for a in content.attachments
         ],
     }
@@ -181,9 +201,13 @@ def run_show(args: argparse.Namespace) -> int:
         if args.json:
             out(json_dumps(_show_json(vault, sub, content)))
             return 0
+        matches = find_matches(vault.state["submissions"].values()).of(sub["id"])
     out(f"submission {clean(sub['id'], single_line=True)}")
     out(f"day:     {sub['day']}   source: {clean(sub['source'], single_line=True)}")
     out(f"tags:    {one_line(', '.join(sub['tags']), 200) or '-'}")
+    for key, ids in matches.items():
+        if ids:
+            out(f"{key}: {', '.join(clean(i, single_line=True) for i in ids)}")
     if sub.get("quarantine"):
         out(f"QUARANTINED: {clean(sub['quarantine'], single_line=True)}")
         out("(not shown: the bundle carries it in a form the intake never writes)")
@@ -199,11 +223,7 @@ def run_show(args: argparse.Namespace) -> int:
         out(f"  {isolate(label)}:")
         for line in display_lines(text, 74):
             out(f"      {line}")
-    out("\nattachments:")
-    for att in content.attachments:
-        kind = clean(att["content_type"], single_line=True)
-        out(f"  {isolate(att['name'])}  {att['size']} bytes  {kind}")
-        out(f"      sha256 {att['sha256']}")
+    _show_attachments(sub, content)
     if sub["notes"]:
         out("\nnotes:")
         for note in sub["notes"]:
@@ -211,6 +231,17 @@ def run_show(args: argparse.Namespace) -> int:
             for line in display_lines(note["text"], 74):
                 out(f"      {line}")
     return 0
+
+
+def _show_attachments(sub: dict[str, Any], content: Content) -> None:
+    out("\nattachments:")
+    found = by_ciphertext(sub)
+    for att in content.attachments:
+        kind = clean(att["content_type"], single_line=True)
+        out(f"  {isolate(att['name'])}  {att['size']} bytes  {kind}")
+        out(f"      sha256 {att['sha256']}")
+        for key, value in found.get(att["ciphertext"]["name"], {}).items():
+            out(f"      {key}: {isolate(one_line(json_dumps(value), 200))}")
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -272,7 +303,8 @@ def run_extract(args: argparse.Namespace) -> int:
 
 def run_export_case(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        folder = export_case(vault, args.ids, args.out, Progress("export-case"))
+        request = ExportRequest(args.purpose, args.override_consent, args.working)
+        folder = export_case(vault, args.ids, args.out, request, Progress("export-case"))
     out(f"case written to {folder}; check it with: cd {folder} && sha256sum -c SHA256SUMS")
     return 0
 
@@ -387,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export-case", run_export_case, "export submissions as a case folder")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--purpose", choices=PURPOSES, required=True,
+                   help="what the case is for: only submissions whose source consented to it")
+    p.add_argument("--override-consent", metavar="REASON",
+                   help="export submissions without that consent anyway, for this reason "
+                   "(recorded in the custody log and the summary)")
+    p.add_argument("--working", action=argparse.BooleanOptionalAction, default=None,
+                   help="add working/ copies cleaned of metadata (default: for advocacy only)")
     p = command("reply", run_reply, "write an encrypted, signed reply bundle to a source")
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--message", required=True, metavar="TEXT")

@@ -217,3 +217,20 @@ def read_files(
         records.append({"ciphertext": ct["name"], "sha256": att["sha256"], "size": att["size"],
                         **read_attachment(sandbox, plaintext, att["size"])})
     return records
+
+
+# --- what the review commands show -----------------------------------------------------------
+
+IDENTIFYING = ("gps", "device", "author", "unreadable")  # what warrants a warning in `list`
+
+
+def warnings(sub: dict[str, Any]) -> list[str]:
+    """The identifying findings in any of a submission's attachments (and unreadable ones)."""
+    found = {key for record in sub.get("files") or [] for key in record.get("metadata", {})}
+    return [key for key in IDENTIFYING if key in found]
+
+
+def by_ciphertext(sub: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each attachment's findings by its ciphertext name ({} for one imported before metadata
+    was read)."""
+    return {r["ciphertext"]: r.get("metadata", {}) for r in sub.get("files") or []}
