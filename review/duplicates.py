@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-SIMILAR_BITS = 6  # of 64: the pHash of one photo resized or re-encoded differs in fewer bits
+SIMILAR_BITS = 6  # of 64: the hash of one photo resized or re-encoded differs in fewer bits
 # Pigeonhole: split the 64 bits into SIMILAR_BITS + 1 pieces; two hashes that differ in at most
 # SIMILAR_BITS bits agree on at least one piece, so only hashes sharing a piece are compared.
 _PIECES = [(64 * n // (SIMILAR_BITS + 1), 64 * (n + 1) // (SIMILAR_BITS + 1))

@@ -10,9 +10,9 @@ sandbox (review/sandbox.py) and the findings kept in the vault's encrypted state
     author  {tag: value}                   author, creator, producer, company, last editor
     unreadable  "why"                      the parser failed or was stopped at a limit
 
-each key present only where found. A perceptual hash of each photo (imagehash, in the same
-sandbox) finds near-duplicates (review/duplicates.py). `clean_copy` makes a working copy with
-mat2 in the sandbox, and exiftool reads both again to say what went.
+each key present only where found. A perceptual hash of each photo (imagehash's difference
+hash, in the same sandbox) finds near-duplicates (review/duplicates.py). `clean_copy` makes a
+working copy with mat2 in the sandbox, and exiftool reads both again to say what went.
 """
 
 from __future__ import annotations
@@ -42,12 +42,14 @@ HASH_LIMITS = Limits(memory_bytes=768 * MIB, cpu_seconds=20, wall_seconds=30.0)
 
 EXIFTOOL = ["exiftool", "-json", "-n", "-G0", "--System:all", "-"]
 # Runs inside the sandbox with the review tool's Python (Pillow and imagehash from the `review`
-# extra): the photo comes on stdin; Pillow's own decompression-bomb check stays on.
+# extra): the photo comes on stdin; Pillow's own decompression-bomb check stays on. The
+# difference hash: stable under resizing and recompression, and it needs no scipy at run time
+# (the DCT hash imports it: a second of start-up per photo; bench/bench_metadata.py).
 PHASH_SCRIPT = (
     "import io,sys\n"
     "from PIL import Image\n"
     "import imagehash\n"
-    "print(imagehash.phash(Image.open(io.BytesIO(sys.stdin.buffer.read()))))\n"
+    "print(imagehash.dhash(Image.open(io.BytesIO(sys.stdin.buffer.read()))))\n"
 )
 
 
