@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from evidence_files import gps_photo
 
 from review.duplicates import SIMILAR_BITS, find_matches
-from review.metadata import EXIFTOOL, perceptual_hash
+from review.metadata import EXIFTOOL, exif_tags, perceptual_hash
 from review.sandbox import Sandbox, detect
 
 
@@ -37,12 +37,12 @@ def best(runs: list[float]) -> float:
 
 def per_file(files: int, rounds: int) -> None:
     photo = gps_photo(size=(1600, 1200))
-    boxed = detect()
+    boxed, size = detect(), len(photo)
     methods: dict[str, Callable[[], object]] = {
         "exiftool, plain subprocess": lambda: subprocess.run(
-            EXIFTOOL, input=photo, capture_output=True, check=True),
-        "exiftool, rlimits only": lambda: Sandbox("rlimits").run(EXIFTOOL, [photo]),
-        f"exiftool, {boxed.mode}": lambda: boxed.run(EXIFTOOL, [photo]),
+            [*EXIFTOOL, "-"], input=photo, capture_output=True, check=True),
+        "exiftool, rlimits only": lambda: exif_tags(Sandbox("rlimits"), lambda: [photo], size),
+        f"exiftool, {boxed.mode}": lambda: exif_tags(boxed, lambda: [photo], size),
         f"dHash, {boxed.mode}": lambda: perceptual_hash(boxed, lambda: [photo]),
     }
     times: dict[str, list[float]] = {name: [] for name in methods}

@@ -22,7 +22,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -40,7 +40,11 @@ CLEAN_MAX_BYTES = 256 * MIB  # larger files get no working copy (it is made in m
 PARSE_LIMITS = Limits(memory_bytes=512 * MIB, cpu_seconds=20, wall_seconds=30.0)
 HASH_LIMITS = Limits(memory_bytes=768 * MIB, cpu_seconds=20, wall_seconds=30.0)
 
-EXIFTOOL = ["exiftool", "-json", "-n", "-G0", "--System:all", "-"]
+EXIFTOOL = ["exiftool", "-json", "-n", "-G0", "--System:all"]
+# exiftool reads Office files (ZIP) and MP4s with the index at the end only from a file it can
+# seek in: a file up to this size is written to the sandbox's private tmpfs (memory) first;
+# a larger one is read from the pipe, as far as the memory limit lets it.
+SEEKABLE_MAX_BYTES = 256 * MIB
 # Runs inside the sandbox with the review tool's Python (Pillow and imagehash from the `review`
 # extra): the photo comes on stdin; Pillow's own decompression-bomb check stays on. The
 # difference hash: stable under resizing and recompression, and it needs no scipy at run time
@@ -67,7 +71,7 @@ def read_attachment(sandbox: Sandbox, plaintext: Plaintext, size: int) -> dict[s
     exiftool recognised), `phash` (photos) and the tool that read it."""
     record: dict[str, Any] = {"tool": exiftool_version(sandbox)}
     try:
-        tags = exif_tags(sandbox, plaintext)
+        tags = exif_tags(sandbox, plaintext, size)
     except SandboxError as exc:
         return record | {"metadata": {"unreadable": f"metadata unreadable: {exc}"}}
     record["metadata"] = findings(tags)
@@ -80,9 +84,15 @@ def read_attachment(sandbox: Sandbox, plaintext: Plaintext, size: int) -> dict[s
     return record
 
 
-def exif_tags(sandbox: Sandbox, plaintext: Plaintext) -> dict[str, Any]:
-    """exiftool's tags (group:name -> value) of one file."""
-    output = sandbox.run(EXIFTOOL, plaintext(), PARSE_LIMITS)
+def exif_tags(sandbox: Sandbox, plaintext: Plaintext, size: int) -> dict[str, Any]:
+    """exiftool's tags (group:name -> value) of one file of `size` bytes."""
+    if size > SEEKABLE_MAX_BYTES:
+        output = sandbox.run([*EXIFTOOL, "-"], plaintext(), PARSE_LIMITS)
+    else:
+        path = f"{WORKDIR}/attachment"
+        script = f'cat > "{path}" && exec {" ".join(EXIFTOOL)} "{path}"'
+        limits = replace(PARSE_LIMITS, file_bytes=size + MIB)
+        output = sandbox.run(["/bin/sh", "-c", script], plaintext(), limits)
     try:
         documents = json.loads(output)
         tags = documents[0]
@@ -157,7 +167,7 @@ def clean_copy(sandbox: Sandbox, plaintext: Plaintext, size: int) -> Cleaned:
     went. SandboxError if it cannot be made."""
     if size > CLEAN_MAX_BYTES:
         raise SandboxError(f"over {CLEAN_MAX_BYTES // MIB} MiB: no working copy is made")
-    before = exif_tags(sandbox, plaintext)
+    before = exif_tags(sandbox, plaintext, size)
     filetype = _extension(before)
     if filetype is None:
         raise SandboxError("the file's type was not recognised: mat2 cannot clean it")
@@ -169,7 +179,7 @@ def clean_copy(sandbox: Sandbox, plaintext: Plaintext, size: int) -> Cleaned:
         data = sandbox.run(["/bin/sh", "-c", script], plaintext(), limits, 2 * CLEAN_MAX_BYTES)
     except SandboxError as exc:
         raise SandboxError(f"mat2 could not clean this {filetype} file ({exc})") from None
-    after = exif_tags(sandbox, lambda: [data])
+    after = exif_tags(sandbox, lambda: [data], len(data))
     return Cleaned(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),

@@ -89,3 +89,39 @@ def png_bomb(width: int = 16000, height: int = 11000) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
             + chunk(b"IEND", b""))
+
+
+def authored_docx(author: str = AUTHOR) -> bytes:
+    """A minimal Word document whose core properties name its creator and last editor."""
+    import zipfile
+
+    ns = "http://schemas.openxmlformats.org/package/2006"
+    parts = {
+        "[Content_Types].xml": (
+            f'<Types xmlns="{ns}/content-types">'
+            f'<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+            'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/word/document.xml" ContentType="application/vnd.'
+            'openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
+            '<Override PartName="/docProps/core.xml" ContentType="application/vnd.'
+            'openxmlformats-package.core-properties+xml"/></Types>'),
+        "_rels/.rels": (
+            f'<Relationships xmlns="{ns}/relationships">'
+            '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/'
+            '2006/relationships/officeDocument" Target="word/document.xml"/>'
+            f'<Relationship Id="rId2" Type="{ns}/relationships/metadata/core-properties" '
+            'Target="docProps/core.xml"/></Relationships>'),
+        "word/document.xml": (
+            '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/'
+            'main"><w:body><w:p><w:r><w:t>Statement</w:t></w:r></w:p></w:body></w:document>'),
+        "docProps/core.xml": (
+            f'<cp:coreProperties xmlns:cp="{ns}/metadata/core-properties" '
+            'xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            f"<dc:creator>{author}</dc:creator><cp:lastModifiedBy>{author}</cp:lastModifiedBy>"
+            "</cp:coreProperties>"),
+    }
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in parts.items():
+            archive.writestr(name, '<?xml version="1.0" encoding="UTF-8"?>' + text)
+    return out.getvalue()

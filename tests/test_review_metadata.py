@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from evidence_files import AUTHOR, GPS, authored_pdf, gps_photo, png_bomb
+from evidence_files import AUTHOR, GPS, authored_docx, authored_pdf, gps_photo, png_bomb
 from test_review_hostile import UNSAFE, Tool
 from test_review_kit import Org, Submission, make_org
 
@@ -119,6 +119,13 @@ def test_findings_and_cleaning(box: Sandbox) -> None:
     assert "PDF:Author" in cleaned.removed
     assert cleaned.left == {}
     assert AUTHOR.encode() not in cleaned.data
+    docx = authored_docx()  # ZIP inside: exiftool needs to seek, so it reads a tmpfs copy
+    office = read_attachment(box, lambda: [docx], len(docx))
+    assert office["metadata"]["author"] == {"Creator": AUTHOR, "LastModifiedBy": AUTHOR}
+    assert office["filetype"] == "docx"
+    cleaned = clean_copy(box, lambda: [docx], len(docx))
+    assert "author" not in cleaned.left
+    assert "XMP:Creator" in cleaned.removed
 
 
 def test_findings_ignore_what_describes_the_pipe_and_bound_hostile_values() -> None:
