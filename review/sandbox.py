@@ -7,11 +7,11 @@ disk: the vault holds only ciphertext), and returns what it writes to standard o
 Where bubblewrap works, the parser runs with every namespace unshared (no network, no other
 process, no IPC), all capabilities dropped, the system folders and the Python it needs bound
 read-only, an empty private tmpfs as WORKDIR (the one place it may write: the copy of the file that
-exiftool and mat2 seek in, kept in memory),
-and no environment. Everywhere, it runs in its own session under rlimits: address space (memory),
-CPU seconds, file size, no core dumps; and a wall-clock deadline kills its whole process group.
-Where bubblewrap is missing or cannot create namespaces, the rlimits alone apply and `warning`
-says so; WORKDIR is then a fresh folder on /dev/shm (memory), removed afterwards.
+exiftool and mat2 seek in, kept in memory), and no environment. Everywhere, it runs in its own
+session under rlimits: address space (memory), CPU seconds, file size, no core dumps; and a
+wall-clock deadline kills its whole process group.
+Where bubblewrap is missing or cannot create namespaces, the rlimits alone apply and `warning` says
+so; WORKDIR is then a fresh folder on /dev/shm (memory), removed afterwards.
 """
 
 from __future__ import annotations
