@@ -22,9 +22,12 @@ from keys.passphrase import read_passphrase as passphrase_of
 from keys.progress import Progress
 from keys.sanitize import clean, display_lines, isolate, json_dumps, one_line
 from review.answers import labelled_answers, questionnaire_labels
-from review.case import export_case, extract_files
+from review.case import ExportRequest, export_case, extract_files
+from review.consent import PURPOSES
 from review.content import Content
+from review.duplicates import Matches, find_matches
 from review.importer import import_bundle
+from review.metadata import by_ciphertext, warnings
 from review.queue import SORTS, rows, sort_rows
 from review.replies import make_reply, sent_replies
 from review.report_text import LANGUAGES
@@ -104,6 +107,8 @@ def run_import(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         summary = import_bundle(vault, args.bundle, Progress("import"))
     quarantined = summary["quarantined"]
+    if summary["sandbox_warning"]:
+        print(f"amanat-review: WARNING: {summary['sandbox_warning']}", file=sys.stderr)
     out(
         f"imported bundle {summary['bundle_id']}: {summary['imported']} new submission(s), "
         f"{summary['skipped']} already in the vault, {len(quarantined)} quarantined"
@@ -127,16 +132,29 @@ def _row(sub: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flags(sub: dict[str, Any], matches: Matches) -> dict[str, Any]:
+    """Duplicate and similar submissions, identifying metadata: what `list` and `show` warn of."""
+    return matches.of(sub["id"]) | {"metadata_warnings": warnings(sub)}
+
+
+def _flag_text(flags: dict[str, Any]) -> str:
+    marks = [f"{len(flags[k])} {k[:-1] if k == 'duplicates' else k}" for k in
+             ("duplicates", "similar") if flags[k]]
+    marks += [f"{k}!" for k in flags["metadata_warnings"]]
+    return f"[{' '.join(marks)}] " if marks else ""
+
+
 def run_list(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         if args.sort == "urgency":
             vault.add_triage()  # submissions imported before the queue kept urgency
         order = sort_rows(rows(vault.state["submissions"].values(), []), args.sort)
         subs = [vault.state["submissions"][r.id] for r in order]
+    matches = find_matches(subs)
     if args.tag:
         subs = [s for s in subs if args.tag in s["tags"]]
     if args.json:
-        out(json_dumps([_row(s) for s in subs]))
+        out(json_dumps([_row(s) | _flags(s, matches) for s in subs]))
         return 0
     out(f"{'ID':<32}  {'DAY':<10}  {'SOURCE':<32}  {'FILES':>5}  TAGS / MESSAGE")
     for sub in subs:
@@ -144,7 +162,8 @@ def run_list(args: argparse.Namespace) -> int:
         out(
             f"{clean(sub['id'], single_line=True):<32}  {sub['day']:<10}  "
             f"{clean(sub['source'], single_line=True):<32}  {sub.get('attachment_count', 0):>5}  "
-            f"{tags + ' ' if tags else ''}{isolate(_excerpt(sub))}"
+            f"{_flag_text(_flags(sub, matches))}{tags + ' ' if tags else ''}"
+            f"{isolate(_excerpt(sub))}"
         )
     out(f"{len(subs)} submission(s)")
     return 0
@@ -159,7 +178,7 @@ def _excerpt(sub: dict[str, Any]) -> str:
 
 
 def _show_json(vault: Vault, sub: dict[str, Any], content: Content | None) -> dict[str, Any]:
-    shown = _row(sub) | {
+    shown = _row(sub) | _flags(sub, find_matches(vault.state["submissions"].values())) | {
         "notes": sub["notes"],
         "replies": [r for r in vault.state["replies"] if r["source"] == sub["source"]],
     }
@@ -173,6 +192,7 @@ def _show_json(vault: Vault, sub: dict[str, Any], content: Content | None) -> di
         "questionnaire": content.intake.questionnaire,
         "attachments": [
             {k: a[k] for k in ("name", "size", "sha256", "content_type", "field")}
+            | {"metadata": by_ciphertext(sub).get(a["ciphertext"]["name"], {})}
             for a in content.attachments
         ],
     }
@@ -187,9 +207,13 @@ def run_show(args: argparse.Namespace) -> int:
             out(json_dumps(_show_json(vault, sub, content)))
             return 0
         replies = sent_replies(vault, sub["source"])
+        matches = find_matches(vault.state["submissions"].values()).of(sub["id"])
     out(f"submission {clean(sub['id'], single_line=True)}")
     out(f"day:     {sub['day']}   source: {clean(sub['source'], single_line=True)}")
     out(f"tags:    {one_line(', '.join(sub['tags']), 200) or '-'}")
+    for key, ids in matches.items():
+        if ids:
+            out(f"{key}: {', '.join(clean(i, single_line=True) for i in ids)}")
     if sub.get("quarantine"):
         out(f"QUARANTINED: {clean(sub['quarantine'], single_line=True)}")
         out("(not shown: the bundle carries it in a form the intake never writes)")
@@ -206,11 +230,7 @@ def run_show(args: argparse.Namespace) -> int:
         out(f"  {isolate(label)}:")
         for line in display_lines(text, 74):
             out(f"      {line}")
-    out("\nattachments:")
-    for att in content.attachments:
-        kind = clean(att["content_type"], single_line=True)
-        out(f"  {isolate(att['name'])}  {att['size']} bytes  {kind}")
-        out(f"      sha256 {att['sha256']}")
+    _show_attachments(sub, content)
     if sub["notes"]:
         out("\nnotes:")
         for note in sub["notes"]:
@@ -229,6 +249,17 @@ def _show_replies(replies: list[tuple[dict[str, Any], str | None]]) -> None:
         out(f"  {reply['day']} {isolate(reply['by'])} (reply {reply['reply_id']}):")
         for line in display_lines("(not encrypted to your key)" if text is None else text, 74):
             out(f"      {line}")
+
+
+def _show_attachments(sub: dict[str, Any], content: Content) -> None:
+    out("\nattachments:")
+    found = by_ciphertext(sub)
+    for att in content.attachments:
+        kind = clean(att["content_type"], single_line=True)
+        out(f"  {isolate(att['name'])}  {att['size']} bytes  {kind}")
+        out(f"      sha256 {att['sha256']}")
+        for key, value in found.get(att["ciphertext"]["name"], {}).items():
+            out(f"      {key}: {isolate(one_line(json_dumps(value), 200))}")
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -283,7 +314,8 @@ def run_extract(args: argparse.Namespace) -> int:
 
 def run_export_case(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        folder = export_case(vault, args.ids, args.out, Progress("export-case"))
+        request = ExportRequest(args.purpose, args.override_consent, args.working)
+        folder = export_case(vault, args.ids, args.out, request, Progress("export-case"))
     out(f"case written to {folder}; check it with: cd {folder} && sha256sum -c SHA256SUMS")
     return 0
 
@@ -418,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export-case", run_export_case, "export submissions as a case folder")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--purpose", choices=PURPOSES, required=True,
+                   help="what the case is for: only submissions whose source consented to it")
+    p.add_argument("--override-consent", metavar="REASON",
+                   help="export submissions without that consent anyway, for this reason "
+                   "(recorded in the custody log and the summary)")
+    p.add_argument("--working", action=argparse.BooleanOptionalAction, default=None,
+                   help="add working/ copies cleaned of metadata (default: for advocacy only)")
     p = command("reply", run_reply, "write an encrypted, signed reply bundle to a source")
     p.add_argument("source", metavar="SOURCE")
     given = p.add_mutually_exclusive_group(required=True)

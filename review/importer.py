@@ -8,6 +8,8 @@ the bundle signs, and agreement with the bundle); only then is the bundle stored
 saved. If any step fails, the objects this import added are removed and the state is left as it
 was. A signed bundle can still be crafted (the server holds the signing key): a submission that
 does not conform is quarantined (kept, with the reason, never shown), the others import.
+Each attachment's metadata is read in the sandbox (review/metadata.py); a file that defeats the
+parser gets an "unreadable" finding and still imports.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from keys.age import decrypt_iter
 from keys.bundle import (
     BundleError,
     TransferItem,
@@ -29,6 +32,8 @@ from keys.bundle import (
 from keys.errors import ConfigError
 from keys.manifest import DEFAULT_LIMITS
 from review.content import NonConformingItemError, open_content, summary
+from review.metadata import read_files
+from review.sandbox import Sandbox, detect
 from review.vault import Vault, now
 
 Progress = Callable[[int, int], None]
@@ -55,9 +60,12 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         assert isinstance(manifest, TransferManifest)  # the lookup accepts nothing else
         _refuse_replay(vault, manifest)
         new_items = _new_items(vault, manifest)
+        sandbox = detect()
         records = {}
         for n, item in enumerate(new_items):
-            records[item.submission_id] = _open_item(vault, bundle, manifest, item, bundle_sha256)
+            records[item.submission_id] = _open_item(
+                vault, bundle, manifest, item, bundle_sha256, sandbox
+            )
             if progress:
                 progress(n + 1, len(new_items))
         stored = vault.bundle_path(bundle_sha256)
@@ -75,6 +83,7 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         "imported": len(new_items),
         "skipped": len(manifest.items) - len(new_items),
         "quarantined": {sid: r["quarantine"] for sid, r in records.items() if r.get("quarantine")},
+        "sandbox_warning": sandbox.warning if new_items else None,
     }
 
 
@@ -137,10 +146,12 @@ def _open_item(
     manifest: TransferManifest,
     item: TransferItem,
     bundle_sha256: str,
+    sandbox: Sandbox,
 ) -> dict[str, Any]:
     """The vault's record of one submission: what the signed bundle says, plus a summary of its
-    decrypted content (`readable: False` if not encrypted to us). An item whose content breaks
-    the schema is kept, quarantined, with the reason: the rest of the bundle still imports."""
+    decrypted content (`readable: False` if not encrypted to us) and its attachments' metadata.
+    An item whose content breaks the schema is kept, quarantined, with the reason: the rest of
+    the bundle still imports."""
     record = _record_skeleton(bundle, manifest, item, bundle_sha256)
 
     def read(ct: dict[str, Any]) -> Iterator[bytes]:
@@ -148,9 +159,14 @@ def _open_item(
 
     limits = manifest.limits or DEFAULT_LIMITS
     try:
-        record.update(summary(open_content(read, vault.identity, record["ciphertexts"], limits)))
+        content = open_content(read, vault.identity, record["ciphertexts"], limits)
     except NonConformingItemError as exc:
-        record.update(readable=True, quarantine=str(exc))
+        return record | {"readable": True, "quarantine": str(exc)}
+    record.update(summary(content))
+    if content is not None:
+        record["files"] = read_files(
+            sandbox, content.attachments, lambda ct: decrypt_iter(read(ct), [vault.identity])
+        )
     return record
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from keys.manifest import IntakeManifest
+from review.duplicates import find_matches
+from review.metadata import warnings
 
 # The questionnaire's urgency options, most urgent first ("Do you expect to be arrested or
 # deported soon?": within days, within weeks, I do not know, no). Not answered comes last.
@@ -73,7 +75,8 @@ class Row:
     consent: tuple[str, ...]
     tags: tuple[str, ...]
     replied: bool
-    duplicates: tuple[str, ...]
+    duplicates: tuple[str, ...]  # other submissions that carry the very same file
+    similar: tuple[str, ...]  # other submissions with a photo that looks the same
     metadata: tuple[str, ...]  # kinds of identifying metadata found: gps, device, author, ...
     excerpt: str
     state: str  # "" (readable), "sealed" (not for this key) or "quarantined"
@@ -81,7 +84,8 @@ class Row:
     @property
     def warnings(self) -> tuple[str, ...]:
         dup = ("duplicate",) if self.duplicates else ()
-        return (*dup, *self.metadata)
+        similar = ("similar",) if self.similar else ()
+        return (*dup, *similar, *self.metadata)
 
 
 def rows(submissions: Iterable[Mapping[str, Any]], replies: Iterable[Mapping[str, Any]],
@@ -92,17 +96,19 @@ def rows(submissions: Iterable[Mapping[str, Any]], replies: Iterable[Mapping[str
     for reply in replies:
         source, day = str(reply.get("source", "")), str(reply.get("day", ""))
         last_reply[source] = max(day, last_reply.get(source, ""))
-    return [_row(sub, last_reply) for sub in submissions]
+    subs = list(submissions)
+    matches = find_matches(subs)
+    return [_row(sub, last_reply, matches.of(str(sub["id"]))) for sub in subs]
 
 
-def _row(sub: Mapping[str, Any], last_reply: Mapping[str, str]) -> Row:
+def _row(sub: Mapping[str, Any], last_reply: Mapping[str, str],
+         matches: Mapping[str, list[str]]) -> Row:
     found = sub.get("triage")
     t: Mapping[str, Any] = found if isinstance(found, dict) else {}
     urgency = t.get("urgency")
     day, source = str(sub.get("day", "")), str(sub.get("source", ""))
     state = ("sealed" if not sub.get("readable", True)
              else "quarantined" if sub.get("quarantine") else "")
-    dups = sub.get("duplicates")
     return Row(
         id=str(sub["id"]), day=day, source=source,
         urgency=urgency if isinstance(urgency, str) else None,
@@ -110,8 +116,9 @@ def _row(sub: Mapping[str, Any], last_reply: Mapping[str, str]) -> Row:
         consent=tuple(_strings(_list(t.get("consent")))),
         tags=tuple(_strings(_list(sub.get("tags")))),
         replied=source in last_reply and last_reply[source] >= day,
-        duplicates=tuple(_strings(_list(dups)))[:MAX_TRIAGE_ITEMS],
-        metadata=metadata_kinds(sub),
+        duplicates=tuple(matches["duplicates"][:MAX_TRIAGE_ITEMS]),
+        similar=tuple(matches["similar"][:MAX_TRIAGE_ITEMS]),
+        metadata=tuple(warnings(sub)),
         excerpt=str(sub.get("excerpt", "")),
         state=state,
     )
@@ -119,26 +126,6 @@ def _row(sub: Mapping[str, Any], last_reply: Mapping[str, str]) -> Row:
 
 def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
-
-
-# The metadata findings that identify a place or a person (issue 13 §2: `metadata` per
-# attachment, keys gps, device, times, author). Times alone identify no one.
-IDENTIFYING = ("gps", "device", "author")
-
-
-def metadata_kinds(sub: Mapping[str, Any]) -> tuple[str, ...]:
-    """Which identifying findings any attachment's metadata has. The findings may be kept as a
-    list per attachment or a mapping by attachment; whatever is not of those shapes is ignored."""
-    if "metadata" not in sub and "attachments" not in sub:
-        return ()
-    found = sub.get("metadata")
-    per_file: Iterable[object] = (
-        found.values() if isinstance(found, dict) else found if isinstance(found, list) else ())
-    atts = sub.get("attachments")
-    if isinstance(atts, list):
-        per_file = [*per_file, *(a.get("metadata") for a in atts if isinstance(a, dict))]
-    kinds = {k for f in per_file if isinstance(f, dict) for k in IDENTIFYING if f.get(k)}
-    return tuple(k for k in IDENTIFYING if k in kinds)
 
 
 def sort_rows(items: Sequence[Row], by: Sort = "urgency") -> list[Row]:

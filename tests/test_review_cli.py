@@ -356,7 +356,12 @@ def test_export_case(imported: dict[str, Any], subs: list[Submission], tmp_path:
     case = tmp_path / "case"
     ids = [subs[0].submission_id, subs[2].submission_id]
     assert run(imported, "extract", ids[0], "--out", tmp_path / "x").returncode == 0
-    result = run(imported, "export-case", *ids, "--out", case)
+    refused = run(imported, "export-case", *ids, "--out", case, "--purpose", "legal")
+    assert refused.returncode == 1
+    assert "did not consent to legal" in refused.stderr
+    assert not case.exists()
+    result = run(imported, "export-case", *ids, "--out", case, "--purpose", "legal",
+                 "--override-consent", "subpoena 12/2026")
     assert result.returncode == 0, result.stderr
     if shutil.which("sha256sum"):
         check = subprocess.run(
@@ -364,7 +369,8 @@ def test_export_case(imported: dict[str, Any], subs: list[Submission], tmp_path:
         )
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.count(": OK") == len([p for p in case.rglob("*") if p.is_file()]) - 1
-    assert (case / ids[0] / "attachments" / "عکس خانه.jpg").read_bytes() == PHOTO
+    assert (case / ids[0] / "originals" / "عکس خانه.jpg").read_bytes() == PHOTO
+    assert not (case / ids[0] / "working").exists()  # legal: the originals only
     for path in [case, *case.rglob("*")]:
         assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
     assert (case / ids[0] / "message.txt").read_text(encoding="utf-8") == DARI
@@ -380,6 +386,9 @@ def test_export_case(imported: dict[str, Any], subs: list[Submission], tmp_path:
     assert actions[0] == "init"
     assert "import" in actions
     start = actions.index("export-case")
+    started = next(e for e in entries if e.get("action") == "export-case")["details"]
+    assert started["consent_override"] == "subpoena 12/2026"
+    assert started["without_consent"] == sorted(ids)
     assert set(actions[start + 1 :]) == {"export-file"}  # every file, once written
     logged = {Path(e["details"]["out"]).name for e in entries if e.get("action") == "export-file"}
     assert logged == {"message.txt", "answers.json", "عکس خانه.jpg", "passwd", "evil.exe"}

@@ -141,7 +141,8 @@ def test_each_hostile_field_is_quarantined_and_the_rest_imports(
     assert "Quetta" in tool.run("show", good.submission_id)
     assert good.submission_id in tool.run("search", "fine testimony")
     tool.run("extract", bad.submission_id, "--out", tmp_path / "x", ok=False)
-    tool.run("export-case", bad.submission_id, "--out", tmp_path / "case", ok=False)
+    tool.run("export-case", bad.submission_id, "--out", tmp_path / "case", "--purpose", "legal",
+             "--override-consent", "test", ok=False)
     assert not (tmp_path / "x").exists()
 
 
@@ -303,9 +304,10 @@ def test_fuzzed_manifests_are_imported_or_quarantined_never_shown_raw(
     tool.every_view(fuzzed.submission_id)
     if rows[fuzzed.submission_id]["quarantine"] is None:
         tool.run("extract", fuzzed.submission_id, "--out", tmp / "x")
-        tool.run("export-case", fuzzed.submission_id, "--out", tmp / "case")
+        tool.run("export-case", fuzzed.submission_id, "--out", tmp / "case", "--purpose",
+                 "advocacy", "--override-consent", "test")
         for file in (tmp / "case").rglob("*"):
-            if file.is_file() and file.parent.name != "attachments":
+            if file.is_file() and file.parent.name not in ("originals", "working"):
                 text = file.read_text(encoding="utf-8")
                 assert not UNSAFE.search(text), (file, UNSAFE.findall(text))
 

@@ -76,6 +76,7 @@ class Submission:
     reply_identity: X25519Identity = field(default_factory=X25519Identity.generate)
     wrong_sha256_for: str | None = None  # record a wrong intake hash for this file name
     tamper: Callable[[dict[str, Any]], None] | None = None  # edit the manifest before encryption
+    consents: tuple[str, ...] = ()  # the uses ticked in the questionnaire's consent field
 
 
 def encrypt_submission(
@@ -129,7 +130,10 @@ def encrypt_submission(
             "answers": [
                 {"key": f"q{n}", "type": "text", "question": f"Question {k}?", "value": v}
                 for n, (k, v) in enumerate(sub.answers.items())
-            ],
+            ] + [
+                {"key": "consent_uses", "type": "consent", "question": "How may we use it?",
+                 "value": {p: p in sub.consents for p in ("advocacy", "referral", "legal")}}
+            ] * bool(sub.consents),
         },
     }
     if sub.tamper:

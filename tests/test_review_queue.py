@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from keys.manifest import IntakeManifest
 from review.answers import labelled_answers, questionnaire_labels
 from review.queue import (
@@ -15,7 +13,6 @@ from review.queue import (
     Filter,
     Row,
     matches,
-    metadata_kinds,
     parse_filter,
     rows,
     select,
@@ -104,34 +101,35 @@ def test_select_filters_then_sorts() -> None:
     assert [r.id for r in select(rows(subs, []), Filter(tag="t"))] == ["b", "a"]
 
 
-@pytest.mark.parametrize("record", [
-    {"metadata": [{"gps": [34.0, 71.5]}, {"times": ["2026"]}]},
-    {"metadata": {"abc": {"device": "Pixel", "gps": None}}},
-    {"attachments": [{"sha256": "x", "metadata": {"author": "A. Khan"}}]},
-])
-def test_metadata_findings_in_any_of_the_shapes_the_vault_may_keep(
-        record: dict[str, Any]) -> None:
-    kinds = metadata_kinds(record)
-    assert kinds
-    assert set(kinds) <= {"gps", "device", "author"}
+def _file(sha: str, phash: str | None = None, **metadata: Any) -> dict[str, Any]:
+    """An attachment's record as import keeps it (review/metadata.py)."""
+    return {"ciphertext": f"ct-{sha}", "sha256": sha, "size": 1, "metadata": metadata,
+            **({"phash": phash} if phash else {})}
 
 
-def test_metadata_and_duplicates_of_crafted_shapes_are_ignored() -> None:
-    assert metadata_kinds({"metadata": "gps"}) == ()
-    assert metadata_kinds({"metadata": [None, 3, {"times": ["x"]}]}) == ()
-    row = rows([sub("a", "2026-11-01", duplicates="b")], [])[0]
+def test_rows_carry_the_findings_and_matches_import_recorded() -> None:
+    subs = [sub("a", "2026-11-01", files=[_file("s1", gps=[34.0, 71.5], times=["2026"])]),
+            sub("b", "2026-11-02", files=[_file("s1"), _file("s2", device="Pixel 7")]),
+            sub("c", "2026-11-03", files=[_file("s3", author="A. Khan")]),
+            sub("d", "2026-11-04", files=[_file("s4", times=["2026"])])]
+    by_id = {r.id: r for r in rows(subs, [])}
+    assert by_id["a"].duplicates == ("b",)
+    assert by_id["a"].warnings == ("duplicate", "gps")  # times alone identify no one
+    assert by_id["b"].warnings == ("duplicate", "device")
+    assert by_id["c"].warnings == ("author",)
+    assert by_id["d"].warnings == ()
+
+
+def test_records_from_before_metadata_was_read_warn_of_nothing() -> None:
+    row = rows([sub("a", "2026-11-01", duplicates=["b"], metadata={"gps": [1, 2]})], [])[0]
     assert row.duplicates == ()
     assert row.warnings == ()
-    row = rows([sub("a", "2026-11-01", duplicates=["b", 7, "c"],
-                    metadata=[{"gps": [1, 2]}])], [])[0]
-    assert row.duplicates == ("b", "c")
-    assert row.warnings == ("duplicate", "gps")
 
 
 def test_a_record_without_triage_is_a_row_all_the_same() -> None:
     row = rows([{"id": "a", "day": "2026-11-01", "source": "s", "tags": "x",
                  "readable": False}], [])[0]
-    assert row == Row("a", "2026-11-01", "s", None, (), (), (), False, (), (), "", "sealed")
+    assert row == Row("a", "2026-11-01", "s", None, (), (), (), False, (), (), (), "", "sealed")
 
 
 def test_labelled_answers_in_dari_with_unknown_options_marked() -> None:

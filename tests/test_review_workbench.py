@@ -223,8 +223,9 @@ async def test_failures_are_shown_and_change_nothing(
             (tmp_path / "taken").mkdir()
             (tmp_path / "taken" / "x").write_text("x")
             await pilot.press("x")
-            app.screen.query_one("#answer", Input).value = str(tmp_path / "taken")
-            await pilot.press("enter")
+            app.screen.query_one("#out", Input).value = str(tmp_path / "taken")
+            app.screen.query_one("#override", Input).value = "a test"
+            await pilot.press("ctrl+s")
             assert "export-case failed" in app.status
             assert "not empty" in app.status
             await pilot.press("t")
@@ -249,11 +250,12 @@ async def test_export_extract_language_and_what_the_vault_warns_of(
     assert review("import", "--vault", vault_path, "--passphrase-file", passfile,
                   tmp_path / "h.tar").returncode == 0
     vault = Vault.open(vault_path, PASSPHRASE.encode())
-    # What issue 13 §2-§4 will record on import: findings per attachment and duplicate ids.
+    # What import recorded (issue 13 §2, §4), set to findings the test can name.
     photo_sha = hashlib.sha256(b"\xff\xd8 a photo").hexdigest()
-    vault.state["submissions"][dari.submission_id]["metadata"] = {
-        photo_sha: {"gps": [34.01, 71.52], "device": "Samsung SM-A105F"}}
-    vault.state["submissions"][dari.submission_id]["duplicates"] = [hostile.submission_id]
+    subs = vault.state["submissions"]
+    photo = next(f for f in subs[dari.submission_id]["files"] if f["sha256"] == photo_sha)
+    photo["metadata"] = {"gps": [34.01, 71.52], "device": "Samsung SM-A105F"}
+    subs[hostile.submission_id]["files"][0]["sha256"] = photo_sha  # the same file, twice
     custody_before = len(vault.state["custody"])
     app = Workbench(vault, Options(lang="en", out=tmp_path / "work"))
     try:
@@ -267,9 +269,17 @@ async def test_export_extract_language_and_what_the_vault_warns_of(
             await pilot.press("space")
             assert app.marked == {dari.submission_id, hostile.submission_id}
 
-            await pilot.press("x")  # export the two marked submissions
-            app.screen.query_one("#answer", Input).value = str(tmp_path / "case")
-            await pilot.press("enter")
+            await pilot.press("x")  # export the two marked submissions, for a legal case
+            app.screen.query_one("#out", Input).value = str(tmp_path / "refused")
+            app.screen.query_one("#purpose", Input).value = "legal"
+            await pilot.press("ctrl+s")
+            assert "export-case failed" in app.status  # nobody consented to legal use
+            assert not (tmp_path / "refused").exists()
+            await pilot.press("x")
+            app.screen.query_one("#out", Input).value = str(tmp_path / "case")
+            app.screen.query_one("#purpose", Input).value = "legal"
+            app.screen.query_one("#override", Input).value = "the court asked for the originals"
+            await pilot.press("ctrl+s")
             assert (tmp_path / "case" / "SHA256SUMS").is_file()
             assert (tmp_path / "case" / dari.submission_id / "message.txt").read_text() == DARI
 
@@ -306,4 +316,7 @@ async def test_export_extract_language_and_what_the_vault_warns_of(
         vault.close()
     actions = [e["action"] for e in vault.state["custody"][custody_before:]]
     assert actions[0] == "export-case"
+    export = vault.state["custody"][custody_before]
+    assert export["details"]["purpose"] == "legal"
+    assert export["details"]["consent_override"] == "the court asked for the originals"
     assert actions[-3:] == ["extract", "extract-file", "extract-done"]

@@ -18,7 +18,8 @@ from textual.widgets import Footer, Header, Input, Label, Static, TextArea
 from keys.errors import AmanatError, InputError
 from keys.sanitize import clean
 from review.answers import questionnaire_labels
-from review.case import export_case, extract_files
+from review.case import ExportRequest, export_case, extract_files
+from review.consent import PURPOSES
 from review.content import Content
 from review.queue import Filter, Row, Sort, parse_filter, rows, select
 from review.replies import make_reply, sent_replies
@@ -97,24 +98,24 @@ class Editor(ModalScreen[tuple[str, str] | None]):
         self.dismiss(None)
 
 
-class ReportDialog(ModalScreen[dict[str, str] | None]):
-    """The report's folder, period and threshold (the language is the workbench's)."""
+class FieldsDialog(ModalScreen[dict[str, str] | None]):
+    """A few named text fields; Ctrl+S (or Enter) hands them back, Escape cancels."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+s", "save", "Write report", priority=True), ("escape", "cancel", "Cancel")]
-    FIELDS = (("out", "folder"), ("start", "from day (YYYY-MM-DD, empty: all)"),
-              ("end", "to day (YYYY-MM-DD, empty: all)"), ("threshold", "hide counts below"))
+        Binding("ctrl+s", "save", "Save", priority=True), ("escape", "cancel", "Cancel")]
+    TITLE = ""
+    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, defaults: dict[str, str]) -> None:
         super().__init__()
-        self.defaults = {"out": out, "start": "", "end": "", "threshold": str(DEFAULT_THRESHOLD)}
+        self.defaults = defaults
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("anonymized advocacy report  (Ctrl+S writes it, Escape cancels)")
+            yield Label(f"{self.TITLE}  (Ctrl+S writes it, Escape cancels)")
             for key, label in self.FIELDS:
                 yield Label(label)
-                yield Input(value=self.defaults[key], id=key)
+                yield Input(value=self.defaults.get(key, ""), id=key)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -125,6 +126,25 @@ class ReportDialog(ModalScreen[dict[str, str] | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ReportDialog(FieldsDialog):
+    """The report's folder, period and threshold (the language is the workbench's)."""
+
+    TITLE = "anonymized advocacy report"
+    FIELDS = (("out", "folder"), ("start", "from day (YYYY-MM-DD, empty: all)"),
+              ("end", "to day (YYYY-MM-DD, empty: all)"), ("threshold", "hide counts below"))
+
+    def __init__(self, out: str) -> None:
+        super().__init__({"out": out, "threshold": str(DEFAULT_THRESHOLD)})
+
+
+class ExportDialog(FieldsDialog):
+    """The case's folder, its purpose, and (only to export without consent) the reason."""
+
+    TITLE = "export a case"
+    FIELDS = (("out", "new folder"), ("purpose", f"purpose ({' | '.join(PURPOSES)})"),
+              ("override", "export without the sources' consent because (empty: never)"))
 
 
 # --- views ---------------------------------------------------------------------------------------
@@ -222,6 +242,13 @@ class Workbench(App[None]):
 
     def get_default_screen(self) -> Screen[Any]:
         return QueueScreen()
+
+    def row_of(self, sid: str) -> Row:
+        """The queue's row of a submission (its matches are found across the whole vault)."""
+        if self._rows is None:
+            self.refresh_queue()
+        assert self._rows is not None
+        return next(r for r in self._rows if r.id == sid)
 
     def refresh_queue(self, *, changed: bool = False) -> None:
         """Redraw the queue after a change of sort, filter or language; `changed`: of the vault
@@ -326,7 +353,7 @@ class Workbench(App[None]):
                 content = self.vault.content(sub)
             except AmanatError as exc:
                 return Text(f"cannot open {sid}: {clean(str(exc))}")
-        (row,) = rows([sub], self.vault.state["replies"])
+        row = self.row_of(sid)
         replies = sent_replies(self.vault, sub["source"])
         return submission_text(sub, content, self.labels, replies, row)
 
@@ -410,14 +437,20 @@ class Workbench(App[None]):
         if not ids:
             return
 
-        def export(folder: str | None) -> None:
-            if folder:
+        def export(answers: dict[str, str] | None) -> None:
+            if answers is not None:
                 self.attempt("export-case", lambda: f"case of {len(ids)} submission(s) written "
-                             f"to {export_case(self.vault, ids, Path(folder))}")
+                             f"to {self._export(ids, answers)}")
 
         default = self.options.out / f"case-{today()}-{len(self.vault.state['custody'])}"
-        self.push_screen(Ask(f"export a case of {len(ids)} submission(s) (marked, else the "
-                             "current one) to the new folder", str(default)), export)
+        self.push_screen(ExportDialog({"out": str(default), "purpose": PURPOSES[0]}), export)
+
+    def _export(self, ids: list[str], answers: dict[str, str]) -> Path:
+        purpose = answers["purpose"].strip()
+        if purpose not in PURPOSES:
+            raise ExportInputError(f"the purpose is one of {', '.join(PURPOSES)}")
+        override = answers["override"].strip() or None
+        return export_case(self.vault, ids, Path(answers["out"]), ExportRequest(purpose, override))
 
     def action_report(self) -> None:
         def report(answers: dict[str, str] | None) -> None:
@@ -440,6 +473,10 @@ class Workbench(App[None]):
         sums = make_report(self.vault, ReportRequest(out=out, labels=self.labels,
                                                      threshold=threshold, start=start, end=end))
         return f"report written to {out} (report.html sha256 {sums['report.html']})"
+
+
+class ExportInputError(InputError):
+    """A case export asked for with a purpose that is not one."""
 
 
 class ReportInputError(InputError):

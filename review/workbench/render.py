@@ -16,6 +16,7 @@ from rich.text import Text
 from keys.sanitize import clean, one_line
 from review.answers import QuestionnaireLabels, labelled_answers
 from review.content import Content
+from review.metadata import by_ciphertext
 from review.queue import URGENCY_KEY, Row
 
 # (title, width): fixed widths, so the table never measures 10,000 rows to lay out its columns;
@@ -81,6 +82,9 @@ def submission_text(
     if row.duplicates:
         out.append(f"same file as: {one_line(', '.join(row.duplicates), 200)}\n",
                    style="bold yellow")
+    if row.similar:
+        out.append(f"a similar photo in: {one_line(', '.join(row.similar), 200)}\n",
+                   style="bold yellow")
     if sub.get("quarantine"):
         out.append(f"QUARANTINED: {clean(str(sub['quarantine']), single_line=True)}\n",
                    style="bold red")
@@ -108,28 +112,17 @@ def _content(out: Text, sub: Mapping[str, Any], content: Content,
     _heading(out, "attachments")
     if not content.attachments:
         out.append("  (none)\n")
-    for n, att in enumerate(content.attachments):
+    for att in content.attachments:
         out.append(f"  {one_line(att['name'], 80)}", style="bold")
         out.append(f"  {att['size']} bytes  {clean(att['content_type'], single_line=True)}\n")
         out.append(f"      sha256 {att['sha256']}\n")
-        for finding in _findings(sub, att, n):
+        for finding in _findings(sub, att):
             out.append(f"      ⚠ {finding}\n", style="bold yellow")
 
 
-def _findings(sub: Mapping[str, Any], att: Mapping[str, Any], index: int) -> list[str]:
-    """The metadata found in one attachment, where the vault has any (by SHA-256, by name, or
-    by position, whichever shape the record has)."""
-    found = sub.get("metadata")
-    meta: object = None
-    if isinstance(found, dict):
-        meta = found.get(att["sha256"]) or found.get(att["name"])
-    elif isinstance(found, list) and index < len(found):
-        meta = found[index]
-    if meta is None and isinstance(sub.get("attachments"), list):
-        atts = [a for a in sub["attachments"] if isinstance(a, dict)]
-        meta = next((a.get("metadata") for a in atts if a.get("sha256") == att["sha256"]), None)
-    if not isinstance(meta, dict):
-        return []
+def _findings(sub: Mapping[str, Any], att: Mapping[str, Any]) -> list[str]:
+    """The metadata found in one attachment on import (review/metadata.py), if any."""
+    meta = by_ciphertext(sub).get(att["ciphertext"]["name"], {})
     return [f"{clean(str(k), single_line=True)}: {one_line(_flat(v), 100)}"
             for k, v in meta.items() if v]
 
