@@ -15,6 +15,11 @@ before the commit returns), `foreign_keys=ON` and `secure_delete=ON` (deleted ro
 The write-ahead log still holds the pages as they were before a delete: `truncate_journal`, run
 after every purge and by the daily maintenance, copies it into the database and cuts it to zero
 bytes, so nothing of a purged submission remains in any file (issue 10, section 5).
+
+PostgreSQL (`postgresql+asyncpg://`, the `postgresql` extra) runs the same migrations. A delete
+there leaves the row's bytes in the table's and its indexes' pages (a plain VACUUM only marks them
+free): `truncate_journal` rewrites the tables instead (`VACUUM FULL`). What PostgreSQL keeps beyond
+that (its write-ahead log, replicas, backups) is the operator's to configure: docs/format.md.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -524,14 +530,43 @@ async def sweep_orphans(session: AsyncSession, store: CiphertextStore) -> int:
 
 
 async def truncate_journal(session: AsyncSession) -> bool:
-    """SQLite: checkpoint the write-ahead log into the database (where secure_delete zeroed what
-    was deleted) and truncate it to zero bytes, so no copy of a deleted row stays in it. Call it
-    on a session with no transaction open. Returns False when another connection's read kept it
-    from completing (the next call tries again); other databases: True, nothing to do."""
-    if session.get_bind().dialect.name != "sqlite":
+    """Leave no copy of a deleted row in the database's files. Call it on a session with no
+    transaction open. Returns False when another connection kept it from completing (the next
+    call tries again).
+
+    SQLite: checkpoint the write-ahead log into the database (where secure_delete zeroed what was
+    deleted) and truncate it to zero bytes. PostgreSQL: `_rewrite_tables`. Others: nothing."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return await _rewrite_tables(session)
+    if dialect != "sqlite":
         return True
     busy, _log, _done = (await session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).one()
     return not busy
+
+
+# A rewrite waits at most this long for its table's lock; meanwhile every other query on that
+# table queues behind it, so a long reader (a pull) makes it give up rather than stall intake.
+_REWRITE_LOCK_TIMEOUT = "2s"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+async def _rewrite_tables(session: AsyncSession) -> bool:
+    """PostgreSQL: `VACUUM FULL` every table, which writes the live rows into new files and
+    deletes the old ones. A plain VACUUM only marks a dead row's space free: its bytes stay in
+    the page until a later row happens to overwrite them. VACUUM runs outside any transaction."""
+    connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    await connection.execute(text(f"SET lock_timeout = '{_REWRITE_LOCK_TIMEOUT}'"))
+    try:
+        await connection.execute(text(f"VACUUM FULL {tables}"))
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        return False
+    finally:
+        await connection.execute(text("RESET lock_timeout"))
+    return True
 
 
 def sqlite_files(url: str) -> list[Path]:
