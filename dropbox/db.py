@@ -557,15 +557,19 @@ async def _rewrite_tables(session: AsyncSession) -> bool:
     the page until a later row happens to overwrite them. VACUUM runs outside any transaction."""
     connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-    await connection.execute(text(f"SET lock_timeout = '{_REWRITE_LOCK_TIMEOUT}'"))
     try:
+        await connection.execute(text(f"SET lock_timeout = '{_REWRITE_LOCK_TIMEOUT}'"))
         await connection.execute(text(f"VACUUM FULL {tables}"))
     except DBAPIError as error:
         if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
             raise
         return False
     finally:
-        await connection.execute(text("RESET lock_timeout"))
+        # Closed rather than reset: its lock timeout must not reach the pool, even when the
+        # VACUUM was cancelled half-way (then the connection can no longer run a RESET). The
+        # session goes on with a new connection.
+        await connection.invalidate()
+        await session.rollback()
     return True
 
 

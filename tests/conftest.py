@@ -17,7 +17,8 @@ Use them like this (every test gets its own folder under tmp_path):
   config, written to the config file (so a subprocess can use `server.config_path` too) and
   served with `create_app` + `start_site` on 127.0.0.1, port 0, with a real SQLite file.
 - Backends: a test module that sets `BACKENDS = ("sqlite", "postgresql")` runs each of its tests
-  that use `database_url` (through `running_server` too) once per backend; `database_url` is None
+  that use `database_url` (through `running_server` too) once per backend (tests marked `tor`
+  once, on SQLite); `database_url` is None
   for the demo's own SQLite file, or a fresh database in the session's PostgreSQL cluster
   (tests/postgres.py; skipped where PostgreSQL is not installed).
 - `SourceClient(url)` plays a source's browser without JavaScript: cookies, CSRF tokens from the
@@ -68,6 +69,9 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     backends = getattr(metafunc.module, "BACKENDS", None)
+    # Tests on the private Tor network are slow and not about the database: SQLite only.
+    if metafunc.definition.get_closest_marker("tor") is not None:
+        return
     if backends and "database_url" in metafunc.fixturenames:
         metafunc.parametrize("database_url", backends, indirect=True)
 
