@@ -637,6 +637,28 @@ def _upgrade_to_head(connection: Connection) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(connection), "head")
+    if connection.dialect.name == "postgresql":
+        _keep_no_statistics(connection)
+
+
+def _keep_no_statistics(connection: Connection) -> None:
+    """PostgreSQL: collect no statistics of any column of ours. ANALYZE (autovacuum runs it)
+    stores sample values (ids, store names, hashes, days) in pg_statistic, compressed, where a
+    purge and its VACUUM FULL never reach them. Run with the migrations that create the tables,
+    so no sample is ever taken (samples taken before stay: docs/format.md). Only columns not yet
+    at 0 are altered, so a restart takes no lock."""
+    ours = [table.name for table in Base.metadata.sorted_tables]
+    columns = connection.execute(
+        text(
+            "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " WHERE c.relname = ANY(:tables) AND c.relnamespace = 'public'::regnamespace"
+            " AND a.attnum > 0 AND NOT a.attisdropped"
+            " AND a.attstattarget IS DISTINCT FROM 0"
+        ),
+        {"tables": ours},
+    ).all()
+    for table, column in columns:
+        connection.execute(text(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET STATISTICS 0'))
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
