@@ -16,8 +16,8 @@
 #   requirements.txt  every wheel pinned by version and SHA-256, for pip --require-hashes
 #   SHA256SUMS        for `sha256sum -c` after carrying the folder across
 #   INSTALL.txt       the commands to run on the target, which needs no network
-# Packages of the other roles (aiohttp, stem, SQLAlchemy, ...) are never downloaded: the script
-# refuses to finish if one of them shows up.
+# Packages of the other roles (aiohttp, stem, SQLAlchemy, asyncpg, ...) are never downloaded: the
+# script refuses to finish if one of them shows up.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
@@ -44,7 +44,8 @@ def names(specs): return {re.split(r"[\[<>=!~; ]", s, maxsplit=1)[0].lower() for
 if what == "wanted":
     print(" ".join(wanted))
 else:
-    others = names(extras["server"] + extras["workstation"] + ["mako"]) - names(wanted)  # mako: alembic's
+    server = extras["server"] + extras["postgresql"] + ["mako"]  # mako: alembic's
+    others = names(server + extras["workstation"]) - names(wanted)
     print("^(" + "|".join(re.sub(r"[-_.]+", "[-_.]", n) for n in sorted(others)) + ")-")
 PYTHON
 }

@@ -17,6 +17,11 @@ before the commit returns), `foreign_keys=ON` and `secure_delete=ON` (deleted ro
 The write-ahead log still holds the pages as they were before a delete: `truncate_journal`, run
 after every purge and by the daily maintenance, copies it into the database and cuts it to zero
 bytes, so nothing of a purged submission remains in any file (issue 10, section 5).
+
+PostgreSQL (`postgresql+asyncpg://`, the `postgresql` extra) runs the same migrations. A delete
+there leaves the row's bytes in the table's and its indexes' pages (a plain VACUUM only marks them
+free): `truncate_journal` rewrites the tables instead (`VACUUM FULL`). What PostgreSQL keeps beyond
+that (its write-ahead log, replicas, backups) is the operator's to configure: docs/format.md.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -592,15 +598,49 @@ async def sweep_orphans(session: AsyncSession, store: CiphertextStore) -> int:
     return len(orphans)
 
 
-async def truncate_journal(session: AsyncSession) -> bool:
-    """SQLite: checkpoint the write-ahead log into the database (where secure_delete zeroed what
-    was deleted) and truncate it to zero bytes, so no copy of a deleted row stays in it. Call it
-    on a session with no transaction open. Returns False when another connection's read kept it
-    from completing (the next call tries again); other databases: True, nothing to do."""
-    if session.get_bind().dialect.name != "sqlite":
+async def truncate_journal(session: AsyncSession, *, tables: Sequence[str] = ()) -> bool:
+    """Leave no copy of a deleted row in the database's files. Call it on a session with no
+    transaction open. Returns False when another connection kept it from completing (the next
+    call tries again).
+
+    SQLite: checkpoint the write-ahead log into the database (where secure_delete zeroed what was
+    deleted) and truncate it to zero bytes. PostgreSQL: `_rewrite_tables`, only `tables` when
+    named (a source deleting a reply must not make every table be rewritten). Others: nothing."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return await _rewrite_tables(session, tables)
+    if dialect != "sqlite":
         return True
     busy, _log, _done = (await session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).one()
     return not busy
+
+
+# A rewrite waits at most this long for its table's lock; meanwhile every other query on that
+# table queues behind it, so a long reader (a pull) makes it give up rather than stall intake.
+_REWRITE_LOCK_TIMEOUT = "2s"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+async def _rewrite_tables(session: AsyncSession, only: Sequence[str] = ()) -> bool:
+    """PostgreSQL: `VACUUM FULL` every table, which writes the live rows into new files and
+    deletes the old ones. A plain VACUUM only marks a dead row's space free: its bytes stay in
+    the page until a later row happens to overwrite them. VACUUM runs outside any transaction."""
+    connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables if not only or t.name in only)
+    try:
+        await connection.execute(text(f"SET lock_timeout = '{_REWRITE_LOCK_TIMEOUT}'"))
+        await connection.execute(text(f"VACUUM FULL {tables}"))
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        return False
+    finally:
+        # Closed rather than reset: its lock timeout must not reach the pool, even when the
+        # VACUUM was cancelled half-way (then the connection can no longer run a RESET). The
+        # session goes on with a new connection.
+        await connection.invalidate()
+        await session.rollback()
+    return True
 
 
 def sqlite_files(url: str) -> list[Path]:
@@ -667,6 +707,28 @@ def _upgrade_to_head(connection: Connection) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(connection), "head")
+    if connection.dialect.name == "postgresql":
+        _keep_no_statistics(connection)
+
+
+def _keep_no_statistics(connection: Connection) -> None:
+    """PostgreSQL: collect no statistics of any column of ours. ANALYZE (autovacuum runs it)
+    stores sample values (ids, store names, hashes, days) in pg_statistic, compressed, where a
+    purge and its VACUUM FULL never reach them. Run with the migrations that create the tables,
+    so no sample is ever taken (samples taken before stay: docs/format.md). Only columns not yet
+    at 0 are altered, so a restart takes no lock."""
+    ours = [table.name for table in Base.metadata.sorted_tables]
+    columns = connection.execute(
+        text(
+            "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " WHERE c.relname = ANY(:tables) AND c.relnamespace = 'public'::regnamespace"
+            " AND a.attnum > 0 AND NOT a.attisdropped"
+            " AND a.attstattarget IS DISTINCT FROM 0"
+        ),
+        {"tables": ours},
+    ).all()
+    for table, column in columns:
+        connection.execute(text(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET STATISTICS 0'))
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:

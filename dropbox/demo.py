@@ -81,9 +81,10 @@ class DemoOrg:
 
 
 def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = False,
-                    tor_mode: str = "none") -> DemoOrg:
+                    tor_mode: str = "none", database_url: str | None = None) -> DemoOrg:
     """Create an organization, one investigator, a signed keyring, a salt and a config in `root`
-    (which must not hold them yet)."""
+    (which must not hold them yet). The config's database is a SQLite file in its data folder
+    unless `database_url` names another (e.g. a PostgreSQL database)."""
     org_dir = root / "org"
     org_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     signing_key = SigningKey.generate()
@@ -107,7 +108,7 @@ def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = F
         root / IDENTITY_NAME: protect_identity(investigator, passphrase, work_factor),
         root / CREDENTIAL_NAME: protect_credential(credential, passphrase, work_factor),
         root / SALT_NAME: secrets.token_bytes(32),
-        root / CONFIG_NAME: demo_config_toml(port, cheap_kdf, tor_mode).encode("utf-8"),
+        root / CONFIG_NAME: demo_config_toml(port, cheap_kdf, tor_mode, database_url).encode(),
     }
     for path, data in secret_files.items():
         write_new(path, data, secret=True)
@@ -124,8 +125,10 @@ def create_demo_org(root: Path, *, port: int = DEFAULT_PORT, cheap_kdf: bool = F
     )
 
 
-def demo_config_toml(port: int, cheap_kdf: bool, tor_mode: str) -> str:
+def demo_config_toml(port: int, cheap_kdf: bool, tor_mode: str,
+                     database_url: str | None = None) -> str:
     profile = "cheapest" if cheap_kdf else "production"
+    database = "" if database_url is None else f"database_url = {json.dumps(database_url)}\n"
     return f"""\
 # Amanat demo configuration (created by `amanat demo`). Paths are relative to this file.
 [server]
@@ -135,7 +138,7 @@ instance_description = "A demonstration drop. Do not send real testimonies here.
 
 [storage]
 data_dir = "data"
-reserve_bytes = {64 * 1024 * 1024}
+{database}reserve_bytes = {64 * 1024 * 1024}
 
 [keys]
 org_public_key = "org/{ORG_PUB}"

@@ -273,7 +273,7 @@ async def reply_delete(request: web.Request) -> web.Response:
             name = await db.delete_reply(dbs, session.source_id, reply_id)
         if name is not None:
             await asyncio.to_thread(pages.state(request).store.delete, name)
-            await db.truncate_journal(dbs)  # the WAL's copy of the row goes too
+            await db.truncate_journal(dbs, tables=[db.Reply.__tablename__])  # its copies too
     return pages.redirect("/submit")
 
 

@@ -16,6 +16,11 @@ Use them like this (every test gets its own folder under tmp_path):
   as dicts (`server=`, `storage=`, `limits=`, `keys=`, `i18n=`); they are merged into the demo
   config, written to the config file (so a subprocess can use `server.config_path` too) and
   served with `create_app` + `start_site` on 127.0.0.1, port 0, with a real SQLite file.
+- Backends: a test module that sets `BACKENDS = ("sqlite", "postgresql")` runs each of its tests
+  that use `database_url` (through `running_server` too) once per backend (tests marked `tor`
+  once, on SQLite); `database_url` is None
+  for the demo's own SQLite file, or a fresh database in the session's PostgreSQL cluster
+  (tests/postgres.py; skipped where PostgreSQL is not installed).
 - `SourceClient(url)` plays a source's browser without JavaScript: cookies, CSRF tokens from the
   pages, plain form posts.
 """
@@ -26,7 +31,7 @@ import contextlib
 import re
 import sqlite3
 import tomllib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from html import unescape
@@ -36,6 +41,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from postgres import PostgresCluster, is_postgres, postgres_bin
+from postgres import query as postgres_query
 
 from dropbox.app import create_app, start_site
 from dropbox.config import Config, load_config
@@ -46,6 +53,36 @@ from keys.age import decrypt
 pytest_plugins = ["conftest_tor"]  # the private Tor network fixtures (tests/tornet.py)
 
 FileSpec = tuple[str, bytes, str]  # (filename, content, content type)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the whole session (started on first use)."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql: ./dev test adds it)")
+    cluster = PostgresCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    # Tests on the private Tor network are slow and not about the database: SQLite only.
+    if metafunc.definition.get_closest_marker("tor") is not None:
+        return
+    if backends and "database_url" in metafunc.fixturenames:
+        metafunc.parametrize("database_url", backends, indirect=True)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (the demo's SQLite file in its data folder) or a fresh PostgreSQL database's URL."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()
 
 
 @pytest.fixture
@@ -85,7 +122,9 @@ class RunningServer:
         return Path(self.config.storage.database_url.split(":///", 1)[1])
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Rows from the real SQLite file (read-only connection)."""
+        """Rows from the real database (SQLite: a read-only connection to its file)."""
+        if is_postgres(self.config.storage.database_url):
+            return postgres_query(self.config.storage.database_url, sql, *args)
         with contextlib.closing(sqlite3.connect(f"file:{self.database_path}?mode=ro",
                                                 uri=True)) as conn:
             return conn.execute(sql, args).fetchall()
@@ -156,13 +195,15 @@ async def serve_org(org: DemoOrg, **overrides: dict[str, Any]) -> AsyncIterator[
 
 @pytest.fixture
 def running_server(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str | None
 ) -> Callable[..., AbstractAsyncContextManager[RunningServer]]:
-    """`async with running_server(**overrides) as server:` — a fresh organization and server."""
+    """`async with running_server(**overrides) as server:` — a fresh organization and server
+    (on PostgreSQL, servers started in one test share its database)."""
     counter = iter(range(1_000_000))
 
     def start(**overrides: dict[str, Any]) -> AbstractAsyncContextManager[RunningServer]:
-        org = create_demo_org(tmp_path / f"server-{next(counter)}", port=0, cheap_kdf=True)
+        org = create_demo_org(tmp_path / f"server-{next(counter)}", port=0, cheap_kdf=True,
+                              database_url=database_url)
         return serve_org(org, **overrides)
 
     return start

@@ -16,11 +16,13 @@ def _distribution_names(specs: list[str]) -> set[str]:
 
 
 def networked_packages() -> tuple[str, ...]:
-    """Import names of the server's and the online workstation's packages (the extras), which the
-    organization-key machine and the review workstation do not have."""
+    """Import names of the server's (with its PostgreSQL driver) and the online workstation's
+    packages (the extras), which the organization-key machine and the review workstation do not
+    have."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
     extras = project["optional-dependencies"]
-    wanted = _distribution_names(extras["server"] + extras["workstation"])
+    wanted = _distribution_names(
+        extras["server"] + extras["postgresql"] + extras["workstation"])
     wanted -= _distribution_names(project["dependencies"])
     normalized = {re.sub(r"[-_.]+", "-", name) for name in wanted}
     found = {module for module, dists in packages_distributions().items()

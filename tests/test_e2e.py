@@ -34,11 +34,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from postgres import PostgresCluster, is_postgres
+from postgres import query as postgres_query
 
+from dropbox.demo import create_demo_org
 from keys.identity_file import open_credential
 from keys.transfer_auth import EMPTY_SHA256, sign_request
 
 pytestmark = pytest.mark.slow
+BACKENDS = ("sqlite", "postgresql")  # conftest.py: tests using `database_url` run on both
+TABLES = ("sources", "submissions", "ciphertexts", "acknowledgements", "replies")
 
 MIB = 1024 * 1024
 REVIEW_MISSING = not Path(__file__).resolve().parent.parent.joinpath("review", "cli.py").exists()
@@ -74,8 +79,12 @@ class Demo:
     identity: Path
     credential: Path
     passphrase_file: Path
+    database_url: str | None = None  # None: the demo's SQLite file
+    purged: list[str] = field(default_factory=list)  # ids and store names an ack let go of
 
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        if self.database_url is not None and is_postgres(self.database_url):
+            return postgres_query(self.database_url, sql, *args)
         database = self.root / "data" / "amanat.sqlite3"
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
             return conn.execute(sql, args).fetchall()
@@ -103,8 +112,13 @@ class Demo:
 
 
 @contextlib.contextmanager
-def demo_server(root: Path) -> Iterator[Demo]:
+def demo_server(root: Path, database_url: str | None = None) -> Iterator[Demo]:
+    """`amanat demo` in a subprocess; on `database_url` (made here, then reused by the demo as
+    an existing folder) when one is given."""
     root.mkdir(parents=True)
+    if database_url is not None:
+        org = create_demo_org(root, port=0, cheap_kdf=True, database_url=database_url)
+        (root / "demo.json").write_text(json.dumps({"investigator_passphrase": org.passphrase}))
     log = root.parent / "demo.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -118,7 +132,7 @@ def demo_server(root: Path) -> Iterator[Demo]:
         passphrase_file.write_text(state["investigator_passphrase"] + "\n")
         yield Demo(root, state["url"], state["transfer_url"], Path(state["config"]),
                    Path(state["investigator_identity"]),
-                   Path(state["investigator_transfer_credential"]), passphrase_file)
+                   Path(state["investigator_transfer_credential"]), passphrase_file, database_url)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -312,9 +326,18 @@ def review_json(vault: Path, pf: Path, *args: object) -> Any:
 
 
 @pytest.mark.skipif(REVIEW_MISSING, reason="review/cli.py (amanat-review) is not there yet")
-def test_end_to_end(tmp_path: Path) -> None:
-    with demo_server(tmp_path / "demo") as demo:
+def test_end_to_end(
+    tmp_path: Path, database_url: str | None, request: pytest.FixtureRequest
+) -> None:
+    with demo_server(tmp_path / "demo", database_url) as demo:
         _run_everything(demo, tmp_path)
+    if database_url is not None:  # the purge rewrote the tables: their files hold none of it
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        cluster.checkpoint()
+        [(oid,)] = demo.query("SELECT oid FROM pg_database WHERE datname = current_database()")
+        for path in (cluster.data_dir / "base" / str(oid)).iterdir():
+            data = path.read_bytes()
+            assert not [m for m in demo.purged if m.encode() in data], path
 
 
 def _run_everything(demo: Demo, tmp: Path) -> None:
@@ -436,6 +459,7 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
 
     # --- acknowledgement: the server lets go of those ciphertexts ----------------------------
     names = [row[0] for row in demo.query("SELECT name FROM ciphertexts")]
+    demo.purged = [*names, *(row[0] for row in demo.query("SELECT id FROM submissions"))]
     assert len(names) >= 3 + 2
     assert all(demo.object_path(n).exists() for n in names)
     refused = amanat("transfer", "ack", *demo.client_args(), "--bundle", tampered,
@@ -448,6 +472,9 @@ def _run_everything(demo: Demo, tmp: Path) -> None:
     assert not any(demo.object_path(n).exists() for n in names)
     assert demo.query("SELECT count(*) FROM ciphertexts") == [(0,)]
     assert demo.query("SELECT count(*) FROM submissions") == [(0,)]  # not even their days
+    for table in TABLES:  # no other row names them either
+        rows = repr(demo.query(f"SELECT * FROM {table}"))
+        assert not [m for m in demo.purged if m in rows], table
     empty = tmp / "empty.tar"
     amanat("transfer", "pull", *demo.client_args(), "--out", empty)
     assert empty.stat().st_size < 4096  # a signed bundle with no items

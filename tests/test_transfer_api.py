@@ -1,4 +1,5 @@
-"""The transfer API on its own real socket, next to the real intake server and SQLite file.
+"""The transfer API on its own real socket, next to the real intake server and its database: a
+SQLite file, and a real PostgreSQL server (every test that uses `org` runs on both).
 
 Submissions go in through the source pages (SourceClient); bundles come out signed; replies go
 back and a source reads them; acknowledgements delete ciphertexts; every refusal is checked.
@@ -48,6 +49,7 @@ from keys.transfer_auth import EMPTY_SHA256, HEADER_CONTENT_SHA256, sign_request
 from workstation.cli import verified_submission_ids
 from workstation.client import TransferClient, TransferClientError
 
+BACKENDS = ("sqlite", "postgresql")  # conftest.py: tests using `database_url` run on both
 
 @dataclasses.dataclass
 class Pair:
@@ -57,8 +59,8 @@ class Pair:
 
 
 @pytest.fixture
-def org(tmp_path: Path) -> DemoOrg:
-    return create_demo_org(tmp_path / "org", port=0, cheap_kdf=True)
+def org(tmp_path: Path, database_url: str | None) -> DemoOrg:
+    return create_demo_org(tmp_path / "org", port=0, cheap_kdf=True, database_url=database_url)
 
 
 @contextlib.asynccontextmanager
@@ -327,11 +329,13 @@ async def test_a_revocation_releases_what_waited_for_the_revoked_investigator(
     # the purge the transfer app runs at startup (and hourly) re-checks the policy
     async with servers(org) as pair:
         deadline = asyncio.get_running_loop().time() + 30
-        while pair.public.query("SELECT count(*) FROM submissions") != [(0,)]:
+        files = [pair.public.state.store.path(c.name) for c in item.ciphertexts]
+        # the purge deletes the files after it commits: wait for both
+        while (pair.public.query("SELECT count(*) FROM submissions") != [(0,)]
+               or any(path.exists() for path in files)):
             assert asyncio.get_running_loop().time() < deadline, "the purge never ran"
             await asyncio.sleep(0.05)
         assert pair.public.query("SELECT count(*) FROM ciphertexts") == [(0,)]
-        assert not any(pair.public.state.store.path(c.name).exists() for c in item.ciphertexts)
 
 
 async def test_an_investigator_added_later_is_not_waited_for(org: DemoOrg) -> None:
