@@ -9,23 +9,26 @@ test-artifacts/screenshots/ (git-ignored) for people to look at.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import (
+    BROWSER_DIR,
+    BROWSER_MARKS,
+    CHROMIUM,
+    ROOT,
+    SCREENSHOTS,
+    run_node,
+)
 from conftest import RunningServer
 
 from dropbox import db
 from keys.age import encrypt
 from keys.codename import derive_source_keys, generate_codename
 
-ROOT = Path(__file__).resolve().parent.parent
-BROWSER_DIR = ROOT / "tests" / "browser"
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
 LOCALES = {"en": ("en", "ltr"), "fa_AF": ("fa-AF", "rtl"), "ps": ("ps", "rtl"),
            "ur": ("ur", "rtl"), "fa": ("fa", "rtl"), "ar": ("ar", "rtl")}
 PAGES = {"landing", "codename", "codename-error", "submit", "submit-errors", "success", "login",
@@ -34,12 +37,8 @@ SCREENSHOT_LOCALES = ["en", "fa_AF", "ps"]
 SCRIPTED_PAGES = {"submit", "submit-errors", "replies", "reply-delete"}  # submit page variants
 
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
-    pytest.mark.skipif(not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir()
-                       or not (BROWSER_DIR / "node_modules" / "axe-core").is_dir(),
+    *BROWSER_MARKS,
+    pytest.mark.skipif(not (BROWSER_DIR / "node_modules" / "axe-core").is_dir(),
                        reason="run ./dev test (npm install in tests/browser) first"),
 ]
 
@@ -83,25 +82,12 @@ async def source_with_a_reply(server: RunningServer) -> str:
 async def run_pages_js(server: RunningServer, tmp_path: Path) -> dict[str, Any]:
     if SCREENSHOTS.exists():
         shutil.rmtree(SCREENSHOTS)
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({
+    result = await run_node("pages.js", {
         "base": server.url, "locales": list(LOCALES), "chromium": CHROMIUM,
         "reply_codename": await source_with_a_reply(server),
         "screenshot_locales": SCREENSHOT_LOCALES, "screenshot_dir": str(SCREENSHOTS),
         "submissions": SUBMISSIONS,
-    }), "utf-8")
-    # The server runs in this event loop: the browser must be awaited, not waited for.
-    process = await asyncio.create_subprocess_exec(
-        "node", str(BROWSER_DIR / "pages.js"), str(job), cwd=BROWSER_DIR,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=600)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, stderr.decode()
-    result: dict[str, Any] = json.loads(stdout)
+    }, tmp_path / "job.json", timeout=600)
     (ROOT / "test-artifacts" / "axe-results.json").write_text(json.dumps(result, indent=1),
                                                              "utf-8")
     return result

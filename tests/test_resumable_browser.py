@@ -4,45 +4,20 @@ the file arrives intact (issue 12 §3)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
+from browser_support import BROWSER_MARKS, CHROMIUM, run_node
 from cutting_proxy import cutting_proxy
-from test_pages_browser import BROWSER_DIR, CHROMIUM
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
-    pytest.mark.skipif(not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(),
-                       reason="run ./dev test (npm install in tests/browser) first"),
-]
+pytestmark = BROWSER_MARKS
 
 SIZE = 50 * 1000 * 1000
 
 
-async def run_node(script: str, job: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(job), "utf-8")
-    process = await asyncio.create_subprocess_exec(
-        "node", str(BROWSER_DIR / script), str(path), cwd=BROWSER_DIR,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=300)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, stderr.decode()
-    result: dict[str, Any] = json.loads(stdout)
-    return result
 
 
 async def test_a_50_mb_upload_survives_two_broken_connections(running_server: Any,
@@ -54,7 +29,8 @@ async def test_a_50_mb_upload_survives_two_broken_connections(running_server: An
             cutting_proxy(server.url, [15_000_000, 35_000_000]) as proxy:
         result = await run_node("resumable.js", {
             "base": proxy.url, "chromium": CHROMIUM, "file": str(upload),
-            "message": "sent with the connection breaking twice"}, tmp_path)
+            "message": "sent with the connection breaking twice"}, tmp_path / "job.json",
+            timeout=300)
         assert result["errors"] == [], result
         assert result["submitted"]
         assert (result["resumeOn"], result["resumeOff"]) == (True, False)

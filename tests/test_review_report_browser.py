@@ -8,29 +8,15 @@ Full-page screenshots (print media) in en and fa_AF are saved in test-artifacts/
 
 from __future__ import annotations
 
-import json
+import asyncio
 import random
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
+from browser_support import BROWSER_MARKS, CHROMIUM, SCREENSHOTS, run_node
 from test_review_kit import build_bundle, make_org, make_vault, review
 from test_review_report import make_submission
 
-ROOT = Path(__file__).resolve().parent.parent
-BROWSER_DIR = ROOT / "tests" / "browser"
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
-    pytest.mark.skipif(not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(),
-                       reason="run ./dev test (npm install in tests/browser) first"),
-]
+pytestmark = BROWSER_MARKS
 
 
 def test_the_report_renders_offline_in_en_and_dari(tmp_path: Path) -> None:
@@ -50,12 +36,9 @@ def test_the_report_renders_offline_in_en_and_dari(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         pages.append({"file": str(out / "report.html"),
                       "screenshot": str(SCREENSHOTS / f"report-{lang}.png")})
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"chromium": CHROMIUM, "pages": pages}), "utf-8")
-    result = subprocess.run(["node", str(BROWSER_DIR / "report.js"), str(job)], cwd=BROWSER_DIR,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    en, fa = json.loads(result.stdout)
+    answer = asyncio.run(run_node("report.js", {"chromium": CHROMIUM, "pages": pages},
+                                  tmp_path / "job.json", timeout=300))
+    en, fa = answer["pages"]
     for page in (en, fa):
         assert page["requests"] == []  # nothing fetched: no fonts, images, scripts or styles
         assert page["tables"] == 8

@@ -42,7 +42,7 @@ async function main() {
   } finally {
     await browser.close();
   }
-  process.stdout.write(JSON.stringify(results));
+  process.stdout.write(JSON.stringify({ pages: results }));
 }
 
 main().catch((error) => { process.stderr.write(`${error.stack}\n`); process.exit(1); });
