@@ -180,7 +180,10 @@ class TorNetwork:
 
     # -- the start sequence ------------------------------------------------------------------
 
-    def start(self, timeout: float = 90.0) -> None:
+    # Quiet, the network is up in 9-14 s. On a loaded 2-core machine (CI beside other work) the
+    # first consensus can miss a relay's descriptor; the next votes come every 10 s, so the
+    # deadline leaves room for several of them.
+    def start(self, timeout: float = 180.0) -> None:
         _install_exit_handlers()
         self._t0 = time.monotonic()
         deadline = self._t0 + timeout
