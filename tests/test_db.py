@@ -103,7 +103,7 @@ async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -
     await db.init_db(url)  # a restart: already at head, nothing happens
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert {"sources", "submissions", "ciphertexts", "replies", "acknowledgements"} <= tables
@@ -157,7 +157,8 @@ async def test_the_schema_holds_only_what_issue_3_allows(
             }
         )
     assert columns == {
-        "sources": ["created_day", "id", "lookup_id", "reply_recipient"],
+        # session_epoch: random, replaced at logout (dropbox/cluster.py), issue 15
+        "sources": ["created_day", "id", "lookup_id", "reply_recipient", "session_epoch"],
         # receipt: sealed with a key only the codename derives (keys/receipt.py), issue 12
         "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "receipt",
                         "source_id"],
