@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import re
 import sqlite3
 import stat
 import subprocess
@@ -129,7 +130,12 @@ async def test_a_database_from_revision_0001_upgrades_and_keeps_its_state(db_pat
         raw.execute("INSERT INTO submissions VALUES ('new', 's1', ?, NULL, NULL)", (DAY,))
         raw.execute("INSERT INTO ciphertexts (submission_id, kind, name, size, sha256) "
                     "VALUES ('new', 'message', 'n.age', 5, ?)", ("0" * 64,))
+        raw.execute("INSERT INTO sources VALUES ('s2', 'l2', ?, ?)", (RECIPIENT, DAY))
     await db.init_db(url)
+    with sqlite3.connect(db_path) as raw:  # sources of before get random epochs, all different
+        epochs = [e for (e,) in raw.execute("SELECT session_epoch FROM sources")]
+    assert len(set(epochs)) == 2
+    assert all(re.fullmatch(r"[0-9a-f]{16}", e) for e in epochs)
     engine, sessions = db.create_engine_and_sessionmaker(url)
     try:
         async with sessions.begin() as session:
