@@ -45,7 +45,7 @@ CLOCK_SKEW_SECONDS = 30.0
 # A session cookie is resealed (with a new last-use time) when its time is this old: often
 # enough for the idle timeout, rarely enough that most responses set no cookie.
 REFRESH_SECONDS = 60.0
-MAX_SEALED_SESSION_CHARS = 1024  # the largest holds ~300 bytes: a codename of 7 long words
+MAX_SEALED_SESSION_CHARS = 1024  # the largest is 484 (a confirming session, 7 long words)
 _VERSION = 1
 _HEAD = struct.Struct(">BQ")  # version, last use (milliseconds on the shared clock)
 
