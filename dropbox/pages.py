@@ -179,7 +179,10 @@ async def open_sealed_session(request: web.Request, sealed: SealedSessions) -> S
             app_state.sessions.drop(key)
         return None
     claims, age = opened
-    if not await _epoch_holds(app_state, claims):
+    holds = await _epoch_holds(app_state, claims)
+    if holds is None:  # the database cannot tell now: not logged in for this request only
+        return None
+    if not holds:
         app_state.sessions.drop(claims.key)
         request[SET_SEALED_KEY] = ""
         return None
@@ -193,17 +196,17 @@ async def open_sealed_session(request: web.Request, sealed: SealedSessions) -> S
     return session
 
 
-async def _epoch_holds(app_state: AppState, claims: SessionClaims) -> bool:
+async def _epoch_holds(app_state: AppState, claims: SessionClaims) -> bool | None:
     """Whether the source still has the session epoch of the sealed session (no logout since);
-    a database that cannot tell within the deadline counts as no."""
+    None when the database cannot tell within the deadline."""
     if app_state.db is None:
-        return False
+        return None
     try:
         async with asyncio.timeout(EPOCH_CHECK_SECONDS), app_state.db() as dbs:
             epoch = await db.session_epoch(dbs, claims.source_id)
     except (TimeoutError, SQLAlchemyError) as exc:
         logger.error("session check failed: %s", type(exc).__name__)
-        return False
+        return None
     return epoch is not None and hmac.compare_digest(epoch, claims.epoch)
 
 

@@ -203,3 +203,22 @@ async def test_a_sealed_cookie_of_a_purged_source_opens_nothing(
             assert status == 200
             assert 'id="submit-form"' not in page
 
+
+
+async def test_a_database_that_cannot_answer_logs_nobody_out_for_good(
+    tmp_path: Path, postgres_cluster: PostgresCluster,
+) -> None:
+    """While a node cannot ask the database, its pages treat the source as not logged in, but
+    the cookie is kept: once the database answers, the source is logged in again."""
+    async with two_nodes(tmp_path, postgres_cluster) as (a, b), SourceClient(a.url) as source:
+        await source.start()
+        maker, b.state.db = b.state.db, None
+        try:
+            status, page = await on(source, b).get("/submit")
+            assert status == 200
+            assert 'id="submit-form"' not in page
+            assert SEALED_COOKIE in cookies(source)
+        finally:
+            b.state.db = maker
+        status, page = await source.get("/submit")
+        assert 'id="submit-form"' in page
