@@ -51,7 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -273,8 +273,13 @@ async def get_source_by_lookup(session: AsyncSession, lookup_id: str) -> Source 
 
 
 async def session_epoch(session: AsyncSession, source_id: str) -> str | None:
-    """The source's current session epoch (None if the source is gone)."""
-    result = await session.execute(select(Source.session_epoch).where(Source.id == source_id))
+    """The source's current session epoch (None if the source is gone). Raises StorageError
+    when the database cannot answer (a page then treats the request as not logged in)."""
+    try:
+        result = await session.execute(select(Source.session_epoch)
+                                       .where(Source.id == source_id))
+    except SQLAlchemyError as error:
+        raise StorageError(f"the session check failed: {type(error).__name__}") from None
     return result.scalar_one_or_none()
 
 

@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db, i18n
@@ -43,6 +42,7 @@ from dropbox.sessions import (
 )
 from dropbox.store import CiphertextStore
 from keys.codename import SourceKeys
+from keys.errors import StorageError
 from keys.keyring import Keyring
 
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("amanat_session")
@@ -204,7 +204,7 @@ async def _epoch_holds(app_state: AppState, claims: SessionClaims) -> bool | Non
     try:
         async with asyncio.timeout(EPOCH_CHECK_SECONDS), app_state.db() as dbs:
             epoch = await db.session_epoch(dbs, claims.source_id)
-    except (TimeoutError, SQLAlchemyError) as exc:
+    except (TimeoutError, StorageError, OSError) as exc:
         logger.error("session check failed: %s", type(exc).__name__)
         return None
     return epoch is not None and hmac.compare_digest(epoch, claims.epoch)
