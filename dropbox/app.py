@@ -19,8 +19,15 @@ from pathlib import Path
 from aiohttp import web
 
 from dropbox import db, handlers_source, handlers_tus, pages, periodic
+from dropbox.cluster import (
+    CLOCK_SKEW_SECONDS,
+    SealedSessions,
+    load_cluster_key,
+    shared_offset,
+    subkey,
+)
 from dropbox.config import Config, LimitsConfig, Listen, ServerConfig
-from dropbox.form_tokens import FormTokens
+from dropbox.form_tokens import FormTokens, PendingCodenames
 from dropbox.load import BASE_RESERVED_FDS, ConnectionGuard, UploadSlots, connection_limit
 from dropbox.questionnaire import load_questionnaire
 from dropbox.resumable import ResumableUploads
@@ -58,25 +65,7 @@ def create_app(config: Config, runtime: Runtime | None = None) -> web.Applicatio
         middlewares=[session_middleware, error_middleware],
         client_max_size=SMALL_FORM_BYTES,
     )
-    app[pages.STATE] = pages.AppState(
-        config=config,
-        keyring_file=runtime.keyring,
-        instance_salt=runtime.instance_salt,
-        store=runtime.store,
-        sessions=SessionStore(
-            idle_timeout=config.server.idle_timeout_minutes * 60.0,
-            max_sessions=config.server.max_sessions,
-        ),
-        forms=FormTokens(max_age=config.server.idle_timeout_minutes * 60.0),
-        deriver=KeyDeriver(runtime.instance_salt, config.keys.profile,
-                           config.keys.max_concurrent_argon2, config.keys.argon2_queue),
-        limiter=LoginLimiter(config.keys.login_attempts_per_session_per_minute,
-                             config.server.max_anonymous_clients),
-        questionnaire=load_questionnaire(config.i18n.questionnaire),
-        uploads=UploadSlots(config.limits.max_concurrent_uploads,
-                            config.limits.max_concurrent_uploads_per_session),
-        resumable=ResumableUploads(runtime.store, config.limits),
-    )
+    app[pages.STATE] = _app_state(config, runtime)
     app.cleanup_ctx.append(functools.partial(_database, runtime=runtime, owned=owned))
     app.on_response_prepare.append(set_security_headers)
     app.cleanup_ctx.append(_session_expiry)
@@ -86,6 +75,42 @@ def create_app(config: Config, runtime: Runtime | None = None) -> web.Applicatio
     handlers_tus.add_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app
+
+
+def _app_state(config: Config, runtime: Runtime) -> pages.AppState:
+    forms, pending, sealed = _shared_keys(config)
+    return pages.AppState(
+        config=config,
+        keyring_file=runtime.keyring,
+        instance_salt=runtime.instance_salt,
+        store=runtime.store,
+        sessions=SessionStore(
+            idle_timeout=config.server.idle_timeout_minutes * 60.0,
+            max_sessions=config.server.max_sessions,
+        ),
+        deriver=KeyDeriver(runtime.instance_salt, config.keys.profile,
+                           config.keys.max_concurrent_argon2, config.keys.argon2_queue),
+        limiter=LoginLimiter(config.keys.login_attempts_per_session_per_minute,
+                             config.server.max_anonymous_clients, config.server.cluster_nodes),
+        questionnaire=load_questionnaire(config.i18n.questionnaire),
+        uploads=UploadSlots(config.limits.max_concurrent_uploads,
+                            config.limits.max_concurrent_uploads_per_session),
+        resumable=ResumableUploads(runtime.store, config.limits),
+        forms=forms, pending=pending, sealed=sealed,
+    )
+
+
+def _shared_keys(config: Config) -> tuple[FormTokens, PendingCodenames, SealedSessions | None]:
+    """On the nodes of a cluster (`[server] session_key_file`), the keys and clock every node
+    shares: sealed sessions, form tokens and pending codenames (dropbox/cluster.py). Alone, the
+    form keys are this process's own and sessions live in its memory only."""
+    idle = config.server.idle_timeout_minutes * 60.0
+    if config.server.session_key_file is None:
+        return FormTokens(max_age=idle), PendingCodenames(), None
+    key = load_cluster_key(config.server.session_key_file)
+    return (FormTokens(max_age=idle, secret=subkey(key, "form"), offset=shared_offset(key),
+                       skew=CLOCK_SKEW_SECONDS),
+            PendingCodenames(subkey(key, "pending")), SealedSessions(key, idle))
 
 
 async def start_site(

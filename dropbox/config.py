@@ -77,6 +77,11 @@ class ServerConfig:
     max_connections: int = 4096
     max_sessions: int = 50_000  # logged-in sources; nobody else has a server-side session
     max_anonymous_clients: int = 10_000  # login-attempt counters of visitors not logged in
+    # Several nodes behind one onion (dropbox/cluster.py): the key every node shares (sessions
+    # and anonymous forms then travel sealed in cookies), and how many nodes share the per-visitor
+    # login limit (each node allows its share).
+    session_key_file: Path | None = None
+    cluster_nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -245,8 +250,11 @@ def parse_listen(text: str, where: str, base_dir: Path) -> Listen:
 def _server(r: _Reader) -> ServerConfig:
     r.only({"listen", "idle_timeout_minutes", "instance_name", "instance_description",
             "max_sessions", "header_timeout_seconds", "body_idle_timeout_seconds",
-            "max_connections", "max_anonymous_clients"})
+            "max_connections", "max_anonymous_clients", "session_key_file", "cluster_nodes"})
     d = ServerConfig()
+    if r.table.get("cluster_nodes", 1) != 1 and "session_key_file" not in r.table:
+        raise ConfigError("[server] cluster_nodes needs session_key_file: without a key every "
+                          "node shares, a source is logged out whenever another node answers")
     return ServerConfig(
         listen=r.listen("listen", None) or d.listen,
         idle_timeout_minutes=r.integer("idle_timeout_minutes", d.idle_timeout_minutes, minimum=1),
@@ -260,6 +268,8 @@ def _server(r: _Reader) -> ServerConfig:
         max_connections=r.integer("max_connections", d.max_connections, minimum=16),
         max_anonymous_clients=r.integer("max_anonymous_clients", d.max_anonymous_clients,
                                         minimum=1),
+        session_key_file=r.path("session_key_file", None),
+        cluster_nodes=r.integer("cluster_nodes", d.cluster_nodes, minimum=1),
     )
 
 

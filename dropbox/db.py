@@ -51,7 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -121,6 +121,10 @@ def _random_id() -> str:
     return secrets.token_hex(16)
 
 
+def new_session_epoch() -> str:
+    return secrets.token_hex(8)
+
+
 class Base(DeclarativeBase):
     # Named constraints, so later migrations can alter them on SQLite (batch mode) by name.
     metadata = MetaData(
@@ -143,6 +147,10 @@ class Source(Base):
     lookup_id: Mapped[str] = mapped_column(String(128), unique=True)
     reply_recipient: Mapped[str] = mapped_column(String(128))
     created_day: Mapped[str] = mapped_column(String(10))
+    # Random; copied into a cluster node's sealed session cookie at login and replaced at logout,
+    # which ends the source's sessions on every node (dropbox/cluster.py). Never a time.
+    session_epoch: Mapped[str] = mapped_column(String(16), default=new_session_epoch,
+                                               server_default="")
 
 
 class Submission(Base):
@@ -264,6 +272,23 @@ async def get_source_by_lookup(session: AsyncSession, lookup_id: str) -> Source 
     return result.scalar_one_or_none()
 
 
+async def session_epoch(session: AsyncSession, source_id: str) -> str | None:
+    """The source's current session epoch (None if the source is gone). Raises StorageError
+    when the database cannot answer (a page then treats the request as not logged in)."""
+    try:
+        result = await session.execute(select(Source.session_epoch)
+                                       .where(Source.id == source_id))
+    except SQLAlchemyError as error:
+        raise StorageError(f"the session check failed: {type(error).__name__}") from None
+    return result.scalar_one_or_none()
+
+
+async def renew_session_epoch(session: AsyncSession, source_id: str) -> None:
+    """Logout on a cluster node: every sealed session of the source stops opening anywhere."""
+    await session.execute(update(Source).where(Source.id == source_id)
+                          .values(session_epoch=new_session_epoch()))
+
+
 async def create_source(
     session: AsyncSession, lookup_id: str, reply_recipient: str, day: str
 ) -> Source:
@@ -286,6 +311,7 @@ async def get_or_create_source(
         "lookup_id": lookup_id,
         "reply_recipient": reply_recipient,
         "created_day": _day(day),
+        "session_epoch": new_session_epoch(),
     }
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):

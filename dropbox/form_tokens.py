@@ -20,7 +20,9 @@ server-side state per visitor, so a flood of start pages stores nothing.
 
 Times are seconds on the monotonic clock shifted by a random offset, so a token reveals neither
 the time of day nor the process's uptime. A restart changes the keys: forms loaded before it ask
-to be reloaded, as sessions did, and a pending codename is replaced.
+to be reloaded, as sessions did, and a pending codename is replaced. Several nodes of one service
+(dropbox/cluster.py) share instead keys and a clock derived from their cluster key, so a form
+loaded on one node is accepted by another.
 """
 
 from __future__ import annotations
@@ -69,10 +71,14 @@ class FormProof:
 class FormTokens:
     """Issues and checks form tokens; `now` is the caller's monotonic clock, in seconds."""
 
-    def __init__(self, max_age: float, secret: bytes | None = None) -> None:
+    def __init__(self, max_age: float, secret: bytes | None = None, offset: float | None = None,
+                 skew: float = 1.0) -> None:
+        """Alone, a random key and clock offset of this process; in a cluster (cluster.py) the
+        key and offset every node shares, and `skew` the seconds their clocks may disagree."""
         self.max_age = max_age
         self._secret = secret or secrets.token_bytes(32)
-        self._offset = float(secrets.randbelow(10**9) + 10**8)
+        self._offset = float(secrets.randbelow(10**9) + 10**8) if offset is None else offset
+        self._skew = skew
 
     def issue(self, client: str, now: float, bound: str = "") -> str:
         """A token for a form shown to `client` at `now`, carrying `bound` (ASCII) back."""
@@ -92,7 +98,7 @@ class FormTokens:
         if not hmac.compare_digest(mac, self._mac(client, stamp, payload)):
             return None
         issued = int(stamp) / 1000 - self._offset
-        if not -1.0 <= now - issued <= self.max_age:
+        if not -self._skew <= now - issued <= self.max_age:
             return None
         try:
             bound = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode("ascii")

@@ -34,7 +34,7 @@ from dropbox.load import answer_and_close
 from dropbox.localnum import format_number
 from dropbox.questionnaire import AnswersInvalidError, intake_check
 from dropbox.security import PageError, error_page
-from dropbox.sessions import COOKIE_NAME, CSRF_FIELD, Received, Session
+from dropbox.sessions import CSRF_FIELD, Received, Session
 from dropbox.store import CiphertextStore, DiskReserveError
 from keys.age import X25519Identity, decrypt
 from keys.codename import (
@@ -114,7 +114,7 @@ async def start_confirm(request: web.Request) -> web.Response:
         # get_or_create: two clicks that both got through create one source, not an error
         source = await db.get_or_create_source(
             dbs, keys.lookup_id, str(keys.reply_identity.recipient()), _today())
-    pages.log_in(request, source.id, keys, codename=proof.bound)
+    pages.log_in(request, source.id, keys, codename=proof.bound, epoch=source.session_epoch)
     request[pages.SET_PENDING_KEY] = ""  # confirmed: no longer pending in this browser
     return pages.redirect("/submit")
 
@@ -303,21 +303,24 @@ async def login_post(request: web.Request) -> web.Response:
     if source is None:
         return _login_error(request, N_("No testimony was found for that codename. Please "
                                         "check it and try again."))
-    pages.log_in(request, source.id, keys)
+    pages.log_in(request, source.id, keys, epoch=source.session_epoch)
     return pages.redirect("/submit")
 
 
 async def logout(request: web.Request) -> web.Response:
+    """The session ends; on a cluster node, every session of this source on every node too (a
+    new session epoch: the sealed cookies of before no longer open anywhere)."""
     form = await _small_form(request)
     session = pages.current_session(request)
     token = form.get(CSRF_FIELD)
     if session is None or not isinstance(token, str) or not session.check_csrf(token):
         raise PageError(403)
-    pages.state(request).sessions.drop(session.key)
+    if pages.state(request).sealed is not None and session.source_id is not None:
+        async with _db(request) as dbs, dbs.begin():
+            await db.renew_session_epoch(dbs, session.source_id)
+    pages.end_session(request, session)
     await pages.state(request).resumable.forget_session(session.key)
-    response = pages.redirect("/")
-    response.del_cookie(COOKIE_NAME, path="/")
-    return response
+    return pages.redirect("/")
 
 
 # --- helpers ----------------------------------------------------------------------------------

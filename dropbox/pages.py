@@ -7,6 +7,9 @@ factory (which imports them).
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +18,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dropbox import i18n
+from dropbox import db, i18n
+from dropbox.cluster import REFRESH_SECONDS, SealedSessions, SessionClaims
 from dropbox.config import Config
 from dropbox.form_tokens import (
     FormProof,
@@ -38,6 +42,7 @@ from dropbox.sessions import (
 )
 from dropbox.store import CiphertextStore
 from keys.codename import SourceKeys
+from keys.errors import StorageError
 from keys.keyring import Keyring
 
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("amanat_session")
@@ -46,10 +51,14 @@ SET_COOKIE_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_cookie", str)
 LOCALE_KEY: web.RequestKey[str] = web.RequestKey("amanat_locale", str)
 SET_LANG_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_lang", str)
 SET_PENDING_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_pending", str)
+SET_SEALED_KEY: web.RequestKey[str] = web.RequestKey("amanat_set_sealed", str)
 SCRIPTED_KEY: web.RequestKey[bool] = web.RequestKey("amanat_scripted", bool)
 """Set by the one page that runs a script (submit): its CSP allows scripts from this origin."""
+logger = logging.getLogger(__name__)
+EPOCH_CHECK_SECONDS = 10.0
 LANG_COOKIE = "amanat_lang"
 PENDING_COOKIE = "amanat_codename"  # the sealed codename of the start page (form_tokens.py)
+SEALED_COOKIE = "amanat_sealed"  # a cluster node's sealed session (cluster.py)
 
 
 @dataclass
@@ -69,6 +78,7 @@ class AppState:
     resumable: ResumableUploads  # tus uploads waiting for more bytes or for their submission
     db: async_sessionmaker[AsyncSession] | None = None  # set when the app starts
     pending: PendingCodenames = field(default_factory=PendingCodenames)
+    sealed: SealedSessions | None = None  # on the nodes of a cluster (cluster.py)
 
     @property
     def keyring(self) -> Keyring:
@@ -118,19 +128,86 @@ def check_form_token(request: web.Request, token: object) -> FormProof | None:
 
 
 def log_in(request: web.Request, source_id: str, keys: SourceKeys,
-           codename: str | None = None) -> Session:
+           codename: str | None = None, epoch: str = "") -> Session:
     """A new logged-in session under a fresh cookie value and CSRF token (a value or token known
     before login is useless after it); the visitor's previous session, if any, ends. `codename`
-    only when it was issued in this session (it can then be shown again)."""
+    only when it was issued in this session (it can then be shown again); `epoch` is the
+    source's session epoch (db.py), for a cluster node's sealed cookie."""
     sessions = state(request).sessions
     previous = current_session(request)
     if previous is not None:
         sessions.drop(previous.key)
     session = sessions.create(now())
     session.log_in(source_id, keys, codename)
+    session.epoch = epoch
     request[SESSION_KEY] = session
     request[CLIENT_KEY] = request[SET_COOKIE_KEY] = session.key
+    seal_session(request, session)
     return session
+
+
+def seal_session(request: web.Request, session: Session) -> None:
+    """On a cluster node: the session sealed into its cookie, with this moment as its last use
+    (nothing to do on a single node)."""
+    sealed = state(request).sealed
+    if sealed is None or session.source_id is None or session.reply_identity is None \
+            or session.receipt_key is None:
+        return
+    claims = SessionClaims(session.key, session.source_id, session.epoch, session.csrf_token,
+                           session.reply_identity, session.receipt_key, session.codename)
+    request[SET_SEALED_KEY] = sealed.seal(claims, now())
+
+
+def end_session(request: web.Request, session: Session) -> None:
+    """Logout: the session out of this node's memory and its cookies deleted (the caller
+    renews the source's session epoch on a cluster node, which ends it on every other)."""
+    state(request).sessions.drop(session.key)
+    request[SET_COOKIE_KEY] = ""
+    if state(request).sealed is not None:
+        request[SET_SEALED_KEY] = ""
+
+
+async def open_sealed_session(request: web.Request, sealed: SealedSessions) -> Session | None:
+    """On a cluster node: the session sealed in the request's cookie, if it opens, is this
+    visitor's, was used within the idle timeout and its source has not logged out since (on
+    any node); kept in this node's store meanwhile, and resealed when its time grows old."""
+    app_state = state(request)
+    key = request.cookies.get(COOKIE_NAME)
+    opened = sealed.open(request.cookies.get(SEALED_COOKIE), key, now())
+    if opened is None:
+        if valid_client_key(key):
+            app_state.sessions.drop(key)
+        return None
+    claims, age = opened
+    holds = await _epoch_holds(app_state, claims)
+    if holds is None:  # the database cannot tell now: not logged in for this request only
+        return None
+    if not holds:
+        app_state.sessions.drop(claims.key)
+        request[SET_SEALED_KEY] = ""
+        return None
+    session = app_state.sessions.get(claims.key, now()) or app_state.sessions.create(
+        now(), claims.key)
+    session.source_id, session.epoch = claims.source_id, claims.epoch
+    session.reply_identity, session.receipt_key = claims.reply_identity, claims.receipt_key
+    session.codename, session.csrf_token = claims.codename, claims.csrf_token
+    if age >= REFRESH_SECONDS:
+        seal_session(request, session)
+    return session
+
+
+async def _epoch_holds(app_state: AppState, claims: SessionClaims) -> bool | None:
+    """Whether the source still has the session epoch of the sealed session (no logout since);
+    None when the database cannot tell within the deadline."""
+    if app_state.db is None:
+        return None
+    try:
+        async with asyncio.timeout(EPOCH_CHECK_SECONDS), app_state.db() as dbs:
+            epoch = await db.session_epoch(dbs, claims.source_id)
+    except (TimeoutError, StorageError, OSError) as exc:
+        logger.error("session check failed: %s", type(exc).__name__)
+        return None
+    return epoch is not None and hmac.compare_digest(epoch, claims.epoch)
 
 
 def locale(request: web.Request) -> str:
@@ -171,7 +248,7 @@ def set_cookies(request: web.Request, response: web.StreamResponse) -> None:
     """The visitor's cookie and the language cookie, if this request chose new values: session
     cookies (no Expires/Max-Age: gone when the browser closes), HttpOnly, SameSite=Strict."""
     for name, key in ((COOKIE_NAME, SET_COOKIE_KEY), (LANG_COOKIE, SET_LANG_KEY),
-                      (PENDING_COOKIE, SET_PENDING_KEY)):
+                      (PENDING_COOKIE, SET_PENDING_KEY), (SEALED_COOKIE, SET_SEALED_KEY)):
         value = request.get(key)
         if value == "":
             response.del_cookie(name, path="/")

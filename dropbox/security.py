@@ -144,10 +144,15 @@ def error_page(request: web.Request, error: PageError) -> web.Response:
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Find the request's logged-in session and locale; set the cookies chosen meanwhile. A
-    language link (`?l=`) is remembered in a cookie of its own, not in server-side state."""
+    language link (`?l=`) is remembered in a cookie of its own, not in server-side state. On a
+    cluster node the session comes from its sealed cookie (not for static files: no page
+    needs it there, and each would cost a database query)."""
     app_state = pages.state(request)
-    request[pages.SESSION_KEY] = app_state.sessions.get(request.cookies.get(COOKIE_NAME),
-                                                        pages.now())
+    if app_state.sealed is None:
+        request[pages.SESSION_KEY] = app_state.sessions.get(request.cookies.get(COOKIE_NAME),
+                                                            pages.now())
+    elif not isinstance(request.match_info.route.resource, web.StaticResource):
+        request[pages.SESSION_KEY] = await pages.open_sealed_session(request, app_state.sealed)
     chosen = match_locale(request.query.get("l"))
     remembered = request.cookies.get(pages.LANG_COOKIE)
     if chosen is not None and chosen != remembered:

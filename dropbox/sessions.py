@@ -12,7 +12,9 @@ or lose a pending codename. Login limits per visitor live in their own bounded p
 (`LoginLimiter`), which a flood can churn without touching the sessions.
 
 Nothing here is ever written to disk: a restart logs every source out, and a session idle for
-longer than the timeout is dropped with its reply identity.
+longer than the timeout is dropped with its reply identity. On the nodes of a cluster
+(cluster.py) the session also travels sealed in a cookie, so that any node can open it; the
+`SessionStore` of each node then only holds what that node opened, as a cache.
 
 Everything takes the current time as an argument (`now`, seconds on a monotonic clock), so the
 logic is tested by feeding times rather than by sleeping.
@@ -142,6 +144,7 @@ class Session:
     # Only in the session that confirmed a new codename, to show it again (never after a login).
     codename: str | None = field(default=None, repr=False)
     submits: SubmitOnce = field(default_factory=SubmitOnce, repr=False)
+    epoch: str = ""  # on a cluster node: the source's session epoch at login (cluster.py)
 
     @property
     def logged_in(self) -> bool:
@@ -195,14 +198,17 @@ class SessionStore:
         self._sessions.move_to_end(key)
         return session
 
-    def create(self, now: float) -> Session:
-        """A new session; the oldest one is evicted when the store is full."""
+    def create(self, now: float, key: str | None = None) -> Session:
+        """A new session (under `key`: one a cluster node opened from its sealed cookie); the
+        oldest one is evicted when the store is full."""
         self.expire(now)
+        if key is not None:
+            self.drop(key)
         while len(self._sessions) >= self.max_sessions:
             _, oldest = self._sessions.popitem(last=False)
             oldest.forget_secrets()
         session = Session(
-            key=secrets.token_urlsafe(32),
+            key=key or secrets.token_urlsafe(32),
             csrf_token=secrets.token_urlsafe(32),
             last_seen=now,
         )
@@ -232,10 +238,15 @@ class LoginLimiter:
 
     Its own bounded pool of token buckets, apart from the sessions: a flood of fresh cookies can
     only churn this pool (resetting some visitor's count), never evict a logged-in source. It
-    slows a guesser who keeps one cookie; one who changes cookies is the fair queue's job."""
+    slows a guesser who keeps one cookie; one who changes cookies is the fair queue's job.
 
-    def __init__(self, per_minute: int, max_clients: int) -> None:
-        self.per_minute = per_minute
+    On one of `nodes` cluster nodes (cluster.py) each allows its share, `per_minute / nodes`
+    (at least one attempt at once): a visitor whose attempts spread over every node gets no more
+    than from one node alone."""
+
+    def __init__(self, per_minute: int, max_clients: int, nodes: int = 1) -> None:
+        self.per_minute = per_minute / nodes
+        self.capacity = max(1.0, self.per_minute)
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
@@ -245,18 +256,19 @@ class LoginLimiter:
     def allow(self, client: str, now: float) -> bool:
         bucket = self._buckets.pop(client, None)
         if bucket is None:
-            bucket = TokenBucket(self.per_minute, 60.0, updated=now)
+            bucket = TokenBucket(self.capacity, 60.0 * self.capacity / self.per_minute,
+                                 updated=now)
             while len(self._buckets) >= self.max_clients:
                 self._buckets.popitem(last=False)
         self._buckets[client] = bucket
         return bucket.take(now)
 
     def expire(self, now: float) -> int:
-        """Forget buckets untouched for a minute: they are full again, as good as new."""
+        """Forget buckets untouched long enough to be full again, as good as new."""
         expired = 0
         while self._buckets:
             client, oldest = next(iter(self._buckets.items()))
-            if now - oldest.updated < 60.0:
+            if now - oldest.updated < oldest.period:
                 break
             del self._buckets[client]
             expired += 1

@@ -41,6 +41,16 @@ def test_minimal_config_gets_safe_defaults(tmp_path):
     assert config.path == tmp_path / "amanat.toml"
 
 
+def test_a_cluster_node_names_its_shared_key(tmp_path):
+    alone = load_config(write(tmp_path, MINIMAL))
+    assert alone.server.session_key_file is None
+    assert alone.server.cluster_nodes == 1
+    node = load_config(write(tmp_path, '[server]\nsession_key_file = "session.key"\n'
+                             "cluster_nodes = 3\n" + MINIMAL))
+    assert node.server.session_key_file == tmp_path / "session.key"
+    assert node.server.cluster_nodes == 3
+
+
 def test_config_is_frozen(tmp_path):
     config = load_config(write(tmp_path, MINIMAL))
     with pytest.raises(AttributeError):
@@ -91,6 +101,9 @@ BASE = {
     ("transfer", {"acknowledgements": 1.5}),
     ("i18n", {"default_locale": "de"}),
     ("nonsense", {"x": 1}),
+    ("server", {"cluster_nodes": 2}),  # nodes without a shared key log sources out
+    ("server", {"cluster_nodes": 0, "session_key_file": "session.key"}),
+    ("server", {"session_key_file": ""}),
 ])
 def test_bad_settings_are_refused(tmp_path, section, values):
     data = {name: dict(table) for name, table in BASE.items()}

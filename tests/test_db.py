@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import re
 import sqlite3
 import stat
 import subprocess
@@ -103,7 +104,7 @@ async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -
     await db.init_db(url)  # a restart: already at head, nothing happens
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert {"sources", "submissions", "ciphertexts", "replies", "acknowledgements"} <= tables
@@ -129,7 +130,12 @@ async def test_a_database_from_revision_0001_upgrades_and_keeps_its_state(db_pat
         raw.execute("INSERT INTO submissions VALUES ('new', 's1', ?, NULL, NULL)", (DAY,))
         raw.execute("INSERT INTO ciphertexts (submission_id, kind, name, size, sha256) "
                     "VALUES ('new', 'message', 'n.age', 5, ?)", ("0" * 64,))
+        raw.execute("INSERT INTO sources VALUES ('s2', 'l2', ?, ?)", (RECIPIENT, DAY))
     await db.init_db(url)
+    with sqlite3.connect(db_path) as raw:  # sources of before get random epochs, all different
+        epochs = [e for (e,) in raw.execute("SELECT session_epoch FROM sources")]
+    assert len(set(epochs)) == 2
+    assert all(re.fullmatch(r"[0-9a-f]{16}", e) for e in epochs)
     engine, sessions = db.create_engine_and_sessionmaker(url)
     try:
         async with sessions.begin() as session:
@@ -157,7 +163,8 @@ async def test_the_schema_holds_only_what_issue_3_allows(
             }
         )
     assert columns == {
-        "sources": ["created_day", "id", "lookup_id", "reply_recipient"],
+        # session_epoch: random, replaced at logout (dropbox/cluster.py), issue 15
+        "sources": ["created_day", "id", "lookup_id", "reply_recipient", "session_epoch"],
         # receipt: sealed with a key only the codename derives (keys/receipt.py), issue 12
         "submissions": ["acknowledged_day", "day", "delete_after_day", "id", "receipt",
                         "source_id"],
