@@ -46,6 +46,7 @@ from onion.errors import (
     TorLaunchError,
     TorNotFoundError,
 )
+from onion.instance import prepare_dir, read_frontend, setconf_command, tor_secret_key_file
 from onion.publish import note_upload
 from onion.services import (
     NOT_BUILT,
@@ -452,3 +453,67 @@ async def test_the_watch_survives_a_bad_record_and_notes_uploads(
 async def _until(condition: Callable[[], object]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+# --- the source onion as an Onionbalance instance (onion/instance.py) ----------------------------
+
+
+def test_instance_files_are_what_tor_and_onionbalance_read(tmp_path: Path) -> None:
+    key_file = tmp_path / "source.key"
+    blob = load_or_create_key(key_file)
+    hs_dir = tmp_path / "instance"
+    prepare_dir(hs_dir, key_file, f"{ADDRESS.upper()}.onion")
+    secret = (hs_dir / "hs_ed25519_secret_key").read_bytes()
+    assert secret == b"== ed25519v1-secret: type0 ==\x00\x00\x00" + base64.b64decode(blob)
+    assert len(secret) == 96
+    assert (hs_dir / "ob_config").read_text() == f"MasterOnionAddress {ADDRESS}.onion\n"
+    assert read_frontend(hs_dir) == ADDRESS
+    for path in (hs_dir, hs_dir / "hs_ed25519_secret_key", hs_dir / "ob_config"):
+        assert path.stat().st_mode & 0o077 == 0
+    prepare_dir(hs_dir, key_file, "b" * 52 + "bbad")  # another frontend: replaced
+    assert read_frontend(hs_dir) == "b" * 52 + "bbad"
+    assert read_frontend(tmp_path / "nowhere") is None
+    (hs_dir / "ob_config").write_text("MasterOnionAddress not-an-onion\n")
+    assert read_frontend(hs_dir) is None
+    with pytest.raises(OnionKeyError):
+        tor_secret_key_file(base64.b64encode(b"short").decode())
+
+
+def test_instance_setconf_keeps_the_other_services() -> None:
+    spec = ServiceSpec("source", Path("/k"), "unix:/run/amanat/source.sock")
+    others = {"/var/lib/tor/transfer": {"HiddenServicePort": ["80 127.0.0.1:8081"]},
+              "/data/onion/source_instance": {"HiddenServicePort": ["80 127.0.0.1:1"]}}
+    line = setconf_command(others, drop=Path("/data/onion/source_instance"),
+                           add=(Path("/data/onion/source_instance"), spec))
+    assert line.startswith('SETCONF HiddenServiceDir="/var/lib/tor/transfer" '
+                           'HiddenServicePort="80 127.0.0.1:8081" ')
+    assert line.count("HiddenServiceDir=") == 2
+    assert "80 127.0.0.1:1" not in line  # the old copy of the instance is replaced
+    assert ('HiddenServiceDir="/data/onion/source_instance" '
+            'HiddenServicePort="80 unix:/run/amanat/source.sock" '
+            "HiddenServiceOnionBalanceInstance=1") in line
+    assert "HiddenServicePoWDefensesEnabled=1" in line
+    no_pow = dataclasses.replace(spec, pow_defenses=False)
+    assert "PoW" not in setconf_command({}, add=(Path('/a "b"'), no_pow))
+    assert 'HiddenServiceDir="/a \\"b\\""' in setconf_command({}, add=(Path('/a "b"'), no_pow))
+    # taking the instance out leaves the others; with none left the options are reset
+    assert setconf_command(others, drop=Path("/data/onion/source_instance")) == (
+        'SETCONF HiddenServiceDir="/var/lib/tor/transfer" HiddenServicePort="80 127.0.0.1:8081"')
+    one = {"/data/onion/source_instance": others["/data/onion/source_instance"]}
+    assert setconf_command(one, drop=Path("/data/onion/source_instance")) == (
+        "RESETCONF HiddenServiceDir")
+
+
+def test_status_names_the_frontend_of_an_instance() -> None:
+    source = PublishedService("source", ADDRESS, pow_defenses=True, client_auth=False,
+                              torrc_dir="/data/onion/source_instance",
+                              onionbalance_frontend="b" * 52 + "bbad")
+    report = _report(ServiceReport(source, True, PUBLISHED), check=None)
+    assert f"  onionbalance:  instance of {'b' * 52}bbad.onion" in report.render()
+    assert json.loads(report.to_json())["services"][0]["onionbalance_frontend"] == (
+        "b" * 52 + "bbad.onion")
+    plain = dataclasses.replace(source, onionbalance_frontend="")
+    assert "onionbalance" not in _report(ServiceReport(plain, True, PUBLISHED),
+                                         check=None).render()
+    hidden = dataclasses.replace(source, onionbalance_frontend="?")
+    assert "cannot read" in _report(ServiceReport(hidden, True, PUBLISHED), check=None).render()
