@@ -123,7 +123,15 @@ async def ensure_instance(
     hs_dir = settings.paths.instance_dir
     spec = ServiceSpec("source", settings.paths.source_key, tor_target(address))
     found = (await torrc_services(controller)).get(spec.target)
-    if found is not None and (found != hs_dir or read_frontend(hs_dir) == frontend):
+    if found is not None and found != hs_dir:
+        options = (await controller.hidden_service_conf()).get(str(found), {})
+        if options.get("HiddenServiceOnionBalanceInstance", ["0"])[-1] != "1":
+            log.error("torrc serves the source onion from %s without "
+                      "HiddenServiceOnionBalanceInstance 1: it is NOT an instance of %s.onion "
+                      "(add that line, and ob_config in that folder: docs/deploy.md)",
+                      found, frontend)
+        return False
+    if found is not None and read_frontend(hs_dir) == frontend:
         return False
     # an ephemeral copy of the same key (published before this node became an instance) would
     # keep tor from adding the service again

@@ -6,11 +6,22 @@ code with `[tor] onionbalance_frontend` set, attached to a tor of its own. A sou
 frontend address; the node that served it is stopped; once Onionbalance has published a
 descriptor without it, the next source submits through the same address to the other node.
 
-The network here votes every 20 s, not 10 s like the session's: on a test network tor derives
-the onion-service time period from the voting interval (24 intervals) and Onionbalance's
-`--is-testnet` mode assumes chutney's 20 s (onionbalance/hs_v3/consensus.py). With 10 s, tor's
-time period is 4 minutes and Onionbalance's 8: the frontend descriptor would be signed with a
-blinded key for the wrong period and uploaded to the wrong HSDirs.
+The network here differs from the session's in two ways, both forced by onionbalance 0.2.2:
+- it votes every 20 s, not 10 s: on a test network tor derives the onion-service time period
+  from the voting interval (24 intervals; hs_common.c get_time_period_length) and Onionbalance's
+  `--is-testnet` mode hard-codes chutney's 20 s (hs_v3/consensus.py). With 10 s, tor's period
+  is 4 minutes and Onionbalance's 8: the frontend descriptor would carry a blinded key for the
+  wrong period, on the wrong HSDirs;
+- it has 6 HSDirs that serve descriptors (relays with DirCache 1; the session's relays have
+  DirCache 0 and only the authority answers). hs_v3/hashring.py get_responsible_hsdirs walks the
+  ring for the second replica skipping HSDirs the first one took, and stops only on meeting one
+  of its own: when the first replica took every HSDir (4 or fewer in the ring) that loop never
+  ends, and Onionbalance hangs before uploading its second descriptor (seen with 4).
+
+Onionbalance keeps a stopped node's introduction points in the frontend descriptor: it refetches
+the node's last descriptor from the HSDirs, which keep it for its lifetime, and counts that as a
+fresh one. Sources get through anyway because their tor, refused by a dead introduction point,
+tries the next one in the descriptor; that is what the second half of the test shows.
 """
 
 from __future__ import annotations
@@ -107,6 +118,10 @@ class Frontend:
     def uploads(self) -> int:
         """How many descriptor uploads onionbalance has made so far."""
         return len(re.findall(r"Uploading (first|second) descriptor", self.text()))
+
+    def instances_used(self, since: int) -> list[int]:
+        """From how many instances each descriptor built after log offset `since` took intros."""
+        return [int(n) for n in re.findall(r"intros from (\d+) instances", self.text()[since:])]
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -206,7 +221,7 @@ async def test_the_frontend_onion_survives_the_loss_of_a_node(
         served = next(name for name, count in landed.items() if count)
         other = next(name for name in roots if name != served)
 
-        uploads_before = frontend.uploads()
+        uploads_before, log_at_stop = frontend.uploads(), len(frontend.text())
         await stacks[served].aclose()  # the node that served the source goes away
         stopped_at = time.monotonic()
 
@@ -226,7 +241,8 @@ async def test_the_frontend_onion_survives_the_loss_of_a_node(
         assert frontend.process.poll() is None  # onionbalance is still running
         report(f"onionbalance failover: {', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}"
                f"; frontend uploads before the stop {uploads_before}, after "
-               f"{frontend.uploads()}", pytestconfig)
+               f"{frontend.uploads()}; instances in the descriptors built after the stop: "
+               f"{frontend.instances_used(log_at_stop)}", pytestconfig)
     finally:
         for stack in stacks.values():
             await stack.aclose()
