@@ -7,6 +7,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ from onion.errors import (
     TorNotFoundError,
 )
 from onion.instance import prepare_dir, read_frontend, setconf_command, tor_secret_key_file
-from onion.publish import note_upload
+from onion.publish import ensure_instance, note_upload
 from onion.services import (
     NOT_BUILT,
     NOT_FOUND,
@@ -60,6 +61,7 @@ from onion.services import (
     load_or_create_key,
     onion_address,
 )
+from onion.settings import OnionPaths, OnionSettings, TorSettings
 from onion.status import DEGRADED, DOWN, EXIT_STATUS, OK, SelfCheck, ServiceReport, StatusReport
 from onion.watch import OnionWatch, stale_services
 
@@ -517,3 +519,54 @@ def test_status_names_the_frontend_of_an_instance() -> None:
                                          check=None).render()
     hidden = dataclasses.replace(source, onionbalance_frontend="?")
     assert "cannot read" in _report(ServiceReport(hidden, True, PUBLISHED), check=None).render()
+
+
+class _FakeInstanceTor:
+    """Just what ensure_instance asks of tor: its HiddenServiceDir services, commands, onions."""
+
+    def __init__(self, conf: dict[str, dict[str, list[str]]]) -> None:
+        self.conf = conf
+        self.sent: list[str] = []
+
+    async def hidden_service_conf(self) -> dict[str, dict[str, list[str]]]:
+        return self.conf
+
+    async def onion_ids(self, detached: bool) -> list[str]:
+        return []
+
+    async def msg(self, command: str) -> list[str]:
+        self.sent.append(command)
+        return []
+
+
+async def test_ensure_instance_adds_it_once_and_leaves_an_operators_torrc(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frontend = "b" * 52 + "bbad"
+    paths = OnionPaths(tmp_path / "onion")
+    paths.ensure()
+    settings = OnionSettings(TorSettings("attach", tmp_path / "tor"), paths,
+                             "127.0.0.1:8080", onionbalance_frontend=frontend)
+    tor = _FakeInstanceTor({})
+    ctl = cast(TorController, tor)
+    assert not await ensure_instance(ctl, dataclasses.replace(settings, onionbalance_frontend=None),
+                                     "http://127.0.0.1:8080")
+    assert tor.sent == []
+    assert await ensure_instance(ctl, settings, "http://127.0.0.1:8080")
+    (line,) = tor.sent
+    assert f'HiddenServiceDir="{paths.instance_dir}"' in line
+    assert read_frontend(paths.instance_dir) == frontend
+    # tor now serves it: nothing more to do, until the frontend changes
+    tor.conf = {str(paths.instance_dir): {"HiddenServicePort": ["80 127.0.0.1:8080"],
+                                          "HiddenServiceOnionBalanceInstance": ["1"]}}
+    assert not await ensure_instance(ctl, settings, "http://127.0.0.1:8080")
+    other = dataclasses.replace(settings, onionbalance_frontend="c" * 52 + "ccad")
+    assert await ensure_instance(ctl, other, "http://127.0.0.1:8080")
+    assert read_frontend(paths.instance_dir) == "c" * 52 + "ccad"
+    # the operator's torrc serves the source onion: left alone, but said if it is no instance
+    tor.conf = {"/var/lib/tor/amanat-source": {"HiddenServicePort": ["80 127.0.0.1:8080"]}}
+    sent = len(tor.sent)
+    with caplog.at_level(logging.ERROR, logger="amanat.onion"):
+        assert not await ensure_instance(ctl, settings, "http://127.0.0.1:8080")
+    assert len(tor.sent) == sent
+    assert "NOT an instance" in caplog.text
