@@ -112,11 +112,12 @@ async def torrc_services(controller: TorController) -> dict[str, Path]:
 
 
 async def ensure_instance(
-    controller: TorController, settings: OnionSettings, address: str
+    controller: TorController, settings: OnionSettings, address: str, *, warn: bool = True
 ) -> bool:
     """With `onionbalance_frontend` set: make tor serve the source onion as an Onionbalance
     instance of it, unless torrc already serves that target from a folder of the operator's
-    (then ob_config there is the operator's). True if tor was changed."""
+    (then ob_config there is the operator's; `warn`: say so if that service is no instance).
+    True if tor was changed."""
     frontend = settings.onionbalance_frontend
     if frontend is None:
         return False
@@ -125,7 +126,7 @@ async def ensure_instance(
     found = (await torrc_services(controller)).get(spec.target)
     if found is not None and found != hs_dir:
         options = (await controller.hidden_service_conf()).get(str(found), {})
-        if options.get("HiddenServiceOnionBalanceInstance", ["0"])[-1] != "1":
+        if warn and options.get("HiddenServiceOnionBalanceInstance", ["0"])[-1] != "1":
             log.error("torrc serves the source onion from %s without "
                       "HiddenServiceOnionBalanceInstance 1: it is NOT an instance of %s.onion "
                       "(add that line, and ob_config in that folder: docs/deploy.md)",
@@ -175,7 +176,7 @@ async def sync_onions(
     in tor's list as soon as ADD_ONION succeeded."""
     paths = settings.paths
     async with state_lock(paths):
-        await ensure_instance(controller, settings, address)
+        await ensure_instance(controller, settings, address, warn=False)  # said at start
         in_torrc = await torrc_services(controller)
         specs = {s.name: s for s in _wanted_specs(settings, address, in_torrc)
                  if s.target not in in_torrc}

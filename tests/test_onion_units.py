@@ -567,6 +567,8 @@ async def test_ensure_instance_adds_it_once_and_leaves_an_operators_torrc(
     tor.conf = {"/var/lib/tor/amanat-source": {"HiddenServicePort": ["80 127.0.0.1:8080"]}}
     sent = len(tor.sent)
     with caplog.at_level(logging.ERROR, logger="amanat.onion"):
+        assert not await ensure_instance(ctl, settings, "http://127.0.0.1:8080", warn=False)
+        assert "NOT an instance" not in caplog.text  # the watch's every look stays quiet
         assert not await ensure_instance(ctl, settings, "http://127.0.0.1:8080")
     assert len(tor.sent) == sent
     assert "NOT an instance" in caplog.text
