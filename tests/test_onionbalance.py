@@ -69,7 +69,7 @@ def ob_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorNetwork]
     net = TorNetwork(tmp_path_factory.mktemp("obnet"), voting_interval=VOTING_INTERVAL,
                      relays=HSDIRS - 1, relay_dir_cache=True)
     try:
-        net.start(timeout=120)
+        net.start(timeout=180)  # a missed vote costs 20 s here
         yield net
     finally:
         net.stop()
