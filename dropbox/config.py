@@ -17,6 +17,7 @@ from typing import Any
 
 from keys.codename import CHEAPEST, PRODUCTION, Argon2Profile
 from keys.errors import ConfigError
+from onion.client_auth import normalize_address
 from onion.settings import OnionPaths, OnionSettings, TorSettings
 
 GIB = 1024**3
@@ -148,6 +149,8 @@ class TorConfig:
     tor_binary: str = "tor"
     control_password_file: Path | None = None  # attach mode: HashedControlPassword auth
     bootstrap_timeout: int = 180  # launch mode: seconds for tor to reach the Tor network
+    # the Onionbalance frontend this node's source onion is an instance of (56 characters)
+    onionbalance_frontend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,7 @@ class Config:
             paths=OnionPaths(self.storage.data_dir / "onion"),
             source_target=str(self.server.listen),
             transfer_target=None if self.transfer.listen is None else str(self.transfer.listen),
+            onionbalance_frontend=tor.onionbalance_frontend,
         )
 
 
@@ -349,7 +353,7 @@ def _acknowledgements(r: _Reader) -> int | None:
 
 def _tor(r: _Reader) -> TorConfig:
     r.only({"mode", "control_port", "control_socket", "data_dir", "tor_binary",
-            "control_password_file", "bootstrap_timeout"})
+            "control_password_file", "bootstrap_timeout", "onionbalance_frontend"})
     mode = r.string("mode", "none")
     if mode not in TOR_MODES:
         raise ConfigError(f"[tor] mode must be one of {', '.join(TOR_MODES)}; got {mode!r}")
@@ -362,7 +366,19 @@ def _tor(r: _Reader) -> TorConfig:
         tor_binary=r.string("tor_binary", "tor"),
         control_password_file=r.path("control_password_file", None),
         bootstrap_timeout=r.integer("bootstrap_timeout", 180, minimum=1),
+        onionbalance_frontend=_frontend(r),
     )
+
+
+def _frontend(r: _Reader) -> str | None:
+    value = r.string("onionbalance_frontend", "")
+    if not value:
+        return None
+    try:
+        return normalize_address(value)
+    except ValueError:
+        raise ConfigError(f"{r.where('onionbalance_frontend')} must be a v3 onion address "
+                          f"(56 characters, then .onion); got {value!r}") from None
 
 
 def _i18n(r: _Reader) -> I18nConfig:

@@ -27,6 +27,7 @@ from keys.files import replace_atomic
 from onion.client_auth import ClientKeyPair, ClientRegistry, auth_private_line
 from onion.controller import BootstrapState, LaunchedTor, TorController, launch_tor
 from onion.errors import TorTimeoutError
+from onion.instance import publish_instance, read_frontend, unpublish_instance
 from onion.services import (
     PublishedService,
     ServiceSpec,
@@ -110,12 +111,43 @@ async def torrc_services(controller: TorController) -> dict[str, Path]:
     return found
 
 
+async def ensure_instance(
+    controller: TorController, settings: OnionSettings, address: str, *, warn: bool = True
+) -> bool:
+    """With `onionbalance_frontend` set: make tor serve the source onion as an Onionbalance
+    instance of it, unless torrc already serves that target from a folder of the operator's
+    (then ob_config there is the operator's; `warn`: say so if that service is no instance).
+    True if tor was changed."""
+    frontend = settings.onionbalance_frontend
+    if frontend is None:
+        return False
+    hs_dir = settings.paths.instance_dir
+    spec = ServiceSpec("source", settings.paths.source_key, tor_target(address))
+    found = (await torrc_services(controller)).get(spec.target)
+    if found is not None and found != hs_dir:
+        options = (await controller.hidden_service_conf()).get(str(found), {})
+        if warn and options.get("HiddenServiceOnionBalanceInstance", ["0"])[-1] != "1":
+            log.error("torrc serves the source onion from %s without "
+                      "HiddenServiceOnionBalanceInstance 1: it is NOT an instance of %s.onion "
+                      "(add that line, and ob_config in that folder: docs/deploy.md)",
+                      found, frontend)
+        return False
+    if found is not None and read_frontend(hs_dir) == frontend:
+        return False
+    # an ephemeral copy of the same key (published before this node became an instance) would
+    # keep tor from adding the service again
+    await unpublish(controller, onion_address(load_or_create_key(spec.key_file)))
+    await publish_instance(controller, spec, hs_dir, frontend)
+    return True
+
+
 async def publish_all(
     controller: TorController, settings: OnionSettings, address: str
 ) -> list[PublishedService]:
     """Publish (or find in torrc) the source onion and, if possible, the transfer onion."""
     paths = settings.paths
     async with state_lock(paths):
+        await ensure_instance(controller, settings, address)
         in_torrc = await torrc_services(controller)
         hs_conf = await controller.hidden_service_conf()
         published = []
@@ -144,6 +176,7 @@ async def sync_onions(
     in tor's list as soon as ADD_ONION succeeded."""
     paths = settings.paths
     async with state_lock(paths):
+        await ensure_instance(controller, settings, address, warn=False)  # said at start
         in_torrc = await torrc_services(controller)
         specs = {s.name: s for s in _wanted_specs(settings, address, in_torrc)
                  if s.target not in in_torrc}
@@ -210,9 +243,12 @@ def _torrc_service(name: str, hs_dir: Path, options: dict[str, list[str]]) -> Pu
         clients = ()
     except PermissionError:
         clients = None  # only root and debian-tor may look
+    instance = options.get("HiddenServiceOnionBalanceInstance", ["0"])[-1] == "1"
     return PublishedService(name, read_hostname(hs_dir), pow_defenses=pow_on,
                             client_auth=clients is None or bool(clients), clients=clients,
-                            torrc_dir=str(hs_dir))
+                            torrc_dir=str(hs_dir),
+                            onionbalance_frontend=(read_frontend(hs_dir) or "?") if instance
+                            else "")
 
 
 STATE_LOCK_TIMEOUT = 120.0  # a publication awaits a descriptor upload (90 s at most)
@@ -292,6 +328,9 @@ async def publish_onions(
                 if not service.torrc_dir:
                     with contextlib.suppress(TorError):
                         await unpublish(watch.controller, service.address)
+            if settings.onionbalance_frontend is not None:
+                with contextlib.suppress(TorError):
+                    await unpublish_instance(watch.controller, paths.instance_dir)
             await watch.close()
 
 
@@ -377,6 +416,11 @@ async def status(settings: OnionSettings, *, self_check: bool = True) -> StatusR
         in_torrc = await torrc_services(controller)
         hs_conf = await controller.hidden_service_conf()
         services = []
+        instance_dir = str(settings.paths.instance_dir)
+        if settings.onionbalance_frontend is not None and instance_dir in hs_conf:
+            # the instance is found by its folder: the configured listen address may differ
+            # from the bound one (port 0)
+            in_torrc[tor_target(settings.source_target)] = Path(instance_dir)
         for spec in _wanted_specs(settings, settings.source_target, in_torrc):
             if spec.target in in_torrc:
                 hs_dir = in_torrc[spec.target]

@@ -119,6 +119,8 @@ class PublishedService:
     clients: tuple[str, ...] | None = field(default=())  # None: not readable by this user
     torrc_dir: str = ""  # set when torrc owns the service (HiddenServiceDir)
     hsdirs: tuple[str, ...] = ()  # fingerprints of HSDirs that took its latest uploads
+    # an Onionbalance instance of this frontend address ("?": ob_config unreadable); "": not one
+    onionbalance_frontend: str = ""
 
     @property
     def onion(self) -> str:

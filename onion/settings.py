@@ -39,6 +39,11 @@ class OnionPaths:
         return self.root / "transfer_clients"
 
     @property
+    def instance_dir(self) -> Path:
+        """The HiddenServiceDir of the source onion when it is an Onionbalance instance."""
+        return self.root / "source_instance"
+
+    @property
     def state(self) -> Path:
         return self.root / "services.json"
 
@@ -54,3 +59,6 @@ class OnionSettings:
     # transfer API's when it runs (None: no transfer onion).
     source_target: str
     transfer_target: str | None = None
+    # An Onionbalance frontend address: the source onion is published as an instance of it
+    # (onion/instance.py); None: an ordinary onion of its own.
+    onionbalance_frontend: str | None = None

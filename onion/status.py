@@ -54,6 +54,7 @@ class ServiceReport:
             "onion": s.onion if s.address else None,
             "kind": "torrc" if s.torrc_dir else "ephemeral",
             "torrc_dir": s.torrc_dir or None,
+            "onionbalance_frontend": _frontend_onion(s),
             "auth": _auth_text(s),
             "clients": None if s.clients is None else list(s.clients),
             "running": self.running,
@@ -111,6 +112,8 @@ class StatusReport:
             lines += [
                 f"{s.name} onion:".ljust(17) + (s.onion if s.address else "(none yet)"),
                 f"  kind:          {how}; {_auth_text(s)}",
+                *([f"  onionbalance:  instance of {_frontend_onion(s)}"]
+                  if s.onionbalance_frontend else []),
                 f"  running:       {running}",
                 f"  descriptor:    {rep.descriptor}",
                 f"  PoW defenses:  {'on' if s.pow_defenses else 'OFF'}",
@@ -135,6 +138,14 @@ class StatusReport:
             "self_check": None if check is None else {
                 "ok": check.ok, "detail": check.detail, "seconds": round(check.seconds, 2)},
         }, indent=1)
+
+
+def _frontend_onion(s: PublishedService) -> str | None:
+    if not s.onionbalance_frontend:
+        return None
+    if s.onionbalance_frontend == "?":
+        return "a frontend named in an ob_config this user cannot read"
+    return f"{s.onionbalance_frontend}.onion"
 
 
 def _auth_text(s: PublishedService) -> str:

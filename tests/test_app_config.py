@@ -95,6 +95,8 @@ BASE = {
     ("limits", {"max_file_bytes": 10, "max_submission_bytes": 5}),
     ("keys", {"argon2_profile": "fast"}),
     ("tor", {"mode": "sometimes"}),
+    ("tor", {"onionbalance_frontend": "example.onion"}),
+    ("tor", {"onionbalance_frontend": 56}),
     ("transfer", {"acknowledgements": 0}),
     ("transfer", {"acknowledgements": "most"}),
     ("transfer", {"acknowledgements": True}),
@@ -160,3 +162,12 @@ ar = "يديره فريقنا."
 def test_bad_per_locale_instance_names_are_refused(tmp_path, value, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, f"[server]\ninstance_name = {value}\n" + MINIMAL))
+
+
+def test_onionbalance_frontend_reaches_onion_settings(tmp_path):
+    frontend = "a" * 52 + "aaad"
+    assert load_config(write(tmp_path, MINIMAL)).onion_settings().onionbalance_frontend is None
+    config = load_config(write(tmp_path, MINIMAL + f'[tor]\nonionbalance_frontend = '
+                                                   f'"{frontend.upper()}.onion"\n'))
+    assert config.tor.onionbalance_frontend == frontend
+    assert config.onion_settings().onionbalance_frontend == frontend

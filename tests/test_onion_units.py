@@ -7,6 +7,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -46,7 +47,8 @@ from onion.errors import (
     TorLaunchError,
     TorNotFoundError,
 )
-from onion.publish import note_upload
+from onion.instance import prepare_dir, read_frontend, setconf_command, tor_secret_key_file
+from onion.publish import ensure_instance, note_upload
 from onion.services import (
     NOT_BUILT,
     NOT_FOUND,
@@ -59,6 +61,7 @@ from onion.services import (
     load_or_create_key,
     onion_address,
 )
+from onion.settings import OnionPaths, OnionSettings, TorSettings
 from onion.status import DEGRADED, DOWN, EXIT_STATUS, OK, SelfCheck, ServiceReport, StatusReport
 from onion.watch import OnionWatch, stale_services
 
@@ -452,3 +455,120 @@ async def test_the_watch_survives_a_bad_record_and_notes_uploads(
 async def _until(condition: Callable[[], object]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+# --- the source onion as an Onionbalance instance (onion/instance.py) ----------------------------
+
+
+def test_instance_files_are_what_tor_and_onionbalance_read(tmp_path: Path) -> None:
+    key_file = tmp_path / "source.key"
+    blob = load_or_create_key(key_file)
+    hs_dir = tmp_path / "instance"
+    prepare_dir(hs_dir, key_file, f"{ADDRESS.upper()}.onion")
+    secret = (hs_dir / "hs_ed25519_secret_key").read_bytes()
+    assert secret == b"== ed25519v1-secret: type0 ==\x00\x00\x00" + base64.b64decode(blob)
+    assert len(secret) == 96
+    assert (hs_dir / "ob_config").read_text() == f"MasterOnionAddress {ADDRESS}.onion\n"
+    assert read_frontend(hs_dir) == ADDRESS
+    for path in (hs_dir, hs_dir / "hs_ed25519_secret_key", hs_dir / "ob_config"):
+        assert path.stat().st_mode & 0o077 == 0
+    prepare_dir(hs_dir, key_file, "b" * 52 + "bbad")  # another frontend: replaced
+    assert read_frontend(hs_dir) == "b" * 52 + "bbad"
+    assert read_frontend(tmp_path / "nowhere") is None
+    (hs_dir / "ob_config").write_text("MasterOnionAddress not-an-onion\n")
+    assert read_frontend(hs_dir) is None
+    with pytest.raises(OnionKeyError):
+        tor_secret_key_file(base64.b64encode(b"short").decode())
+
+
+def test_instance_setconf_keeps_the_other_services() -> None:
+    spec = ServiceSpec("source", Path("/k"), "unix:/run/amanat/source.sock")
+    others = {"/var/lib/tor/transfer": {"HiddenServicePort": ["80 127.0.0.1:8081"]},
+              "/data/onion/source_instance": {"HiddenServicePort": ["80 127.0.0.1:1"]}}
+    line = setconf_command(others, drop=Path("/data/onion/source_instance"),
+                           add=(Path("/data/onion/source_instance"), spec))
+    assert line.startswith('SETCONF HiddenServiceDir="/var/lib/tor/transfer" '
+                           'HiddenServicePort="80 127.0.0.1:8081" ')
+    assert line.count("HiddenServiceDir=") == 2
+    assert "80 127.0.0.1:1" not in line  # the old copy of the instance is replaced
+    assert ('HiddenServiceDir="/data/onion/source_instance" '
+            'HiddenServicePort="80 unix:/run/amanat/source.sock" '
+            "HiddenServiceOnionBalanceInstance=1") in line
+    assert "HiddenServicePoWDefensesEnabled=1" in line
+    no_pow = dataclasses.replace(spec, pow_defenses=False)
+    assert "PoW" not in setconf_command({}, add=(Path('/a "b"'), no_pow))
+    assert 'HiddenServiceDir="/a \\"b\\""' in setconf_command({}, add=(Path('/a "b"'), no_pow))
+    # taking the instance out leaves the others; with none left the options are reset
+    assert setconf_command(others, drop=Path("/data/onion/source_instance")) == (
+        'SETCONF HiddenServiceDir="/var/lib/tor/transfer" HiddenServicePort="80 127.0.0.1:8081"')
+    one = {"/data/onion/source_instance": others["/data/onion/source_instance"]}
+    assert setconf_command(one, drop=Path("/data/onion/source_instance")) == (
+        "RESETCONF HiddenServiceDir")
+
+
+def test_status_names_the_frontend_of_an_instance() -> None:
+    source = PublishedService("source", ADDRESS, pow_defenses=True, client_auth=False,
+                              torrc_dir="/data/onion/source_instance",
+                              onionbalance_frontend="b" * 52 + "bbad")
+    report = _report(ServiceReport(source, True, PUBLISHED), check=None)
+    assert f"  onionbalance:  instance of {'b' * 52}bbad.onion" in report.render()
+    assert json.loads(report.to_json())["services"][0]["onionbalance_frontend"] == (
+        "b" * 52 + "bbad.onion")
+    plain = dataclasses.replace(source, onionbalance_frontend="")
+    assert "onionbalance" not in _report(ServiceReport(plain, True, PUBLISHED),
+                                         check=None).render()
+    hidden = dataclasses.replace(source, onionbalance_frontend="?")
+    assert "cannot read" in _report(ServiceReport(hidden, True, PUBLISHED), check=None).render()
+
+
+class _FakeInstanceTor:
+    """Just what ensure_instance asks of tor: its HiddenServiceDir services, commands, onions."""
+
+    def __init__(self, conf: dict[str, dict[str, list[str]]]) -> None:
+        self.conf = conf
+        self.sent: list[str] = []
+
+    async def hidden_service_conf(self) -> dict[str, dict[str, list[str]]]:
+        return self.conf
+
+    async def onion_ids(self, detached: bool) -> list[str]:
+        return []
+
+    async def msg(self, command: str) -> list[str]:
+        self.sent.append(command)
+        return []
+
+
+async def test_ensure_instance_adds_it_once_and_leaves_an_operators_torrc(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frontend = "b" * 52 + "bbad"
+    paths = OnionPaths(tmp_path / "onion")
+    paths.ensure()
+    settings = OnionSettings(TorSettings("attach", tmp_path / "tor"), paths,
+                             "127.0.0.1:8080", onionbalance_frontend=frontend)
+    tor = _FakeInstanceTor({})
+    ctl = cast(TorController, tor)
+    assert not await ensure_instance(ctl, dataclasses.replace(settings, onionbalance_frontend=None),
+                                     "http://127.0.0.1:8080")
+    assert tor.sent == []
+    assert await ensure_instance(ctl, settings, "http://127.0.0.1:8080")
+    (line,) = tor.sent
+    assert f'HiddenServiceDir="{paths.instance_dir}"' in line
+    assert read_frontend(paths.instance_dir) == frontend
+    # tor now serves it: nothing more to do, until the frontend changes
+    tor.conf = {str(paths.instance_dir): {"HiddenServicePort": ["80 127.0.0.1:8080"],
+                                          "HiddenServiceOnionBalanceInstance": ["1"]}}
+    assert not await ensure_instance(ctl, settings, "http://127.0.0.1:8080")
+    other = dataclasses.replace(settings, onionbalance_frontend="c" * 52 + "ccad")
+    assert await ensure_instance(ctl, other, "http://127.0.0.1:8080")
+    assert read_frontend(paths.instance_dir) == "c" * 52 + "ccad"
+    # the operator's torrc serves the source onion: left alone, but said if it is no instance
+    tor.conf = {"/var/lib/tor/amanat-source": {"HiddenServicePort": ["80 127.0.0.1:8080"]}}
+    sent = len(tor.sent)
+    with caplog.at_level(logging.ERROR, logger="amanat.onion"):
+        assert not await ensure_instance(ctl, settings, "http://127.0.0.1:8080", warn=False)
+        assert "NOT an instance" not in caplog.text  # the watch's every look stays quiet
+        assert not await ensure_instance(ctl, settings, "http://127.0.0.1:8080")
+    assert len(tor.sent) == sent
+    assert "NOT an instance" in caplog.text

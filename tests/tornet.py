@@ -67,6 +67,16 @@ def _install_exit_handlers() -> None:
         signal.signal(signum, handler)
 
 
+def track_pid(pid: int) -> None:
+    """Kill this process too on every exit path (another daemon a test starts)."""
+    _install_exit_handlers()
+    _live_pids.add(pid)
+
+
+def untrack_pid(pid: int) -> None:
+    _live_pids.discard(pid)
+
+
 class PortPicker:
     """Free TCP ports on 127.0.0.1 below 32768 (the ephemeral range collides with TIME_WAIT)."""
 
@@ -137,6 +147,13 @@ class TorNetwork:
     root: Path
     tor: str = "tor"
     gencert: str = "tor-gencert"
+    # seconds between consensuses once the network runs; tor derives the onion-service time
+    # period from it on a test network (24 intervals), and Onionbalance's --is-testnet assumes 20
+    voting_interval: int = 10
+    relays: int = RELAYS  # besides the authority
+    # Relays as directory caches: needed where HSDirs other than the authority must serve
+    # descriptors (each relay gets the HSDir flag); off by default (see _make_relay)
+    relay_dir_cache: bool = False
     ports: PortPicker = field(default_factory=PortPicker)
     nodes: list[Node] = field(default_factory=list)
     service: LaunchedTor | None = None
@@ -187,7 +204,7 @@ class TorNetwork:
         _install_exit_handlers()
         self._t0 = time.monotonic()
         deadline = self._t0 + timeout
-        relays = [f"relay{i}" for i in range(RELAYS)]
+        relays = [f"relay{i}" for i in range(self.relays)]
         orports = {name: self.ports.take() for name in ["auth", *relays]}
         dir_port = self.ports.take()
         self._fingerprints(orports, dir_port)
@@ -196,7 +213,7 @@ class TorNetwork:
             self._make_relay(name, orports[name])
         for node in self.nodes:
             node.start(self.tor)
-        self._wait_for_consensus(dir_port, RELAYS + 1, deadline)
+        self._wait_for_consensus(dir_port, self.relays + 1, deadline)
         self._freeze_descriptors()
         self.launch_to_consensus = time.monotonic() - self._t0
         self._make_client().start(self.tor)
@@ -255,7 +272,8 @@ class TorNetwork:
             ("V3AuthNIntervalsValid", "2"),
             ("TestingV3AuthInitialVotingInterval", "5"),
             ("TestingV3AuthInitialVoteDelay", "2"), ("TestingV3AuthInitialDistDelay", "2"),
-            ("V3AuthVotingInterval", "10"), ("V3AuthVoteDelay", "2"), ("V3AuthDistDelay", "2"),
+            ("V3AuthVotingInterval", str(self.voting_interval)), ("V3AuthVoteDelay", "2"),
+            ("V3AuthDistDelay", "2"),
             ("TestingV3AuthVotingStartOffset", str(offset)),
         ]
         self.nodes.append(Node("auth", data, ctl, options))
@@ -267,7 +285,8 @@ class TorNetwork:
             ("ORPort", str(orport)), ("Address", "127.0.0.1"), ("SocksPort", "0"),
             ("ExitRelay", "0"), ("ExitPolicy", "reject *:*"), ("AssumeReachable", "1"),
             ("ContactInfo", "amanat-tests@127.0.0.1"),
-            ("DirCache", "0"),  # relay caches answered 404 for microdescriptors: a 10 s retry
+            # relay caches answered 404 for microdescriptors: a 10 s retry
+            ("DirCache", "1" if self.relay_dir_cache else "0"),
         ]
         self.nodes.append(Node(name, data, ctl, options))
 
