@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--purpose", choices=PURPOSES, required=True,
                    help="what the case is for: only submissions whose source consented to it")
-    p.add_argument("--override-consent", metavar="REASON",
+    p.add_argument("--override-consent", metavar="TEXT",
                    help="export submissions without that consent anyway, for this reason "
                    "(recorded in the custody log and the summary)")
     p.add_argument("--working", action=argparse.BooleanOptionalAction, default=None,
