@@ -29,6 +29,7 @@ from evidence_files import gps_photo
 from review.duplicates import SIMILAR_BITS, find_matches
 from review.metadata import EXIFTOOL, exif_tags, perceptual_hash
 from review.sandbox import Sandbox, detect
+from review.state import FileRecord, SubmissionRecord
 
 
 def best(runs: list[float]) -> float:
@@ -58,8 +59,8 @@ def per_file(files: int, rounds: int) -> None:
         print(f"  {name:<30} {best(runs) * 1000:8.1f} ms   x{best(runs) / base:5.2f}")
 
 
-def naive(subs: list[dict[str, object]]) -> int:
-    hashes = [(s["id"], int(s["files"][0]["phash"], 16)) for s in subs]  # type: ignore[index]
+def naive(subs: list[SubmissionRecord]) -> int:
+    hashes = [(s["id"], int(s["files"][0]["phash"], 16)) for s in subs]
     found = 0
     for n, (_, a) in enumerate(hashes):
         for _, b in hashes[n + 1:]:
@@ -67,13 +68,19 @@ def naive(subs: list[dict[str, object]]) -> int:
     return found
 
 
+def _submission(sid: str, sha256: str, phash: str) -> SubmissionRecord:
+    """A vault record with one photo: all that find_matches reads, the rest left empty."""
+    photo: FileRecord = {"ciphertext": "", "sha256": sha256, "size": 0, "tool": "",
+                         "metadata": {}, "phash": phash}
+    return {"id": sid, "instance": "", "bundle": "", "day": "", "source": "",
+            "reply_recipient": "", "imported_at": "", "ciphertexts": [], "tags": [],
+            "notes": [], "files": [photo]}
+
+
 def vault_wide(count: int, rounds: int) -> None:
     rng = random.Random(7)
-    subs: list[dict[str, object]] = [
-        {"id": f"{n:032x}", "files": [{"sha256": f"{rng.getrandbits(256):064x}",
-                                       "phash": f"{rng.getrandbits(64):016x}"}]}
-        for n in range(count)
-    ]
+    subs = [_submission(f"{n:032x}", f"{rng.getrandbits(256):064x}",
+                        f"{rng.getrandbits(64):016x}") for n in range(count)]
     bucketed, pairwise = [], []
     for _ in range(rounds):
         start = time.perf_counter()

@@ -65,7 +65,7 @@ async def _session(root: Path, out: Path) -> tuple[float, float, float, float]:
                 resorts.append(time.perf_counter() - t1)
                 await pilot.pause()
                 drawn.append(time.perf_counter() - t1)
-            assert len(app.shown) == len(vault.state["submissions"])
+            assert len(app.shown) == len(vault.submissions)
     finally:
         vault.close()
     return opened, shown, statistics.median(resorts), statistics.median(drawn)
@@ -101,8 +101,8 @@ def main() -> None:
         resort = statistics.median(s[2] for s in sessions)
         drawn = statistics.median(s[3] for s in sessions)
         with Vault.open(root, PASSPHRASE.encode()) as vault:
-            subs = list(vault.state["submissions"].values())
-            replies = vault.state["replies"]
+            subs = list(vault.submissions.values())
+            replies = vault.replies
         build = _median(lambda: rows(subs, replies))
         queue: list[Row] = rows(subs, replies)
         small = queue[: len(queue) // 10]

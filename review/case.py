@@ -20,9 +20,10 @@ from typing import Any
 from keys.sanitize import clean, escape_json_text, json_dumps, safe_filename, unique_name
 from review.answers import answer_pairs
 from review.consent import CLEANED_BY_DEFAULT, check_export, consents
-from review.content import Content
+from review.content import Attachment, Content
 from review.metadata import by_ciphertext, clean_copy
 from review.sandbox import Sandbox, SandboxError, detect
+from review.state import CiphertextRecord, SubmissionRecord
 from review.vault import (
     GENESIS,
     Vault,
@@ -46,7 +47,7 @@ def _inside(directory: Path, name: str) -> Path:
     return target
 
 
-def _write_verified(vault: Vault, directory: Path, attachment: dict[str, Any], name: str) -> Path:
+def _write_verified(vault: Vault, directory: Path, attachment: Attachment, name: str) -> Path:
     """Decrypt one attachment into `directory` under `name`; verified before it gets the name."""
     tmp = _inside(directory, f".amanat-partial-{secrets.token_hex(8)}")
     digest, size = hashlib.sha256(), 0
@@ -81,11 +82,9 @@ def extract_files(
     content = vault.content(sub)
     out_dir.mkdir(parents=True, exist_ok=True)
     where = str(out_dir.resolve())
-    vault.log("extract", [sid], out=where, planned=len(content.attachments))
-    vault.save()
+    vault.record("extract", [sid], out=where, planned=len(content.attachments))
     written = _extract_into(vault, sub["id"], content, out_dir, progress, "extract-file")
-    vault.log("extract-done", [sid], out=where, files=len(written))
-    vault.save()
+    vault.record("extract-done", [sid], out=where, files=len(written))
     return written
 
 
@@ -104,8 +103,7 @@ def _extract_into(
         path = _write_verified(vault, out_dir, att, name)
         taken.add(path.name)
         entry = {"name": path.name, "size": att["size"], "sha256": att["sha256"]}
-        vault.log(action, [sid], out=str(path.resolve()), size=att["size"], sha256=att["sha256"])
-        vault.save()
+        vault.record(action, [sid], out=str(path.resolve()), size=att["size"], sha256=att["sha256"])
         written.append(entry)
         if progress:
             progress(n + 1, len(content.attachments))
@@ -168,9 +166,8 @@ def export_case(
         raise VaultIntegrityError(f"{out_dir} is not empty: export-case writes a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     overridden = {"consent_override": request.override, "without_consent": without}
-    vault.log("export-case", [s["id"] for s in subs], out=str(out_dir.resolve()),
-              purpose=request.purpose, working=working, **(overridden if without else {}))
-    vault.save()
+    vault.record("export-case", [s["id"] for s in subs], out=str(out_dir.resolve()),
+                 purpose=request.purpose, working=working, **(overridden if without else {}))
     sandbox = detect() if working else None
     exported: dict[str, list[dict[str, Any]]] = {}
     for n, (sub, content) in enumerate(zip(subs, contents, strict=True)):
@@ -205,17 +202,16 @@ def _working_copies(
     hashes and the tool; `saved` entries gain `working` (or `working_error`)."""
     folder.mkdir()
     for att, entry in zip(content.attachments, saved, strict=True):
-        ct: dict[str, Any] = att["ciphertext"]
+        ct = att["ciphertext"]
 
-        def plaintext(ct: dict[str, Any] = ct) -> Iterator[bytes]:
+        def plaintext(ct: CiphertextRecord = ct) -> Iterator[bytes]:
             return vault.decrypt_ciphertext(ct)
 
         try:
             copy = clean_copy(sandbox, plaintext, att["size"])
         except SandboxError as exc:
             entry["working_error"] = str(exc)
-            vault.log("derive-failed", [sid], original_sha256=att["sha256"], reason=str(exc))
-            vault.save()
+            vault.record("derive-failed", [sid], original_sha256=att["sha256"], reason=str(exc))
             continue
         path = _inside(folder, entry["name"])
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -223,18 +219,16 @@ def _working_copies(
             out.write(copy.data)
         entry["working"] = {"sha256": copy.sha256, "size": len(copy.data), "tool": copy.tool,
                             "removed": copy.removed, "left": copy.left}
-        vault.log("derive", [sid], out=str(path.resolve()), original_sha256=att["sha256"],
-                  copy_sha256=copy.sha256, tool=copy.tool, removed=copy.removed)
-        vault.save()
+        vault.record("derive", [sid], out=str(path.resolve()), original_sha256=att["sha256"],
+                     copy_sha256=copy.sha256, tool=copy.tool, removed=copy.removed)
 
 
 def _write_text(vault: Vault, sid: str, path: Path, text: str) -> None:
     """Write a file with plaintext testimony in it, then record it in the custody log."""
     data = text.encode("utf-8")
     path.write_bytes(data)
-    vault.log("export-file", [sid], out=str(path.resolve()), size=len(data),
-              sha256=hashlib.sha256(data).hexdigest())
-    vault.save()
+    vault.record("export-file", [sid], out=str(path.resolve()), size=len(data),
+                 sha256=hashlib.sha256(data).hexdigest())
 
 
 def _answers_json(content: Content, saved: list[dict[str, Any]]) -> str:
@@ -260,7 +254,7 @@ def _custody_lines(vault: Vault, ids: set[str]) -> str:
     """The whole chain, so it still verifies; entries about other submissions are redacted to the
     hash of their body (see docs: review tool, chain of custody)."""
     lines = []
-    for entry in vault.state["custody"]:
+    for entry in vault.custody:
         subjects = set(entry["subjects"])
         if not subjects or subjects & ids:
             lines.append(escape_json_text(canonical(entry).decode()))
@@ -297,7 +291,7 @@ def _e(text: object) -> str:
 
 def _summary_html(
     vault: Vault,
-    subs: list[tuple[dict[str, Any], Content]],
+    subs: list[tuple[SubmissionRecord, Content]],
     exported: dict[str, list[dict[str, Any]]],
     request: ExportRequest,
     given: dict[str, list[str]],
@@ -348,7 +342,7 @@ def _summary_html(
 
 
 def _attachment_rows(
-    sub: dict[str, Any], content: Content, saved: list[dict[str, Any]]
+    sub: SubmissionRecord, content: Content, saved: list[dict[str, Any]]
 ) -> list[str]:
     """Originals with their metadata findings; working copies with what was removed."""
     found = by_ciphertext(sub)

@@ -32,6 +32,7 @@ from review.queue import SORTS, rows, sort_rows
 from review.replies import make_reply, sent_replies
 from review.report_text import LANGUAGES
 from review.search import SearchIndex
+from review.state import ReplyRecord, SubmissionRecord
 from review.suppression import DEFAULT_THRESHOLD, MIN_THRESHOLD, check_threshold
 from review.vault import Vault, verify_vault
 
@@ -118,7 +119,7 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(sub: dict[str, Any]) -> dict[str, Any]:
+def _row(sub: SubmissionRecord) -> dict[str, Any]:
     return {
         "id": sub["id"],
         "day": sub["day"],
@@ -132,7 +133,7 @@ def _row(sub: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _flags(sub: dict[str, Any], matches: Matches) -> dict[str, Any]:
+def _flags(sub: SubmissionRecord, matches: Matches) -> dict[str, Any]:
     """Duplicate and similar submissions, identifying metadata: what `list` and `show` warn of."""
     return matches.of(sub["id"]) | {"metadata_warnings": warnings(sub)}
 
@@ -148,8 +149,8 @@ def run_list(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         if args.sort == "urgency":
             vault.add_triage()  # submissions imported before the queue kept urgency
-        order = sort_rows(rows(vault.state["submissions"].values(), []), args.sort)
-        subs = [vault.state["submissions"][r.id] for r in order]
+        order = sort_rows(rows(vault.submissions.values(), []), args.sort)
+        subs = [vault.submissions[r.id] for r in order]
     matches = find_matches(subs)
     if args.tag:
         subs = [s for s in subs if args.tag in s["tags"]]
@@ -169,7 +170,7 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _excerpt(sub: dict[str, Any]) -> str:
+def _excerpt(sub: SubmissionRecord) -> str:
     if not sub.get("readable", True):
         return "(not for me)"
     if sub.get("quarantine"):
@@ -177,10 +178,10 @@ def _excerpt(sub: dict[str, Any]) -> str:
     return one_line(sub.get("excerpt", ""), 40)
 
 
-def _show_json(vault: Vault, sub: dict[str, Any], content: Content | None) -> dict[str, Any]:
-    shown = _row(sub) | _flags(sub, find_matches(vault.state["submissions"].values())) | {
+def _show_json(vault: Vault, sub: SubmissionRecord, content: Content | None) -> dict[str, Any]:
+    shown = _row(sub) | _flags(sub, find_matches(vault.submissions.values())) | {
         "notes": sub["notes"],
-        "replies": [r for r in vault.state["replies"] if r["source"] == sub["source"]],
+        "replies": [r for r in vault.replies if r["source"] == sub["source"]],
     }
     if content is None:
         return shown
@@ -207,15 +208,15 @@ def run_show(args: argparse.Namespace) -> int:
             out(json_dumps(_show_json(vault, sub, content)))
             return 0
         replies = sent_replies(vault, sub["source"])
-        matches = find_matches(vault.state["submissions"].values()).of(sub["id"])
+        matches = find_matches(vault.submissions.values()).of(sub["id"])
     out(f"submission {clean(sub['id'], single_line=True)}")
     out(f"day:     {sub['day']}   source: {clean(sub['source'], single_line=True)}")
     out(f"tags:    {one_line(', '.join(sub['tags']), 200) or '-'}")
     for key, ids in matches.items():
         if ids:
             out(f"{key}: {', '.join(clean(i, single_line=True) for i in ids)}")
-    if sub.get("quarantine"):
-        out(f"QUARANTINED: {clean(sub['quarantine'], single_line=True)}")
+    if quarantine := sub.get("quarantine"):
+        out(f"QUARANTINED: {clean(quarantine, single_line=True)}")
         out("(not shown: the bundle carries it in a form the intake never writes)")
         return 0
     if content is None:
@@ -241,7 +242,7 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_replies(replies: list[tuple[dict[str, Any], str | None]]) -> None:
+def _show_replies(replies: list[tuple[ReplyRecord, str | None]]) -> None:
     if not replies:
         return
     out("\nreplies sent to this source:")
@@ -251,7 +252,7 @@ def _show_replies(replies: list[tuple[dict[str, Any], str | None]]) -> None:
             out(f"      {line}")
 
 
-def _show_attachments(sub: dict[str, Any], content: Content) -> None:
+def _show_attachments(sub: SubmissionRecord, content: Content) -> None:
     out("\nattachments:")
     found = by_ciphertext(sub)
     for att in content.attachments:
@@ -264,7 +265,7 @@ def _show_attachments(sub: dict[str, Any], content: Content) -> None:
 
 def run_search(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        subs = vault.state["submissions"]
+        subs = vault.submissions
         index = SearchIndex(vault.search_texts())
     hits = index.search(args.text)
     if args.json:

@@ -15,9 +15,9 @@ the bundle, and against the bundle's ciphertexts; an item that does not conform 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from keys.age import X25519Identity, decrypt_iter
 from keys.errors import AgeError, InputError, NoIdentityMatchError
@@ -31,12 +31,37 @@ from keys.manifest import (
 )
 from review.answers import answer_pairs
 from review.queue import triage
+from review.state import CiphertextRecord, Triage
 
 EXCERPT_CHARS = 160
 # An age file is its header (one stanza per recipient) plus 16 bytes per 64 KiB chunk.
 _HEADER_ALLOWANCE = 64 * 1024
 
-ReadCiphertext = Callable[[dict[str, Any]], Iterable[bytes]]
+ReadCiphertext = Callable[[CiphertextRecord], Iterable[bytes]]
+
+
+class Attachment(TypedDict):
+    """An attachment as the submission manifest describes it, with its ciphertext."""
+
+    name: str
+    content_type: str
+    size: int
+    sha256: str  # of the plaintext
+    field: str
+    ciphertext: CiphertextRecord
+
+
+class Summary(TypedDict):
+    """What the vault state keeps of a submission's content (the rest when it is readable)."""
+
+    readable: bool
+    quarantine: str | None
+    received_day: NotRequired[str]
+    excerpt: NotRequired[str]
+    message_sha256: NotRequired[str]
+    message_size: NotRequired[int]
+    attachment_count: NotRequired[int]
+    triage: NotRequired[Triage]
 
 
 class NonConformingItemError(InputError):
@@ -49,14 +74,13 @@ class Content:
     message_sha256: str
     message_size: int
     intake: IntakeManifest
-    # name, content_type, size, sha256 (of the plaintext), field; ciphertext (its vault record)
-    attachments: tuple[dict[str, Any], ...]
+    attachments: tuple[Attachment, ...]
 
 
 def open_content(
     read: ReadCiphertext,
     identity: X25519Identity,
-    ciphertexts: list[dict[str, Any]],
+    ciphertexts: Sequence[CiphertextRecord],
     limits: IntakeLimits,
 ) -> Content | None:
     """Decrypt and check one submission; None if it was not encrypted to `identity`."""
@@ -85,7 +109,7 @@ def open_content(
 
 
 def _decrypt(
-    read: ReadCiphertext, identity: X25519Identity, ct: dict[str, Any], limit: int
+    read: ReadCiphertext, identity: X25519Identity, ct: CiphertextRecord, limit: int
 ) -> bytes:
     """A whole plaintext of at most `limit` bytes; the ciphertext's size is checked first, so a
     huge member is refused before any of it is read."""
@@ -101,7 +125,9 @@ def _decrypt(
     return bytes(plaintext)
 
 
-def _check_message(entry: FileEntry | None, message: bytes, cts: list[dict[str, Any]]) -> None:
+def _check_message(
+    entry: FileEntry | None, message: bytes, cts: Sequence[CiphertextRecord]
+) -> None:
     """The message ciphertext and the manifest's `message` entry agree, down to the SHA-256."""
     if entry is None and not cts:
         return
@@ -113,7 +139,9 @@ def _check_message(entry: FileEntry | None, message: bytes, cts: list[dict[str, 
         )
 
 
-def _attachments(intake: IntakeManifest, files: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+def _attachments(
+    intake: IntakeManifest, files: Sequence[CiphertextRecord]
+) -> tuple[Attachment, ...]:
     """Each `file` ciphertext described exactly once by the manifest's `files` (by name)."""
     by_name = {c["name"]: c for c in files}
     if sorted(e.ciphertext for e in intake.files) != sorted(by_name):
@@ -139,7 +167,7 @@ def search_text(content: Content) -> str:
     return f"{content.message} {answers}"
 
 
-def summary(content: Content | None) -> dict[str, Any]:
+def summary(content: Content | None) -> Summary:
     """What the vault state keeps of a submission's content: enough for `list`, no more."""
     if content is None:
         return {"readable": False, "quarantine": None}
@@ -155,7 +183,7 @@ def summary(content: Content | None) -> dict[str, Any]:
     }
 
 
-def limits_of(bundle_record: dict[str, Any] | None) -> IntakeLimits:
+def limits_of(bundle_record: Mapping[str, object] | None) -> IntakeLimits:
     """The limits a stored bundle signed (the defaults if it signed none)."""
     doc = (bundle_record or {}).get("limits")
     return DEFAULT_LIMITS if doc is None else IntakeLimits.from_json(doc)

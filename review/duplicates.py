@@ -9,9 +9,10 @@ sources sending the same file are both worth an investigator's look.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+from review.state import SubmissionRecord
 
 SIMILAR_BITS = 6  # of 64: the hash of one photo resized or re-encoded differs in fewer bits
 # Pigeonhole: split the 64 bits into SIMILAR_BITS + 1 pieces; two hashes that differ in at most
@@ -29,7 +30,7 @@ class Matches:
         return {"duplicates": self.duplicates.get(sid, []), "similar": self.similar.get(sid, [])}
 
 
-def find_matches(submissions: Iterable[Mapping[str, Any]]) -> Matches:
+def find_matches(submissions: Iterable[SubmissionRecord]) -> Matches:
     by_sha: dict[str, set[str]] = {}
     hashes: list[tuple[str, int]] = []
     for sub in submissions:

@@ -18,7 +18,7 @@ import hashlib
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, TypedDict, cast
 
 from keys.age import decrypt_iter
 from keys.bundle import (
@@ -34,6 +34,7 @@ from keys.manifest import DEFAULT_LIMITS
 from review.content import NonConformingItemError, open_content, summary
 from review.metadata import read_files
 from review.sandbox import Sandbox, detect
+from review.state import BundleRecord, CiphertextRecord, SubmissionRecord
 from review.vault import Vault, now
 
 Progress = Callable[[int, int], None]
@@ -47,7 +48,15 @@ class BundleConflictError(BundleError):
     """The bundle's content contradicts what the vault already holds or what the item says."""
 
 
-def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) -> dict[str, Any]:
+class ImportSummary(TypedDict):
+    bundle_id: str
+    imported: int
+    skipped: int
+    quarantined: dict[str, str]
+    sandbox_warning: str | None
+
+
+def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) -> ImportSummary:
     """Import one transfer bundle; returns a summary. Raises BundleError subclasses on refusal."""
     transfer_key = vault.keyring.transfer_verify_key
     if transfer_key is None:
@@ -61,7 +70,7 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         _refuse_replay(vault, manifest)
         new_items = _new_items(vault, manifest)
         sandbox = detect()
-        records = {}
+        records: dict[str, SubmissionRecord] = {}
         for n, item in enumerate(new_items):
             records[item.submission_id] = _open_item(
                 vault, bundle, manifest, item, bundle_sha256, sandbox
@@ -82,17 +91,19 @@ def import_bundle(vault: Vault, path: Path, progress: Progress | None = None) ->
         "bundle_id": manifest.bundle_id,
         "imported": len(new_items),
         "skipped": len(manifest.items) - len(new_items),
-        "quarantined": {sid: r["quarantine"] for sid, r in records.items() if r.get("quarantine")},
+        "quarantined": {sid: q for sid, r in records.items() if (q := r.get("quarantine"))},
         "sandbox_warning": sandbox.warning if new_items else None,
     }
 
 
 def _record(
-    vault: Vault, manifest: TransferManifest, records: dict[str, Any], bundle_sha256: str
+    vault: Vault,
+    manifest: TransferManifest,
+    records: dict[str, SubmissionRecord],
+    bundle_sha256: str,
 ) -> None:
     """Add the new submissions, the bundle id (for replay checks) and a custody entry; save."""
-    vault.state["submissions"].update(records)
-    vault.state["bundles"][manifest.bundle_id] = {
+    bundle: BundleRecord = {
         "limits": (manifest.limits or DEFAULT_LIMITS).to_json(),
         "instance": manifest.instance_id,
         "created_day": manifest.created_day,
@@ -101,21 +112,18 @@ def _record(
         "items": len(manifest.items),
         "new": len(records),
     }
-    quarantined = sorted(sid for sid, r in records.items() if r.get("quarantine"))
-    vault.log(
-        "import",
-        sorted(records),
-        quarantined=quarantined,
-        bundle_id=manifest.bundle_id,
+    vault.add_import(
+        manifest.bundle_id,
+        bundle,
+        records,
         bundle_sha256=bundle_sha256,
         instance=manifest.instance_id,
         skipped=len(manifest.items) - len(records),
     )
-    vault.save()
 
 
 def _refuse_replay(vault: Vault, manifest: TransferManifest) -> None:
-    seen = vault.state["bundles"].get(manifest.bundle_id)
+    seen = vault.bundles.get(manifest.bundle_id)
     if seen is not None:
         raise BundleReplayError(
             f"bundle {manifest.bundle_id} was already imported at {seen['imported_at']}: "
@@ -128,7 +136,7 @@ def _new_items(vault: Vault, manifest: TransferManifest) -> list[TransferItem]:
     is fine if they are byte-identical; a different ciphertext under a known id is refused."""
     new = []
     for item in manifest.items:
-        known = vault.state["submissions"].get(item.submission_id)
+        known = vault.submissions.get(item.submission_id)
         if known is None:
             new.append(item)
             continue
@@ -147,32 +155,32 @@ def _open_item(
     item: TransferItem,
     bundle_sha256: str,
     sandbox: Sandbox,
-) -> dict[str, Any]:
+) -> SubmissionRecord:
     """The vault's record of one submission: what the signed bundle says, plus a summary of its
     decrypted content (`readable: False` if not encrypted to us) and its attachments' metadata.
     An item whose content breaks the schema is kept, quarantined, with the reason: the rest of
     the bundle still imports."""
     record = _record_skeleton(bundle, manifest, item, bundle_sha256)
 
-    def read(ct: dict[str, Any]) -> Iterator[bytes]:
+    def read(ct: CiphertextRecord) -> Iterator[bytes]:
         return bundle.iter_member(ct["name"])
 
     limits = manifest.limits or DEFAULT_LIMITS
     try:
         content = open_content(read, vault.identity, record["ciphertexts"], limits)
     except NonConformingItemError as exc:
-        return record | {"readable": True, "quarantine": str(exc)}
-    record.update(summary(content))
-    if content is not None:
-        record["files"] = read_files(
-            sandbox, content.attachments, lambda ct: decrypt_iter(read(ct), [vault.identity])
-        )
-    return record
+        return {**record, "readable": True, "quarantine": str(exc)}
+    if content is None:
+        return {**record, **summary(None)}
+    files = read_files(
+        sandbox, content.attachments, lambda ct: decrypt_iter(read(ct), [vault.identity])
+    )
+    return {**record, **summary(content), "files": files}
 
 
 def _record_skeleton(
     bundle: VerifiedBundle, manifest: TransferManifest, item: TransferItem, bundle_sha256: str
-) -> dict[str, Any]:
+) -> SubmissionRecord:
     """What the signed transfer manifest says of a submission; ciphertexts stay in the stored
     bundle and are found by offset."""
     return {

@@ -21,12 +21,16 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from review.sandbox import MIB, WORKDIR, Limits, Sandbox, SandboxError
+from review.state import CiphertextRecord, FileRecord, Findings, SubmissionRecord
+
+if TYPE_CHECKING:
+    from review.content import Attachment
 
 Plaintext = Callable[[], Iterable[bytes]]  # a fresh iterator of the attachment's bytes per call
 
@@ -63,24 +67,34 @@ class Cleaned:
     sha256: str
     tool: str  # "mat2 0.13.3"
     removed: list[str]  # the metadata tags exiftool saw before and not after
-    left: dict[str, Any]  # findings still there after cleaning (should be empty)
+    left: Findings  # findings still there after cleaning (should be empty)
 
 
-def read_attachment(sandbox: Sandbox, plaintext: Plaintext, size: int) -> dict[str, Any]:
+class Reading(TypedDict):
+    """What exiftool (and the perceptual hash) made of one attachment."""
+
+    tool: str
+    metadata: Findings
+    filetype: NotRequired[str | None]
+    phash: NotRequired[str]
+
+
+def read_attachment(sandbox: Sandbox, plaintext: Plaintext, size: int) -> Reading:
     """The vault's record of one attachment's metadata: `metadata` (findings), `filetype` (what
     exiftool recognised), `phash` (photos) and the tool that read it."""
-    record: dict[str, Any] = {"tool": exiftool_version(sandbox)}
+    tool = exiftool_version(sandbox)
     try:
         tags = exif_tags(sandbox, plaintext, size)
     except SandboxError as exc:
-        return record | {"metadata": {"unreadable": f"metadata unreadable: {exc}"}}
-    record["metadata"] = findings(tags)
-    record["filetype"] = _extension(tags)
+        return {"tool": tool, "metadata": {"unreadable": f"metadata unreadable: {exc}"}}
+    found = findings(tags)
+    record: Reading = {"tool": tool, "metadata": found, "filetype": _extension(tags)}
     if str(tags.get("File:MIMEType", "")).startswith("image/") and size <= HASH_MAX_BYTES:
         try:
             record["phash"] = perceptual_hash(sandbox, plaintext)
         except SandboxError as exc:
-            record["metadata"]["unreadable"] = f"metadata unreadable: the image: {exc}"
+            unreadable = f"metadata unreadable: the image: {exc}"
+            record["metadata"] = {**found, "unreadable": unreadable}
     return record
 
 
@@ -111,24 +125,26 @@ def perceptual_hash(sandbox: Sandbox, plaintext: Plaintext) -> str:
     return text
 
 
-def findings(tags: dict[str, Any]) -> dict[str, Any]:
+def findings(tags: dict[str, Any]) -> Findings:
     """gps, device, times, author: each only where the file carries it."""
     by_name: dict[str, Any] = {}
     for key, value in tags.items():
         group, _, name = str(key).rpartition(":")
         if group not in ("File", "ExifTool", "SourceFile") and name not in by_name:
             by_name[name] = value
-    found: dict[str, Any] = {}
+    found: Findings = {}
     gps = _gps(by_name)
     if gps is not None:
-        found["gps"] = gps
+        found = {**found, "gps": gps}
     device = " ".join(_text(by_name[k]) for k in ("Make", "Model") if _text(by_name.get(k)))
     if device:
-        found["device"] = device[:MAX_VALUE]
-    for key, names in (("times", TIME_TAGS), ("author", AUTHOR_TAGS)):
-        values = {n: _text(by_name[n]) for n in names if _text(by_name.get(n))}
-        if values:
-            found[key] = values
+        found = {**found, "device": device[:MAX_VALUE]}
+    times = {n: _text(by_name[n]) for n in TIME_TAGS if _text(by_name.get(n))}
+    if times:
+        found = {**found, "times": times}
+    author = {n: _text(by_name[n]) for n in AUTHOR_TAGS if _text(by_name.get(n))}
+    if author:
+        found = {**found, "author": author}
     return found
 
 
@@ -214,16 +230,16 @@ def _version(sandbox: Sandbox, argv: list[str]) -> str:
 
 def read_files(
     sandbox: Sandbox,
-    attachments: Iterable[dict[str, Any]],
-    decrypt: Callable[[dict[str, Any]], Iterable[bytes]],
-) -> list[dict[str, Any]]:
+    attachments: Iterable[Attachment],
+    decrypt: Callable[[CiphertextRecord], Iterable[bytes]],
+) -> list[FileRecord]:
     """What the vault keeps per attachment (with its intake SHA-256, for duplicates): one
     record each, in the manifest's order. `decrypt(ciphertext_record)` gives its plaintext."""
-    records = []
+    records: list[FileRecord] = []
     for att in attachments:
-        ct: dict[str, Any] = att["ciphertext"]
+        ct = att["ciphertext"]
 
-        def plaintext(ct: dict[str, Any] = ct) -> Iterable[bytes]:
+        def plaintext(ct: CiphertextRecord = ct) -> Iterable[bytes]:
             return decrypt(ct)
 
         records.append({"ciphertext": ct["name"], "sha256": att["sha256"], "size": att["size"],
@@ -236,13 +252,13 @@ def read_files(
 IDENTIFYING = ("gps", "device", "author", "unreadable")  # what warrants a warning in `list`
 
 
-def warnings(sub: Mapping[str, Any]) -> list[str]:
+def warnings(sub: SubmissionRecord) -> list[str]:
     """The identifying findings in any of a submission's attachments (and unreadable ones)."""
-    found = {key for record in sub.get("files") or [] for key in record.get("metadata", {})}
+    found = {key for record in sub.get("files", ()) for key in record["metadata"]}
     return [key for key in IDENTIFYING if key in found]
 
 
-def by_ciphertext(sub: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def by_ciphertext(sub: SubmissionRecord) -> dict[str, Findings]:
     """Each attachment's findings by its ciphertext name ({} for one imported before metadata
     was read)."""
-    return {r["ciphertext"]: r.get("metadata", {}) for r in sub.get("files") or []}
+    return {r["ciphertext"]: r["metadata"] for r in sub.get("files", ())}

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from keys.manifest import IntakeManifest
 from review.duplicates import find_matches
 from review.metadata import warnings
+from review.state import ReplyRecord, SubmissionRecord, Triage
 
 # The questionnaire's urgency options, most urgent first ("Do you expect to be arrested or
 # deported soon?": within days, within weeks, I do not know, no). Not answered comes last.
@@ -32,7 +33,7 @@ Sort = Literal["urgency", "day"]
 MAX_TRIAGE_ITEMS = 16  # a crafted record cannot make a row carry thousands of values
 
 
-def triage(intake: IntakeManifest) -> dict[str, Any]:
+def triage(intake: IntakeManifest) -> Triage:
     """What the queue shows of one submission's answers: its urgency, the groups at risk and
     the uses its source consented to (option values; labels come from the questionnaire)."""
     record = intake.questionnaire or {}
@@ -88,7 +89,7 @@ class Row:
         return (*dup, *similar, *self.metadata)
 
 
-def rows(submissions: Iterable[Mapping[str, Any]], replies: Iterable[Mapping[str, Any]],
+def rows(submissions: Iterable[SubmissionRecord], replies: Iterable[ReplyRecord],
          ) -> list[Row]:
     """A row per submission. A submission counts as replied to when a reply went to its source
     on or after the day it arrived (days are all the vault keeps)."""
@@ -101,7 +102,7 @@ def rows(submissions: Iterable[Mapping[str, Any]], replies: Iterable[Mapping[str
     return [_row(sub, last_reply, matches.of(str(sub["id"]))) for sub in subs]
 
 
-def _row(sub: Mapping[str, Any], last_reply: Mapping[str, str],
+def _row(sub: SubmissionRecord, last_reply: Mapping[str, str],
          matches: Mapping[str, list[str]]) -> Row:
     found = sub.get("triage")
     t: Mapping[str, Any] = found if isinstance(found, dict) else {}

@@ -12,13 +12,13 @@ import hashlib
 import io
 import secrets
 from pathlib import Path
-from typing import Any
 
 from keys.age import X25519Recipient, encrypt
 from keys.bundle import Reply, ReplyManifest, write_bundle
 from keys.errors import ConfigError, InputError, NoIdentityMatchError
 from keys.files import replace_atomic
 from keys.keyring import Investigator
+from review.state import ObjectRef, ReplyRecord, SubmissionRecord
 from review.vault import UnknownItemError, Vault, today
 
 MAX_REPLY_CHARS = 20_000
@@ -28,8 +28,8 @@ class ReplyTextError(InputError):
     """The reply's text is empty or too long."""
 
 
-def _latest_from(vault: Vault, source_id: str) -> dict[str, Any]:
-    subs = [s for s in vault.state["submissions"].values() if s["source"] == source_id]
+def _latest_from(vault: Vault, source_id: str) -> SubmissionRecord:
+    subs = [s for s in vault.submissions.values() if s["source"] == source_id]
     if not subs:
         raise UnknownItemError(f"no submission in this vault comes from source {source_id!r}")
     return max(subs, key=lambda s: (s["day"], s["imported_at"]))
@@ -90,11 +90,11 @@ def _signed_bundle(vault: Vault, manifest: ReplyManifest, ciphertext: bytes) -> 
 
 
 def _record(
-    vault: Vault, latest: dict[str, Any], manifest: ReplyManifest, ciphertext: bytes
+    vault: Vault, latest: SubmissionRecord, manifest: ReplyManifest, ciphertext: bytes
 ) -> None:
     """Keep a copy of the ciphertext and log the reply in the vault (saved)."""
     (reply,) = manifest.replies
-    record = {
+    record: ReplyRecord = {
         "reply_id": reply.reply_id,
         "source": reply.source_id,
         "instance": latest["instance"],
@@ -107,15 +107,15 @@ def _record(
     vault.add_reply(record, latest["id"], ciphertext)
 
 
-def sent_replies(vault: Vault, source_id: str) -> list[tuple[dict[str, Any], str | None]]:
+def sent_replies(vault: Vault, source_id: str) -> list[tuple[ReplyRecord, str | None]]:
     """The replies sent to a source, oldest first, each with its text as this investigator reads
     it from the vault's copy (None when the reply was not encrypted to this key: an investigator
     added to the keyring later)."""
     found = []
-    for reply in vault.state["replies"]:
+    for reply in vault.replies:
         if reply["source"] != source_id:
             continue
-        ct = {"sha256": reply["sha256"], "size": reply["size"]}
+        ct: ObjectRef = {"sha256": reply["sha256"], "size": reply["size"]}
         try:
             text: str | None = b"".join(vault.decrypt_ciphertext(ct)).decode("utf-8", "replace")
         except NoIdentityMatchError:

@@ -23,12 +23,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from keys.errors import InputError
 from keys.files import replace_atomic
 from review.answers import QuestionnaireLabels
 from review.report_text import RTL, text
+from review.state import SubmissionRecord
 from review.suppression import determined, suppress
 from review.vault import GENESIS, UnknownItemError, Vault, VaultIntegrityError, today
 
@@ -82,7 +83,16 @@ class Report:
 # --- reading submissions -----------------------------------------------------------------------
 
 
-def structured_answers(sub: dict[str, Any]) -> dict[str, Any]:
+class AnswersRecord(TypedDict):
+    """What a report reads of one submission: its day and its questionnaire record (from the
+    decrypted submission manifest: a crafted bundle's values, checked where they are read)."""
+
+    id: str
+    day: str
+    questionnaire: dict[str, Any] | None
+
+
+def structured_answers(sub: AnswersRecord) -> dict[str, Any]:
     """The questionnaire record's values by field key (nothing else of the submission)."""
     record = sub.get("questionnaire")
     items = record.get("answers") if isinstance(record, dict) else None
@@ -100,7 +110,7 @@ def consented(answers: dict[str, Any], labels: QuestionnaireLabels) -> bool:
     )
 
 
-def categories(sub: dict[str, Any], answers: dict[str, Any], labels: QuestionnaireLabels,
+def categories(sub: AnswersRecord, answers: dict[str, Any], labels: QuestionnaireLabels,
                ) -> dict[str, list[str]]:
     """Each dimension's categories for one submission: one for a single choice, any number
     for a multiple choice; [NONE] when nothing valid was answered."""
@@ -139,7 +149,7 @@ def _title(key: str, labels: QuestionnaireLabels, lang: str) -> str:
     return text("month", lang) if key == MONTH else labels.questions[key]
 
 
-def build_report(subs: Sequence[dict[str, Any]], labels: QuestionnaireLabels, threshold: int,
+def build_report(subs: Sequence[AnswersRecord], labels: QuestionnaireLabels, threshold: int,
                  counts: dict[str, int]) -> Report:
     """The tables over consented submissions (already chosen by the caller), suppressed."""
     lang = labels.locale
@@ -306,9 +316,9 @@ class ReportRequest:
     purpose: str = "anonymized advocacy report"
 
 
-def choose(vault: Vault, request: ReportRequest) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def choose(vault: Vault, request: ReportRequest) -> tuple[list[AnswersRecord], dict[str, int]]:
     """The consented submissions of the period and the vault's counts."""
-    subs = list(vault.state["submissions"].values())
+    subs = list(vault.submissions.values())
     period = [s for s in subs if in_period(str(s.get("day", "")), request.start, request.end)]
     readable = [r for s in period if (r := _answers_record(vault, s)) is not None]
     chosen = [s for s in readable if consented(structured_answers(s), request.labels)]
@@ -317,7 +327,7 @@ def choose(vault: Vault, request: ReportRequest) -> tuple[list[dict[str, Any]], 
     return chosen, counts
 
 
-def _answers_record(vault: Vault, sub: dict[str, Any]) -> dict[str, Any] | None:
+def _answers_record(vault: Vault, sub: SubmissionRecord) -> AnswersRecord | None:
     """The submission's day and questionnaire record, read (and checked) from its encrypted
     content: the vault's state keeps no answers. None when it cannot be read or is quarantined:
     such a submission is left out, as one without consent is."""
@@ -325,7 +335,7 @@ def _answers_record(vault: Vault, sub: dict[str, Any]) -> dict[str, Any] | None:
         content = vault.content(sub)
     except (UnknownItemError, VaultIntegrityError):
         return None
-    return {"id": sub["id"], "day": sub.get("day"), "questionnaire": content.intake.questionnaire}
+    return {"id": sub["id"], "day": sub["day"], "questionnaire": content.intake.questionnaire}
 
 
 def make_report(vault: Vault, request: ReportRequest) -> dict[str, str]:
@@ -339,7 +349,7 @@ def make_report(vault: Vault, request: ReportRequest) -> dict[str, str]:
     chosen, counts = choose(vault, request)
     report = build_report(chosen, request.labels, request.threshold, counts)
     charts = {t.id: chart_svg(report, t) for t in report.tables}
-    custody = vault.state["custody"]
+    custody = vault.custody
     head = custody[-1]["hash"] if custody else GENESIS
     period = _period_text(request)
     files = {"report.html": report_html(report, {k: _inline(v) for k, v in charts.items()},
@@ -350,11 +360,10 @@ def make_report(vault: Vault, request: ReportRequest) -> dict[str, str]:
     sums = _write_folder(out, files)
     span = {"from": request.start and request.start.isoformat(),
             "to": request.end and request.end.isoformat()}
-    vault.log("report", [], out=str(out.resolve()), purpose=request.purpose, period=span,
-              threshold=request.threshold, lang=request.labels.locale,
-              report_sha256=sums["report.html"], files=sums, counted=counts["counted"],
-              left_out=counts["left_out"])
-    vault.save()
+    vault.record("report", [], out=str(out.resolve()), purpose=request.purpose, period=span,
+                 threshold=request.threshold, lang=request.labels.locale,
+                 report_sha256=sums["report.html"], files=sums, counted=counts["counted"],
+                 left_out=counts["left_out"])
     return sums
 
 

@@ -29,10 +29,10 @@ import base64
 import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, BinaryIO
 
 from nacl.exceptions import BadSignatureError
@@ -53,6 +53,19 @@ from review.content import (
     summary,
 )
 from review.queue import triage
+from review.state import (
+    BundleRecord,
+    CiphertextRecord,
+    CustodyEntry,
+    FrozenDict,
+    Note,
+    ObjectRef,
+    ReplyRecord,
+    SubmissionRecord,
+    VaultState,
+    check_state,
+    freeze,
+)
 
 VAULT_FORMAT = "amanat-review-vault/1"
 STATE_FORMAT = "amanat-review-state/2"
@@ -100,11 +113,11 @@ def entry_hash(prev: str, body_sha256: str) -> str:
     return hashlib.sha256(bytes.fromhex(prev) + bytes.fromhex(body_sha256)).hexdigest()
 
 
-def custody_body(entry: dict[str, Any]) -> dict[str, Any]:
+def custody_body(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k not in ("prev", "hash")}
 
 
-def verify_chain(entries: list[dict[str, Any]]) -> None:
+def verify_chain(entries: Sequence[Mapping[str, Any]]) -> None:
     """Check every custody entry links to the one before; redacted entries carry body_sha256."""
     prev = GENESIS
     for n, entry in enumerate(entries):
@@ -119,7 +132,7 @@ def verify_chain(entries: list[dict[str, Any]]) -> None:
         prev = entry["hash"]
 
 
-def _empty_state(org_pub: VerifyKey, keyring: Keyring) -> dict[str, Any]:
+def _empty_state(org_pub: VerifyKey, keyring: Keyring) -> VaultState:
     return {
         "format": STATE_FORMAT,
         "org_pub": encode_key(org_pub),
@@ -133,20 +146,24 @@ def _empty_state(org_pub: VerifyKey, keyring: Keyring) -> dict[str, Any]:
 
 
 class Vault:
-    """An open vault. Use as a context manager: it holds the vault lock until closed."""
+    """An open vault. Use as a context manager: it holds the vault lock until closed.
+
+    The state (review/state.py) is private: others read it through read-only views
+    (`submissions`, `bundles`, `replies`, `custody`) and change it only through the methods
+    below, each of which writes its custody entry and saves."""
 
     def __init__(
         self,
         root: Path,
         investigator: InvestigatorSecrets,
         keyring: Keyring,
-        state: dict[str, Any],
+        state: VaultState,
         lock: BinaryIO,
     ) -> None:
         self.root = root
         self.investigator = investigator
         self.keyring = keyring
-        self.state = state
+        self._state = state
         self._lock = lock
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -168,8 +185,8 @@ class Vault:
         replace_atomic(root / "keyring.json", keyring_doc, secret=True)
         replace_atomic(root / "org.pub", org_pub_doc, secret=True)
         vault = cls(root, investigator, keyring, _empty_state(org_pub, keyring), _take_lock(root))
-        vault.log("init", [], recipient=str(investigator.identity.recipient()))
-        vault.save()
+        vault._log("init", [], recipient=str(investigator.identity.recipient()))
+        vault._save()
         replace_atomic(root / "vault.json", canonical({"format": VAULT_FORMAT}), secret=True)
         return vault
 
@@ -185,7 +202,7 @@ class Vault:
         lock = _take_lock(root)
         try:
             investigator = open_identity((root / "identity.age").read_bytes(), passphrase)
-            state = _read_state(root / "state.age", investigator)
+            state = check_state(_drop_inline(_read_state(root / "state.age", investigator)))
             org_pub = parse_org_public_key((root / "org.pub").read_bytes())
             if encode_key(org_pub) != state["org_pub"]:
                 raise VaultIntegrityError("org.pub in the vault is not the key pinned at init")
@@ -210,23 +227,23 @@ class Vault:
         return vault
 
     def _migrate_v1(self) -> None:
-        """Format 1 -> 2: drop the inline messages, answers and attachment lists, re-check every
-        submission against the strict schema (quarantining what fails), and save."""
-        for sub in self.state["submissions"].values():
-            for key in ("message", "answers", "questionnaire", "attachments"):
-                sub.pop(key, None)
+        """Format 1 -> 2 (the inline messages, answers and attachment lists were dropped on
+        load: `_drop_inline`): re-check every submission against the strict schema
+        (quarantining what fails), and save."""
+        for sub in list(self._state["submissions"].values()):
             if not sub.get("readable", True):
-                sub.update(summary(None))
+                self._put({**sub, **summary(None)})
                 continue
             try:
-                sub.update(summary(self._open_content(sub)))
+                self._put({**sub, **summary(self._open_content(sub))})
             except NonConformingItemError as exc:
-                sub.update(readable=True, quarantine=str(exc))
+                self._put({**sub, "readable": True, "quarantine": str(exc)})
             except (OSError, VaultIntegrityError) as exc:  # `verify` says more
-                sub.update(readable=True, quarantine=f"unreadable in the vault: {exc}")
-        self.state["format"] = STATE_FORMAT
-        self.log("migrate", [], to=STATE_FORMAT)
-        self.save()
+                self._put({**sub, "readable": True,
+                           "quarantine": f"unreadable in the vault: {exc}"})
+        self._state["format"] = STATE_FORMAT
+        self._log("migrate", [], to=STATE_FORMAT)
+        self._save()
 
     def __enter__(self) -> Vault:
         return self
@@ -249,8 +266,30 @@ class Vault:
     def label(self) -> str:
         return self.investigator.label
 
-    def save(self) -> None:
-        body = json.dumps(self.state, ensure_ascii=False, separators=(",", ":")).encode()
+    @property
+    def submissions(self) -> Mapping[str, SubmissionRecord]:
+        """Every submission by id (a read-only view)."""
+        return MappingProxyType(self._state["submissions"])
+
+    @property
+    def bundles(self) -> Mapping[str, BundleRecord]:
+        """Every imported transfer bundle by bundle id (a read-only view)."""
+        return MappingProxyType(self._state["bundles"])
+
+    @property
+    def replies(self) -> Sequence[ReplyRecord]:
+        return tuple(self._state["replies"])
+
+    @property
+    def custody(self) -> Sequence[CustodyEntry]:
+        return tuple(self._state["custody"])
+
+    def document(self) -> bytes:
+        """The state as it is saved (JSON), signed and encrypted into state.age."""
+        return json.dumps(self._state, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _save(self) -> None:
+        body = self.document()
         signature = self.investigator.signing_key.sign(body).signature
         plaintext = STATE_MAGIC + base64.b64encode(signature) + b"\n" + body
         recipient = self.identity.recipient()
@@ -272,13 +311,13 @@ class Vault:
         _check_membership(keyring, self.investigator)
         replace_atomic(self.root / "keyring.json", document, secret=True)
         self.keyring = keyring
-        self.state["keyring_version"] = keyring.version
-        self.state["keyring_fingerprint"] = keyring.fingerprint()
-        self.log("keyring", [], version=keyring.version, fingerprint=keyring.fingerprint())
-        self.save()
+        self._state["keyring_version"] = keyring.version
+        self._state["keyring_fingerprint"] = keyring.fingerprint()
+        self._log("keyring", [], version=keyring.version, fingerprint=keyring.fingerprint())
+        self._save()
         return current.version, keyring
 
-    def content(self, sub: dict[str, Any]) -> Content:
+    def content(self, sub: SubmissionRecord) -> Content:
         """A readable, conforming submission's message, answers and attachments, decrypted from
         the stored bundle and checked again (it was checked on import)."""
         if not sub.get("readable", True):
@@ -295,8 +334,8 @@ class Vault:
             raise VaultIntegrityError(f"submission {sub['id']} no longer opens with this key")
         return content
 
-    def _open_content(self, sub: dict[str, Any]) -> Content | None:
-        limits = limits_of(self.state["bundles"].get(sub["bundle"]))
+    def _open_content(self, sub: SubmissionRecord) -> Content | None:
+        limits = limits_of(self._state["bundles"].get(sub["bundle"]))
         return open_content(self.read_ciphertext, self.identity, sub["ciphertexts"], limits)
 
     def search_texts(self) -> list[tuple[str, str]]:
@@ -306,7 +345,7 @@ class Vault:
         was swapped is rebuilt, never trusted); only submissions it lacks are decrypted."""
         cache = self._read_search_cache()
         wanted = [
-            sub for sub in self.state["submissions"].values()
+            sub for sub in self._state["submissions"].values()
             if sub.get("readable", True) and not sub.get("quarantine")
         ]
         fresh = {sub["id"]: cache.get(sub["id"]) for sub in wanted}
@@ -317,8 +356,9 @@ class Vault:
         if texts != cache:
             data = encrypt(canonical(texts), [self.identity.recipient()])
             replace_atomic(self.root / SEARCH_CACHE, data, secret=True)
-            self.state["search_cache"] = hashlib.sha256(data).hexdigest()
-            self.save()
+            # a cache of what the bundles hold, not evidence: no custody entry
+            self._state["search_cache"] = hashlib.sha256(data).hexdigest()
+            self._save()
         return list(texts.items())
 
     def _read_search_cache(self) -> dict[str, str]:
@@ -327,51 +367,72 @@ class Vault:
             data = path.read_bytes()
         except FileNotFoundError:
             return {}
-        if hashlib.sha256(data).hexdigest() != self.state.get("search_cache"):
+        if hashlib.sha256(data).hexdigest() != self._state.get("search_cache"):
             return {}
         texts: dict[str, str] = json.loads(decrypt(data, [self.identity]))
         return texts
 
-    def submission(self, sid: str) -> dict[str, Any]:
-        found: dict[str, Any] | None = self.state["submissions"].get(sid)
+    def submission(self, sid: str) -> SubmissionRecord:
+        found = self._state["submissions"].get(sid)
         if found is None:
             raise UnknownItemError(f"no submission with id {sid!r} in this vault")
         return found
 
-    def log(self, action: str, subjects: list[str], **details: Any) -> None:
-        """Append a hash-chained chain-of-custody entry (saved with the next `save`)."""
-        custody: list[dict[str, Any]] = self.state["custody"]
-        prev = custody[-1]["hash"] if custody else GENESIS
-        entry: dict[str, Any] = {
-            "seq": len(custody),
-            "at": now(),
-            "by": self.label,
-            "action": action,
-            "subjects": subjects,
-            "details": details,
-        }
-        body_sha = hashlib.sha256(canonical(entry)).hexdigest()
-        entry["prev"] = prev
-        entry["hash"] = entry_hash(prev, body_sha)
-        custody.append(entry)
+    def record(self, action: str, subjects: list[str], **details: Any) -> None:
+        """Log something done with the vault's content that changes no record (an extract, an
+        export, a report) as a custody entry, and save."""
+        self._log(action, subjects, **details)
+        self._save()
 
-    # --- the investigator's changes: each one a custody entry ----------------------------------
-    # `amanat-review tag|note` and the workbench call these, and nothing else changes a
-    # submission's tags or notes, so both land in the custody log alike.
+    def _log(self, action: str, subjects: list[str], **details: Any) -> None:
+        """Append a hash-chained chain-of-custody entry (saved with the next `_save`)."""
+        custody = self._state["custody"]
+        prev = custody[-1]["hash"] if custody else GENESIS
+        at = now()
+        body = {"seq": len(custody), "at": at, "by": self.label, "action": action,
+                "subjects": subjects, "details": details}
+        hashed = entry_hash(prev, hashlib.sha256(canonical(body)).hexdigest())
+        entry: CustodyEntry = {"seq": len(custody), "at": at, "by": self.label, "action": action,
+                               "subjects": subjects, "details": details, "prev": prev,
+                               "hash": hashed}
+        custody.append(freeze(entry))
+
+    # --- every change of the state: each one a custody entry, saved -----------------------------
+    # `amanat-review` and the workbench call these, and nothing else changes the state (its
+    # records are read-only to everyone else: review/state.py), so both land in the custody log
+    # alike.
+
+    def _put(self, record: SubmissionRecord) -> None:
+        """Replace (or add) a submission's record, frozen like every record the vault holds."""
+        self._state["submissions"][record["id"]] = freeze(record)
+
+    def add_import(
+        self, bundle_id: str, bundle: BundleRecord, records: Mapping[str, SubmissionRecord],
+        **details: Any,
+    ) -> None:
+        """Add an imported bundle's new submissions and the bundle (for replay checks); logged
+        as `import` (with `details`) and saved."""
+        self._state["submissions"].update({sid: freeze(r) for sid, r in records.items()})
+        self._state["bundles"][bundle_id] = freeze(bundle)
+        quarantined = sorted(sid for sid, r in records.items() if r.get("quarantine"))
+        self._log("import", sorted(records), quarantined=quarantined, bundle_id=bundle_id,
+                  **details)
+        self._save()
 
     def tag(self, sid: str, tag: str, *, remove: bool = False) -> list[str]:
         """Add (or remove) a tag; logged and saved when it changed anything. Returns the tags."""
         sub = self.submission(sid)
         tag = " ".join(clean(tag, single_line=True).split())[:MAX_TAG_CHARS]
         if remove and tag in sub["tags"]:
-            sub["tags"] = [t for t in sub["tags"] if t != tag]
+            tags = [t for t in sub["tags"] if t != tag]
         elif not remove and tag and tag not in sub["tags"]:
-            sub["tags"].append(tag)
+            tags = [*sub["tags"], tag]
         else:
             return list(sub["tags"])
-        self.log("untag" if remove else "tag", [sid], tag=tag)
-        self.save()
-        return list(sub["tags"])
+        self._put({**sub, "tags": tags})
+        self._log("untag" if remove else "tag", [sid], tag=tag)
+        self._save()
+        return list(tags)
 
     def add_note(self, sid: str, text: str) -> int:
         """Append a note; the custody log names its size and SHA-256 (the text stays with the
@@ -381,35 +442,36 @@ class Vault:
         if len(text) > MAX_NOTE_CHARS:
             raise NoteTextError(f"a note is at most {MAX_NOTE_CHARS} characters")
         sub = self.submission(sid)
-        sub["notes"].append({"at": now(), "by": self.label, "text": text})
+        notes: list[Note] = [*sub["notes"], {"at": now(), "by": self.label, "text": text}]
+        self._put({**sub, "notes": notes})
         data = text.encode("utf-8")
-        self.log("note", [sid], size=len(data), sha256=hashlib.sha256(data).hexdigest())
-        self.save()
-        return len(sub["notes"])
+        self._log("note", [sid], size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        self._save()
+        return len(notes)
 
-    def add_reply(self, record: dict[str, Any], subject: str, ciphertext: bytes) -> None:
+    def add_reply(self, record: ReplyRecord, subject: str, ciphertext: bytes) -> None:
         """Keep a reply's ciphertext (made here) and its record, and log it; saved."""
-        self.write_object(record["sha256"], ciphertext)
-        self.state["replies"].append(record)
-        self.log("reply", [subject], source=record["source"], reply_id=record["reply_id"],
-                 bundle_id=record["bundle_id"], sha256=record["sha256"])
-        self.save()
+        self._write_object(record["sha256"], ciphertext)
+        self._state["replies"].append(freeze(record))
+        self._log("reply", [subject], source=record["source"], reply_id=record["reply_id"],
+                  bundle_id=record["bundle_id"], sha256=record["sha256"])
+        self._save()
 
     def add_triage(self) -> int:
         """Give submissions imported before the queue's triage record existed theirs (each
         decrypted once), logged and saved when there were any; returns how many."""
         done = []
-        for sub in self.state["submissions"].values():
+        for sid, sub in list(self._state["submissions"].items()):
             if "triage" in sub or not sub.get("readable", True) or sub.get("quarantine"):
                 continue
             try:
-                sub["triage"] = triage(self.content(sub).intake)
+                self._put({**sub, "triage": triage(self.content(sub).intake)})
             except (UnknownItemError, VaultIntegrityError):  # `verify` says more
                 continue
-            done.append(sub["id"])
+            done.append(sid)
         if done:
-            self.log("migrate", sorted(done), added="triage")
-            self.save()
+            self._log("migrate", sorted(done), added="triage")
+            self._save()
         return len(done)
 
     # --- objects -----------------------------------------------------------------------------
@@ -419,7 +481,7 @@ class Vault:
             raise VaultIntegrityError(f"not a SHA-256: {sha256[:80]!r}")
         return self.root / "objects" / sha256[:2] / f"{sha256}.age"
 
-    def write_object(self, sha256: str, data: bytes) -> None:
+    def _write_object(self, sha256: str, data: bytes) -> None:
         """Store a ciphertext made here under its SHA-256."""
         path = self.object_path(sha256)
         path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -447,11 +509,11 @@ class Vault:
 
         replace_atomic(path, hashed(), secret=True)
 
-    def read_ciphertext(self, ct: dict[str, Any]) -> Iterator[bytes]:
+    def read_ciphertext(self, ct: CiphertextRecord | ObjectRef) -> Iterator[bytes]:
         """A ciphertext's bytes, from its bundle (by offset) or the objects folder, hashed as
         they are read: VaultIntegrityError at the end if they are not what was recorded."""
         if "bundle" in ct:
-            path, offset = self.bundle_path(ct["bundle"]), int(ct["offset"])
+            path, offset = self.bundle_path(ct["bundle"]), ct["offset"]
         else:
             path, offset = self.object_path(ct["sha256"]), 0
         digest, left = hashlib.sha256(), int(ct["size"])
@@ -467,7 +529,7 @@ class Vault:
         if left or digest.hexdigest() != ct["sha256"]:
             raise VaultIntegrityError(f"ciphertext {ct['sha256']} in the vault was altered")
 
-    def decrypt_ciphertext(self, ct: dict[str, Any]) -> Iterator[bytes]:
+    def decrypt_ciphertext(self, ct: CiphertextRecord | ObjectRef) -> Iterator[bytes]:
         """Plaintext chunks; an exception at any point means the whole file failed."""
         return decrypt_iter(self.read_ciphertext(ct), [self.identity])
 
@@ -482,7 +544,7 @@ def _take_lock(root: Path) -> BinaryIO:
     return lock
 
 
-def _read_state(path: Path, investigator: InvestigatorSecrets) -> dict[str, Any]:
+def _read_state(path: Path, investigator: InvestigatorSecrets) -> object:
     try:
         plaintext = decrypt(path.read_bytes(), [investigator.identity])
     except OSError as exc:
@@ -495,10 +557,24 @@ def _read_state(path: Path, investigator: InvestigatorSecrets) -> dict[str, Any]
         raise VaultIntegrityError(f"{path} is not a vault state of format {STATE_FORMAT}")
     try:
         investigator.signing_key.verify_key.verify(body, base64.b64decode(sig_b64))
-        state: dict[str, Any] = json.loads(body)
+        # records parsed frozen: check_state freezes their lists in place, copies nothing
+        state: object = json.loads(body, object_pairs_hook=FrozenDict)
     except (BadSignatureError, ValueError):
         raise VaultIntegrityError(f"{path} is not signed by this investigator: altered") from None
     return state
+
+
+def _drop_inline(document: object) -> object:
+    """A format-1 state without the messages, answers and attachment lists it kept inline:
+    format 2 reads them from the stored bundles (`Vault._migrate_v1`)."""
+    if not isinstance(document, dict) or document.get("format") != STATE_FORMAT_V1:
+        return document
+    subs = document.get("submissions")
+    for sub in subs.values() if isinstance(subs, dict) else ():
+        if isinstance(sub, dict):
+            for key in ("message", "answers", "questionnaire", "attachments"):
+                dict.pop(sub, key, None)  # parsed frozen (_read_state), not yet handed out
+    return document
 
 
 def _check_membership(keyring: Keyring, investigator: InvestigatorSecrets) -> None:
@@ -516,42 +592,43 @@ def verify_vault(
     each ciphertext the state refers to is where and what it was at import, re-hash replies,
     check the custody chain, and report files nobody refers to. (The state's own signature was
     checked when the vault was opened.)"""
-    refs: dict[str, list[dict[str, Any]]] = {}
-    for sub in vault.state["submissions"].values():
+    refs: dict[str, list[CiphertextRecord]] = {}
+    for sub in vault.submissions.values():
         for ct in sub["ciphertexts"]:
             refs.setdefault(ct["bundle"], []).append(ct)
     problems: list[str] = []
-    steps = len(refs) + len(vault.state["replies"])
+    replies = vault.replies
+    steps = len(refs) + len(replies)
     for n, (bundle_sha, cts) in enumerate(sorted(refs.items())):
         problems += _verify_bundle(vault, bundle_sha, cts)
         if progress:
             progress(n + 1, steps)
-    for n, reply in enumerate(vault.state["replies"]):
-        ct = {"sha256": reply["sha256"], "size": reply["size"]}
+    for n, reply in enumerate(replies):
+        obj: ObjectRef = {"sha256": reply["sha256"], "size": reply["size"]}
         try:
-            for _ in vault.read_ciphertext(ct):
+            for _ in vault.read_ciphertext(obj):
                 pass
         except (OSError, VaultIntegrityError) as exc:
             problems.append(f"reply {reply['reply_id']}: {exc}")
         if progress:
             progress(len(refs) + n + 1, steps)
     try:
-        verify_chain(vault.state["custody"])
+        verify_chain(vault.custody)
     except VaultIntegrityError as exc:
         problems.append(str(exc))
     known = {f"bundles/{b}.tar" for b in refs}
     known |= {
         vault.object_path(r["sha256"]).relative_to(vault.root).as_posix()
-        for r in vault.state["replies"]
+        for r in replies
     }
     for path in sorted([*vault.root.glob("bundles/*"), *vault.root.glob("objects/*/*")]):
         if path.relative_to(vault.root).as_posix() not in known:
             problems.append(f"unexpected file in the vault: {path.relative_to(vault.root)}")
-    checked = sum(len(c) for c in refs.values()) + len(vault.state["replies"])
+    checked = sum(len(c) for c in refs.values()) + len(replies)
     return checked, problems
 
 
-def _verify_bundle(vault: Vault, bundle_sha: str, cts: list[dict[str, Any]]) -> list[str]:
+def _verify_bundle(vault: Vault, bundle_sha: str, cts: list[CiphertextRecord]) -> list[str]:
     from keys.bundle import BundleError, read_bundle, transfer_key_lookup
 
     key = vault.keyring.transfer_verify_key

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_review_kit import PASSPHRASE, ROOT, Org, build_bundle, make_org, make_vault, review
+from test_review_kit import (
+    PASSPHRASE,
+    ROOT,
+    Org,
+    build_bundle,
+    make_org,
+    make_vault,
+    review,
+    rewrite_state,
+)
 from test_review_workbench import DARI, dari_testimony
 
 from review.queue import urgency_rank
@@ -49,7 +58,7 @@ def run(v: dict[str, Any], *args: object, stdin: bytes | None = None,
 
 def custody(v: dict[str, Any]) -> list[dict[str, Any]]:
     with Vault.open(v["path"], PASSPHRASE.encode()) as opened:
-        return list(opened.state["custody"])
+        return list(opened.custody)
 
 
 def test_list_sorts_by_urgency_or_day(vault: dict[str, Any]) -> None:
@@ -65,10 +74,11 @@ def test_list_sorts_by_urgency_or_day(vault: dict[str, Any]) -> None:
 
 
 def test_list_by_urgency_fills_in_a_vault_imported_before_triage(vault: dict[str, Any]) -> None:
-    with Vault.open(vault["path"], PASSPHRASE.encode()) as opened:  # as an older import left it
-        for sub in opened.state["submissions"].values():
+    def as_an_older_import_left_it(state: dict[str, Any]) -> None:
+        for sub in state["submissions"].values():
             del sub["triage"]
-        opened.save()
+
+    rewrite_state(vault["path"], as_an_older_import_left_it)
     first = json.loads(run(vault, "list", "--json", "--sort", "urgency").stdout)[0]
     entry = custody(vault)[-1]
     assert entry["action"] == "migrate"

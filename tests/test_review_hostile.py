@@ -8,7 +8,6 @@ so hypothesis can try many bundles.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_review_kit import PASSPHRASE, Org, Submission, build_bundle, make_org
+from test_review_kit import PASSPHRASE, Org, Submission, build_bundle, make_org, rewrite_state
 
 from keys.age import encrypt
 from keys.identity_file import protect_identity
@@ -208,7 +207,7 @@ def test_an_extract_that_fails_half_way_has_every_written_file_in_custody(
     assert "does not match" in tool.run("extract", sub.submission_id, "--out", out, ok=False)
     assert sorted(p.name for p in out.iterdir()) == ["first.txt"]
     with Vault.open(tmp_path / "vault", PASSPHRASE.encode()) as vault:
-        custody = vault.state["custody"]
+        custody = vault.custody
     verify_chain(custody)
     tail = [(e["action"], e["details"]) for e in custody[-2:]]
     assert tail[0][0] == "extract"
@@ -225,43 +224,35 @@ def test_a_format_1_vault_is_migrated_on_open(
     tool = Tool(tmp_path, org, capsys)
     tool.import_([good, deep])
     root = tmp_path / "vault"
-    with Vault.open(root, PASSPHRASE.encode()) as vault:
-        old = _as_format_1(vault.state)
+
+    def as_format_1(state: dict[str, Any]) -> None:
+        _as_format_1(state)
         # format 1 took the deep answers without a look; the migration re-checks them
-        old["submissions"][deep.submission_id]["answers"] = {"q": _nest(600)}
-        _save_format_1(vault, old)
+        state["submissions"][deep.submission_id]["answers"] = {"q": _nest(600)}
+
+    rewrite_state(root, as_format_1, STATE_FORMAT_V1)
     with Vault.open(root, PASSPHRASE.encode()) as vault:
-        assert vault.state["format"] == "amanat-review-state/2"
-        subs = vault.state["submissions"]
+        assert json.loads(vault.document())["format"] == "amanat-review-state/2"
+        subs = vault.submissions
         assert "message" not in subs[good.submission_id]
         assert subs[good.submission_id]["excerpt"] == "an old testimony"
         assert subs[good.submission_id]["attachment_count"] == 1
-        assert vault.state["custody"][-1]["action"] == "migrate"
-        verify_chain(vault.state["custody"])
+        assert vault.custody[-1]["action"] == "migrate"
+        verify_chain(vault.custody)
     assert "Quetta" in tool.run("show", good.submission_id)
     tool.every_view(deep.submission_id)
 
 
-def _as_format_1(state: dict[str, Any]) -> dict[str, Any]:
+def _as_format_1(state: dict[str, Any]) -> None:
     """The state as format 1 kept it: message, answers and attachments inline."""
-    old = json.loads(json.dumps(state))
-    old["format"] = STATE_FORMAT_V1
-    for sub in old["submissions"].values():
+    state["format"] = STATE_FORMAT_V1
+    for sub in state["submissions"].values():
         excerpt = sub.pop("excerpt")
         for key in ("quarantine", "attachment_count", "message_size"):
             sub.pop(key)
         sub.update(message=excerpt, answers={}, questionnaire=None, attachments=[])
-    for bundle in old["bundles"].values():
+    for bundle in state["bundles"].values():
         bundle.pop("limits")
-    return old
-
-
-def _save_format_1(vault: Vault, state: dict[str, Any]) -> None:
-    body = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode()
-    signature = vault.investigator.signing_key.sign(body).signature
-    plaintext = f"{STATE_FORMAT_V1}\n".encode() + base64.b64encode(signature) + b"\n" + body
-    recipient = vault.identity.recipient()
-    (vault.root / "state.age").write_bytes(encrypt(plaintext, [recipient]))
 
 
 # --- fuzzed bundles ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ with keys/bundle.py.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ from keys.bundle import Ciphertext, TransferItem, TransferManifest, write_bundle
 from keys.identity_file import InvestigatorSecrets, protect_identity
 from keys.keyring import Keyring, format_org_public_key, sign_keyring
 from keys.manifest import IntakeLimits
+from review.vault import STATE_FORMAT, Vault
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
@@ -219,3 +221,19 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != ".lock"
     }
+
+
+def rewrite_state(
+    root: Path, change: Callable[[dict[str, Any]], None], fmt: str = STATE_FORMAT
+) -> None:
+    """Change a closed vault's state behind the tool's back, as an older version (or damage)
+    would have left it: decrypted, changed by `change`, signed and encrypted again. The vault
+    itself offers no way to do this: its state is read-only outside its methods."""
+    with Vault.open(root, PASSPHRASE.encode()) as vault:
+        state = json.loads(vault.document())
+        change(state)
+        body = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode()
+        signature = vault.investigator.signing_key.sign(body).signature
+        plaintext = f"{fmt}\n".encode() + base64.b64encode(signature) + b"\n" + body
+        data = encrypt(plaintext, [vault.identity.recipient()])
+    (root / "state.age").write_bytes(data)

@@ -199,7 +199,7 @@ def test_nothing_but_structured_answers_reaches_the_folder(
 def test_the_custody_log_records_the_report(made: tuple[Path, Path, Path]) -> None:
     vault_dir, _, folder = made
     with Vault.open(vault_dir, PASSPHRASE.encode()) as vault:
-        custody = vault.state["custody"]
+        custody = vault.custody
     verify_chain(custody)
     entry = custody[-1]
     assert entry["action"] == "report"

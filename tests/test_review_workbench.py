@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_review_kit import PASSPHRASE, Org, Submission, build_bundle, make_org, make_vault, review
+from test_review_kit import (
+    PASSPHRASE,
+    Org,
+    Submission,
+    build_bundle,
+    make_org,
+    make_vault,
+    review,
+    rewrite_state,
+)
 from test_review_report import QUESTIONS, TYPES, make_submission
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
@@ -87,7 +96,7 @@ async def test_a_session_at_the_workbench(
     vault_path, passfile, dari, _ = vault_dir
     sid = dari.submission_id
     vault = Vault.open(vault_path, PASSPHRASE.encode())
-    custody_before = len(vault.state["custody"])
+    custody_before = len(vault.custody)
     app = Workbench(vault, Options(lang="fa_AF", out=tmp_path / "work"))
     try:
         async with app.run_test(size=(180, 50)) as pilot:
@@ -172,9 +181,9 @@ async def test_a_session_at_the_workbench(
     finally:
         vault.close()
 
-    actions = [e["action"] for e in vault.state["custody"][custody_before:]]
+    actions = [e["action"] for e in vault.custody[custody_before:]]
     assert actions == ["tag", "note", "reply", "report"]
-    note_entry = vault.state["custody"][custody_before + 1]
+    note_entry = vault.custody[custody_before + 1]
     assert note_entry["details"]["sha256"] == hashlib.sha256(b"Called UNHCR hotline").hexdigest()
     assert "Called UNHCR" not in json.dumps(note_entry)
 
@@ -193,8 +202,8 @@ async def test_a_session_at_the_workbench(
     assert (tmp_path / "wb-report" / "report.csv").read_bytes() == \
         (cli_report / "report.csv").read_bytes()
     with Vault.open(vault_path, PASSPHRASE.encode()) as again:
-        verify_chain(again.state["custody"])
-        assert [e["action"] for e in again.state["custody"][-2:]] == ["report", "report"]
+        verify_chain(again.custody)
+        assert [e["action"] for e in again.custody[-2:]] == ["report", "report"]
 
 
 async def test_failures_are_shown_and_change_nothing(
@@ -202,7 +211,7 @@ async def test_failures_are_shown_and_change_nothing(
     vault_path, _, dari, _ = vault_dir
     vault = Vault.open(vault_path, PASSPHRASE.encode())
     app = Workbench(vault, Options(out=tmp_path / "work"))
-    before = json.dumps(vault.state, sort_keys=True)
+    before = vault.document()
     try:
         async with app.run_test(size=(160, 40)) as pilot:
             await pilot.pause()
@@ -238,7 +247,7 @@ async def test_failures_are_shown_and_change_nothing(
             assert not list(Path.cwd().glob("amanat-review_*.svg"))
     finally:
         vault.close()
-    assert json.dumps(vault.state, sort_keys=True) == before
+    assert vault.document() == before
 
 
 async def test_export_extract_language_and_what_the_vault_warns_of(
@@ -249,14 +258,18 @@ async def test_export_extract_language_and_what_the_vault_warns_of(
     (tmp_path / "h.tar").write_bytes(build_bundle(org, [hostile]))
     assert review("import", "--vault", vault_path, "--passphrase-file", passfile,
                   tmp_path / "h.tar").returncode == 0
-    vault = Vault.open(vault_path, PASSPHRASE.encode())
     # What import recorded (issue 13 §2, §4), set to findings the test can name.
     photo_sha = hashlib.sha256(b"\xff\xd8 a photo").hexdigest()
-    subs = vault.state["submissions"]
-    photo = next(f for f in subs[dari.submission_id]["files"] if f["sha256"] == photo_sha)
-    photo["metadata"] = {"gps": [34.01, 71.52], "device": "Samsung SM-A105F"}
-    subs[hostile.submission_id]["files"][0]["sha256"] = photo_sha  # the same file, twice
-    custody_before = len(vault.state["custody"])
+
+    def findings_to_name(state: dict[str, Any]) -> None:
+        subs = state["submissions"]
+        photo = next(f for f in subs[dari.submission_id]["files"] if f["sha256"] == photo_sha)
+        photo["metadata"] = {"gps": [34.01, 71.52], "device": "Samsung SM-A105F"}
+        subs[hostile.submission_id]["files"][0]["sha256"] = photo_sha  # the same file, twice
+
+    rewrite_state(vault_path, findings_to_name)
+    vault = Vault.open(vault_path, PASSPHRASE.encode())
+    custody_before = len(vault.custody)
     app = Workbench(vault, Options(lang="en", out=tmp_path / "work"))
     try:
         async with app.run_test(size=(180, 50)) as pilot:
@@ -314,9 +327,9 @@ async def test_export_extract_language_and_what_the_vault_warns_of(
             assert "\x07" not in body
     finally:
         vault.close()
-    actions = [e["action"] for e in vault.state["custody"][custody_before:]]
+    actions = [e["action"] for e in vault.custody[custody_before:]]
     assert actions[0] == "export-case"
-    export = vault.state["custody"][custody_before]
+    export = vault.custody[custody_before]
     assert export["details"]["purpose"] == "legal"
     assert export["details"]["consent_override"] == "the court asked for the originals"
     assert actions[-3:] == ["extract", "extract-file", "extract-done"]

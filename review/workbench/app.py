@@ -254,8 +254,8 @@ class Workbench(App[None]):
         """Redraw the queue after a change of sort, filter or language; `changed`: of the vault
         too (the rows are made again from its state; a sort or filter reuses them)."""
         if changed or self._rows is None:
-            self._rows = rows(self.vault.state["submissions"].values(),
-                              self.vault.state["replies"])
+            self._rows = rows(self.vault.submissions.values(),
+                              self.vault.replies)
         hits = None
         if self.filter.text:
             if self._index is None:
@@ -268,7 +268,7 @@ class Workbench(App[None]):
             return [Text("●" if row.id in marked else ""), *cells(row, options)]
 
         self._queue_screen().query_one("#queue", QueueTable).show(self.shown, format_row)
-        total = len(self.vault.state["submissions"])
+        total = len(self.vault.submissions)
         self.sub_title = (f"{len(self.shown)} of {total} · sorted by {self.sort} · "
                           f"labels {self.lang} · {len(self.marked)} marked")
 
@@ -358,7 +358,7 @@ class Workbench(App[None]):
         return submission_text(sub, content, self.labels, replies, row)
 
     def source_view(self, source: str) -> Text:
-        subs = [s for s in self.vault.state["submissions"].values() if s["source"] == source]
+        subs = [s for s in self.vault.submissions.values() if s["source"] == source]
         return source_text(source, subs, sent_replies(self.vault, source))
 
     # --- actions: each calls what the command of the same name calls ------------------------------
@@ -442,7 +442,7 @@ class Workbench(App[None]):
                 self.attempt("export-case", lambda: f"case of {len(ids)} submission(s) written "
                              f"to {self._export(ids, answers)}")
 
-        default = self.options.out / f"case-{today()}-{len(self.vault.state['custody'])}"
+        default = self.options.out / f"case-{today()}-{len(self.vault.custody)}"
         self.push_screen(ExportDialog({"out": str(default), "purpose": PURPOSES[0]}), export)
 
     def _export(self, ids: list[str], answers: dict[str, str]) -> Path:
@@ -457,7 +457,7 @@ class Workbench(App[None]):
             if answers is not None:
                 self.attempt("report", lambda: self._report(answers))
 
-        default = self.options.out / f"report-{today()}-{len(self.vault.state['custody'])}"
+        default = self.options.out / f"report-{today()}-{len(self.vault.custody)}"
         self.push_screen(ReportDialog(str(default)), report)
 
     def _report(self, answers: dict[str, str]) -> str:

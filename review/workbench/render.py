@@ -9,15 +9,15 @@ terminal (VTE, Konsole, mlterm) lays it out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from rich.text import Text
 
 from keys.sanitize import clean, one_line
 from review.answers import QuestionnaireLabels, labelled_answers
-from review.content import Content
+from review.content import Attachment, Content
 from review.metadata import by_ciphertext
 from review.queue import URGENCY_KEY, Row
+from review.state import ReplyRecord, SubmissionRecord
 
 # (title, width): fixed widths, so the table never measures 10,000 rows to lay out its columns;
 # `cells` cuts every value to its column's width.
@@ -67,10 +67,10 @@ def _block(out: Text, text: str, indent: str = "  ") -> None:
 
 
 def submission_text(
-    sub: Mapping[str, Any],
+    sub: SubmissionRecord,
     content: Content | None,
     labels: QuestionnaireLabels,
-    replies: Sequence[tuple[Mapping[str, Any], str | None]],
+    replies: Sequence[tuple[ReplyRecord, str | None]],
     row: Row,
 ) -> Text:
     """The submission view: header, message, labelled answers, attachments with their findings,
@@ -101,7 +101,7 @@ def submission_text(
     return out
 
 
-def _content(out: Text, sub: Mapping[str, Any], content: Content,
+def _content(out: Text, sub: SubmissionRecord, content: Content,
              labels: QuestionnaireLabels) -> None:
     _heading(out, "message")
     _block(out, content.message or "(no message)")
@@ -120,9 +120,9 @@ def _content(out: Text, sub: Mapping[str, Any], content: Content,
             out.append(f"      ⚠ {finding}\n", style="bold yellow")
 
 
-def _findings(sub: Mapping[str, Any], att: Mapping[str, Any]) -> list[str]:
+def _findings(sub: SubmissionRecord, att: Attachment) -> list[str]:
     """The metadata found in one attachment on import (review/metadata.py), if any."""
-    meta = by_ciphertext(sub).get(att["ciphertext"]["name"], {})
+    meta: Mapping[str, object] = by_ciphertext(sub).get(att["ciphertext"]["name"], {})
     return [f"{clean(str(k), single_line=True)}: {one_line(_flat(v), 100)}"
             for k, v in meta.items() if v]
 
@@ -135,7 +135,7 @@ def _flat(value: object) -> str:
     return str(value)
 
 
-def _replies(out: Text, replies: Sequence[tuple[Mapping[str, Any], str | None]]) -> None:
+def _replies(out: Text, replies: Sequence[tuple[ReplyRecord, str | None]]) -> None:
     if not replies:
         return
     _heading(out, "replies sent to this source")
@@ -147,8 +147,8 @@ def _replies(out: Text, replies: Sequence[tuple[Mapping[str, Any], str | None]])
 
 def source_text(
     source: str,
-    subs: Sequence[Mapping[str, Any]],
-    replies: Sequence[tuple[Mapping[str, Any], str | None]],
+    subs: Sequence[SubmissionRecord],
+    replies: Sequence[tuple[ReplyRecord, str | None]],
 ) -> Text:
     """One source's conversation: submissions and replies in the order of their days (a
     submission before a reply of the same day: a reply answers what came)."""
