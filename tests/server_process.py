@@ -72,6 +72,8 @@ class ServerProcess:
     url: str = ""
     preexec: Callable[[], None] | None = None  # runs in the child before exec (setrlimit)
     transfer_url: str = ""  # when the config has [transfer] listen
+    # What runs `amanat` (bench/: a launcher that sets other buffer sizes before it starts).
+    entry: tuple[str, ...] = ("-m", "dropbox.cli")
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,14 +101,7 @@ class ServerProcess:
         env = {**os.environ, "TMPDIR": str(self.tmpdir), "PYTHONDONTWRITEBYTECODE": "1"}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dropbox.cli",
-                    "serve",
-                    "--config",
-                    str(self.org.config_path),
-                ],
+                [sys.executable, *self.entry, "serve", "--config", str(self.org.config_path)],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=env,
@@ -211,9 +206,9 @@ def walk_quietly(root: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def running(org: DemoOrg, tmpdir: Path,
-            preexec: Callable[[], None] | None = None) -> Iterator[ServerProcess]:
-    server = ServerProcess(org, tmpdir, preexec=preexec)
+def running(org: DemoOrg, tmpdir: Path, preexec: Callable[[], None] | None = None,
+            entry: tuple[str, ...] = ("-m", "dropbox.cli")) -> Iterator[ServerProcess]:
+    server = ServerProcess(org, tmpdir, preexec=preexec, entry=entry)
     server.start()
     try:
         yield server
@@ -324,14 +319,17 @@ async def upload(
     drop_after: int | None = None,
     on_sent: Callable[[int], None] | None = None,
     path: str = "/submit",
+    rate: float | None = None,
 ) -> UploadResult:
     """POST the submit form over a raw socket, streaming `chunks` as the file's content.
 
     With `chunked`, no Content-Length is sent (Transfer-Encoding: chunked). With `drop_after`,
     the connection is closed once that many body bytes were sent, without finishing the body.
-    The response is read while sending, so an early refusal (507 before reading) is seen. A 303
-    (the submission arrived) is followed as a browser does: status and body are then the
-    received page's, got with a GET.
+    With `rate` (bytes a second), each piece waits until the bytes sent so far are due: a slow
+    source, such as one behind Tor (pieces of a few KB make it smooth). The response is read
+    while sending, so an early refusal (507 before reading) is seen. A 303 (the submission
+    arrived) is followed as a browser does: status and body are then the received page's, got
+    with a GET.
     """
     boundary = "amanatTestBoundary7f3a9c"
     head, file_chunks, tail = multipart_body(source.csrf, message, filename, chunks, boundary)
@@ -355,8 +353,11 @@ async def upload(
     response = asyncio.create_task(_read_response(reader, answered))
     sent = 0
     finished = False
+    started = time.monotonic()
     try:
         for piece in _body(head, file_chunks, tail):
+            if rate is not None and (due := started + sent / rate - time.monotonic()) > 0:
+                await asyncio.sleep(due)
             if answered.is_set() or response.done():
                 break  # an early answer (413, 507): stop sending, as a browser would
             if drop_after is not None and sent + len(piece) > drop_after:
