@@ -46,11 +46,15 @@ from keys.manifest import (
     encode_intake_manifest,
     fit_content_type,
 )
+from keys.stream import CHUNK_SIZE
 
 T = TypeVar("T")
 
 MANIFEST_FORMAT = INTAKE_FORMAT
-READ_CHUNK = 256 * 1024
+READ_CHUNK = CHUNK_SIZE
+"""Plaintext read from the body at a time: one age chunk (keys/stream.py), what the encryptor
+seals at once (a full read is sealed without a copy); a larger read would only wait in memory
+for the encryptor. aiohttp's multipart reader holds two reads, to find the boundary."""
 MESSAGE_FIELD = "message"
 UPLOADS_FIELD = "uploads"
 """Hidden fields naming finished resumable uploads (dropbox/resumable.py) that join the form."""
