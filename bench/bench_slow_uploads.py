@@ -14,10 +14,11 @@ had sent its last byte), the growth divided by the number of open uploads, the l
 p50 and p99 in that same window, and how many submissions arrived (every one must).
 
 `--sizes before` runs the server with the buffer sizes as they were before issue 15 (aiohttp's
-256 KiB read buffer, 256 KiB multipart reads, 1 MiB store buffers), set by a launcher before
-`amanat serve` starts; `both` (the default) runs that first and then today's sizes, and prints
-the two side by side. The machine is shared and noisy: memory figures are steady, latencies are
-not (the client shares the two cores with the server).
+256 KiB body buffer, 256 KiB multipart reads, 1 MiB store buffers), set by a launcher before
+`amanat serve` starts (tests/server_process.py SIZES_BEFORE_ISSUE_15); `both` (the default)
+runs that first and then today's sizes, and prints the two side by side. The machine is shared
+and noisy: memory figures are steady, latencies are not (the client shares the two cores with
+the server).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from server_process import (  # noqa: E402 - after the path set-up above
+    AMANAT,
     MIB,
+    SIZES_BEFORE_ISSUE_15,
     ServerProcess,
     SourceSession,
     make_org,
@@ -52,16 +55,7 @@ from server_process import (  # noqa: E402 - after the path set-up above
 
 KIB = 1024
 PIECE = 4000  # bytes a slow source sends at a time
-SIZES_BEFORE = """
-import sys
-import dropbox.app, dropbox.intake, dropbox.store
-dropbox.app.READ_BUFSIZE = 256 * 1024
-dropbox.intake.READ_CHUNK = 256 * 1024
-dropbox.store.FLUSH_BYTES = 1024 * 1024
-from dropbox.cli import main
-sys.exit(main())
-"""
-ENTRIES = {"before": ("-c", SIZES_BEFORE), "now": ("-m", "dropbox.cli")}
+ENTRIES = {"before": SIZES_BEFORE_ISSUE_15, "now": AMANAT}
 
 
 @dataclass
