@@ -3,8 +3,9 @@ process: at Tor speed an upload stays open for minutes, so what each one holds i
 node. 150 sources send a file slowly at once; with every file's last byte in and every upload
 still open (the closing boundary held back), the server's RSS has grown by less than 256 KiB
 per open upload. Before issue 15 each one held its whole ciphertext up to 1 MiB (store buffers),
-so these 330 KB files cost about 370 KiB each. The side-by-side figures, with 400 uploads of
-1 MB and the landing page's latency meanwhile, are in bench/bench_slow_uploads.py.
+so these 330 KB files cost about 380 KiB each; now about 110 KiB. The side-by-side figures,
+with 400 uploads of 1 MB and the landing page's latency meanwhile, are in
+bench/bench_slow_uploads.py.
 """
 
 from __future__ import annotations
