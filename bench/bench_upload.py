@@ -15,6 +15,10 @@ Two more sinks separate the cost of what Amanat must do from the cost of how it 
 hashes the ciphertext, all on the event loop, then discards; "sink+crypto in a thread" does the
 same work per 256 KiB chunk in a worker thread. Neither writes to a disk.
 
+The same server with the buffer sizes from before issue 15 (256 KiB reads, 1 MiB store buffers:
+tests/server_process.py SIZES_BEFORE_ISSUE_15) runs beside it, for the cost of today's smaller
+ones (issue 15 section 3 lowered them for memory per open upload: bench/bench_slow_uploads.py).
+
 The machine is shared and noisy (2 cores, and the client shares them with the server), so the
 two run interleaved, round after round; the best round of each is reported, with the ratio
 (issue 3 aims at >= 0.75 of the sink) and the server process's CPU seconds per GiB.
@@ -38,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from server_process import (  # noqa: E402 - after the path set-up above
     MIB,
+    SIZES_BEFORE_ISSUE_15,
     SourceSession,
     make_org,
     new_source,
@@ -139,15 +144,23 @@ async def main() -> None:
             root / "org",
             limits={"max_file_bytes": size + MIB, "max_submission_bytes": size + 2 * MIB},
         )
+        org_before = make_org(
+            root / "org-before",
+            limits={"max_file_bytes": size + MIB, "max_submission_bytes": size + 2 * MIB},
+        )
         sinks = {name: start_sink(mode) for name, mode in SINKS.items()}
         try:
-            with running(org, root / "server-tmp") as server:
+            with running(org, root / "server-tmp") as server, \
+                    running(org_before, root / "before-tmp", entry=SIZES_BEFORE_ISSUE_15) as old:
                 source = await new_source(server.url)
                 await upload(source, b"warm", "warm.bin", [block], MIB)  # imports, first rows
+                source_before = await new_source(old.url)
+                await upload(source_before, b"warm", "warm.bin", [block], MIB)
                 targets = [
                     (name, SourceSession(url, "", "bench-token"), proc.pid)
                     for name, (proc, url) in sinks.items()
                 ]
+                targets.append(("amanat, sizes before #15", source_before, old.pid))
                 targets.append(("amanat", source, server.pid))
                 best: dict[str, tuple[float, float]] = {}
                 for round_no in range(1, args.rounds + 1):
@@ -171,7 +184,7 @@ async def main() -> None:
     for name, (wall, cpu) in best.items():
         print(f"  {name:24} {args.mib / wall:7.1f} MiB/s   server CPU {cpu / gib:5.2f} s/GiB")
     amanat = best["amanat"][0]
-    for name in SINKS:
+    for name in [*SINKS, "amanat, sizes before #15"]:
         print(f"  amanat / {name:24} throughput ratio: {best[name][0] / amanat:.2f}")
     print("  (issue 3 aims at >= 0.75 of the bare sink)")
     print(

@@ -51,6 +51,11 @@ SESSION_SWEEP_SECONDS = 60.0
 # Browser sends a dozen short headers.
 MAX_LINE_BYTES = 8190
 MAX_HEADERS = 64
+READ_BUFSIZE = 64 * 1024
+"""aiohttp's body buffer per connection (its default is 256 KiB): it stops reading a socket once
+twice this waits unread. Reads take one age chunk (64 KiB, dropbox/intake.py READ_CHUNK), so
+this keeps one read ready and bounds what any connection's body holds to about 128 KiB plus one
+socket read, instead of half a MiB (issue 15: memory per open upload)."""
 
 
 def create_app(config: Config, runtime: Runtime | None = None) -> web.Application:
@@ -125,7 +130,7 @@ async def start_site(
     # its next request's headers are complete: it is the header deadline.
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
-                           max_headers=MAX_HEADERS,
+                           max_headers=MAX_HEADERS, read_bufsize=READ_BUFSIZE,
                            keepalive_timeout=server_config.header_timeout_seconds)
     await runner.setup()
     assert runner.server is not None

@@ -26,7 +26,7 @@ from aiohttp import ClientError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from dropbox import pages
-from dropbox.intake import LimitExceededError
+from dropbox.intake import READ_CHUNK, LimitExceededError
 from dropbox.load import answer_and_close
 from dropbox.resumable import ResumableUploads, Upload, UploadInfo
 from dropbox.sessions import Session
@@ -157,7 +157,7 @@ async def _receive(request: web.Request, upload: Upload) -> bool:
         while upload.offset < upload.length:
             try:
                 async with asyncio.timeout(idle):
-                    chunk = await request.content.readany()
+                    chunk = await request.content.read(READ_CHUNK)  # one age chunk at most
             except TimeoutError:
                 stalled = True
                 break

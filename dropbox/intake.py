@@ -46,11 +46,15 @@ from keys.manifest import (
     encode_intake_manifest,
     fit_content_type,
 )
+from keys.stream import CHUNK_SIZE
 
 T = TypeVar("T")
 
 MANIFEST_FORMAT = INTAKE_FORMAT
-READ_CHUNK = 256 * 1024
+READ_CHUNK = CHUNK_SIZE
+"""Plaintext read from the body at a time: one age chunk (keys/stream.py), what the encryptor
+seals at once (a full read is sealed without a copy); a larger read would only wait in memory
+for the encryptor. aiohttp's multipart reader holds two reads, to find the boundary."""
 MESSAGE_FIELD = "message"
 UPLOADS_FIELD = "uploads"
 """Hidden fields naming finished resumable uploads (dropbox/resumable.py) that join the form."""
@@ -288,11 +292,9 @@ class Intake:
             digest.update(chunk)
             if opened.echo is not None and len(opened.echo) < MESSAGE_ECHO_BYTES:
                 opened.echo += chunk[: MESSAGE_ECHO_BYTES - len(opened.echo)]
-            for ciphertext in encryptor.update(chunk):
-                await opened.writer.write(ciphertext)
+            await _write_sealed(opened.writer, encryptor.update(chunk))
             chunk = await self._idle(part.read_chunk(READ_CHUNK))
-        for ciphertext in encryptor.finalize():
-            await opened.writer.write(ciphertext)
+        await _write_sealed(opened.writer, encryptor.finalize())
         opened.sha256 = digest.hexdigest()
         return opened
 
@@ -410,6 +412,14 @@ def manifest(
         locale=extra.get("locale"),
     )
     return encode_intake_manifest(document, limits)
+
+
+async def _write_sealed(writer: CiphertextWriter, sealed: list[bytes]) -> None:
+    """Hand sealed chunks to the writer. A function of its own: a loop variable in the caller
+    would keep the last 64 KiB chunk alive until the part's next read, which for a slow upload
+    is seconds (issue 15, memory per open upload)."""
+    for chunk in sealed:
+        await writer.write(chunk)
 
 
 def _checked(check: AnswersCheck, answers: dict[str, list[str]], message: _Open | None,

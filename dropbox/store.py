@@ -13,8 +13,12 @@ the directories are fsync'd before `commit()` returns. Only then may the caller 
 the database and acknowledge it, so nothing acknowledged is ever lost (issue 3, "Durability").
 
 Disk work runs in the store's worker threads so the event loop never blocks on the disk. A writer
-buffers at most `FLUSH_BYTES` while one earlier buffer is being written, so memory per upload stays
-around two buffers whatever the upload size.
+hands its ciphertext to a thread as soon as it holds `FLUSH_BYTES` (one sealed age chunk), unless
+its previous write is still running or was handed over less than `GATHER_SECONDS` ago (a fast
+upload): then it gathers up to `BUFFER_BYTES`, so that a fast upload pays one thread hop per few
+chunks. A slow upload (Tor: tens of KB a second) so keeps no ciphertext in memory between its
+chunks, and a fast one at most `BUFFER_BYTES` plus the write in flight, whatever its size
+(issue 15, "Held under Tor-speed load").
 
 File times show days, never moments (issue 10, "A seized disk shows days"): a committed file, and
 every folder the store changes, gets its access and modification times set to midnight UTC of the
@@ -45,7 +49,9 @@ from typing import BinaryIO
 from keys.errors import InputError, StorageError
 
 __all__ = [
+    "BUFFER_BYTES",
     "FLUSH_BYTES",
+    "GATHER_SECONDS",
     "CiphertextStore",
     "CiphertextWriter",
     "DiskReserveError",
@@ -55,8 +61,17 @@ __all__ = [
     "coarsen_times",
 ]
 
-FLUSH_BYTES = 1024 * 1024
-"""A writer hands its buffer to a worker thread once it holds this many bytes."""
+FLUSH_BYTES = 64 * 1024
+"""A writer hands its buffer to a worker thread once it holds this many bytes (unless it is
+gathering, below). One sealed age chunk (64 KiB + 16) reaches it: a slow upload's chunk goes to
+the disk as soon as it is sealed, and the upload keeps none of it in memory."""
+BUFFER_BYTES = 256 * 1024
+"""The most a writer gathers while its previous write runs or was handed over moments ago: four
+chunks per thread hop keep a fast upload's CPU per GiB near what 1 MiB buffers cost, and bound
+its memory by this plus the write in flight."""
+GATHER_SECONDS = 0.05
+"""A write handed over less than this long ago marks a fast upload (over about 1 MiB/s: one chunk
+in 50 ms), which gathers; a slower one writes each chunk as it comes."""
 WRITEBACK_BYTES = 8 * 1024 * 1024
 """Every this many bytes, a writer asks the kernel to start writing them back to the disk."""
 
@@ -279,6 +294,7 @@ class CiphertextWriter:
         self._finished = False
         self._finalizer: weakref.finalize[[], CiphertextWriter] | None = None
         self._advised = 0  # bytes already handed to the kernel's writeback
+        self._handed = -GATHER_SECONDS  # time.monotonic() of the last write handed to a thread
 
     async def __aenter__(self) -> CiphertextWriter:
         return self
@@ -303,9 +319,12 @@ class CiphertextWriter:
         # Chunks are kept as they are and written with writev: no copy on the way to the kernel.
         self._buffer.append(bytes(chunk))
         self._buffered += len(chunk)
-        if self._buffered >= FLUSH_BYTES:
+        if self._buffered >= BUFFER_BYTES or (
+            self._buffered >= FLUSH_BYTES and not self._gathering()
+        ):
             await self._wait_pending()
             data = self._take()
+            self._handed = time.monotonic()
             self._pending = self._store._submit(lambda: self._flush(data))
 
     async def flush(self) -> None:
@@ -363,6 +382,12 @@ class CiphertextWriter:
             raise
         self._pending = None
         return result
+
+    def _gathering(self) -> bool:
+        """Whether to keep gathering chunks: the previous write is still running, or was handed
+        over less than GATHER_SECONDS ago (the upload is fast)."""
+        running = self._pending is not None and not self._pending.done()
+        return running or time.monotonic() - self._handed < GATHER_SECONDS
 
     def _take(self) -> list[bytes]:
         data, self._buffer, self._buffered = self._buffer, [], 0

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
@@ -37,6 +37,20 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _CODENAME = re.compile(r'id="codename">([^<]+)<')
 _SERVING = re.compile(r"serving on (http://\S+)")
 _TRANSFER = re.compile(r"transfer API on (http://\S+)")
+
+
+AMANAT = ("-m", "dropbox.cli")
+SIZES_BEFORE_ISSUE_15 = ("-c", """
+import sys
+import dropbox.app, dropbox.intake, dropbox.store
+dropbox.app.READ_BUFSIZE = 256 * 1024
+dropbox.intake.READ_CHUNK = 256 * 1024
+dropbox.store.FLUSH_BYTES = dropbox.store.BUFFER_BYTES = 1024 * 1024
+from dropbox.cli import main
+sys.exit(main())
+""")
+"""`amanat` with the buffer sizes from before issue 15 (aiohttp's 256 KiB body buffer, 256 KiB
+multipart reads, 1 MiB store buffers): bench/ runs it beside today's sizes, as `entry`."""
 
 
 def _toml_value(value: Any) -> str:
@@ -72,6 +86,8 @@ class ServerProcess:
     url: str = ""
     preexec: Callable[[], None] | None = None  # runs in the child before exec (setrlimit)
     transfer_url: str = ""  # when the config has [transfer] listen
+    # What runs `amanat` (bench/: a launcher that sets other buffer sizes before it starts).
+    entry: tuple[str, ...] = AMANAT
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,14 +115,7 @@ class ServerProcess:
         env = {**os.environ, "TMPDIR": str(self.tmpdir), "PYTHONDONTWRITEBYTECODE": "1"}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dropbox.cli",
-                    "serve",
-                    "--config",
-                    str(self.org.config_path),
-                ],
+                [sys.executable, *self.entry, "serve", "--config", str(self.org.config_path)],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=env,
@@ -211,9 +220,9 @@ def walk_quietly(root: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def running(org: DemoOrg, tmpdir: Path,
-            preexec: Callable[[], None] | None = None) -> Iterator[ServerProcess]:
-    server = ServerProcess(org, tmpdir, preexec=preexec)
+def running(org: DemoOrg, tmpdir: Path, preexec: Callable[[], None] | None = None,
+            entry: tuple[str, ...] = AMANAT) -> Iterator[ServerProcess]:
+    server = ServerProcess(org, tmpdir, preexec=preexec, entry=entry)
     server.start()
     try:
         yield server
@@ -324,14 +333,19 @@ async def upload(
     drop_after: int | None = None,
     on_sent: Callable[[int], None] | None = None,
     path: str = "/submit",
+    rate: float | None = None,
+    before_tail: Callable[[], Awaitable[None]] | None = None,
 ) -> UploadResult:
     """POST the submit form over a raw socket, streaming `chunks` as the file's content.
 
     With `chunked`, no Content-Length is sent (Transfer-Encoding: chunked). With `drop_after`,
     the connection is closed once that many body bytes were sent, without finishing the body.
-    The response is read while sending, so an early refusal (507 before reading) is seen. A 303
-    (the submission arrived) is followed as a browser does: status and body are then the
-    received page's, got with a GET.
+    With `rate` (bytes a second), each piece waits until the bytes sent so far are due: a slow
+    source, such as one behind Tor (pieces of a few KB make it smooth). `before_tail` is awaited
+    once the file's last byte is sent, before the closing boundary. The response is read
+    while sending, so an early refusal (507 before reading) is seen. A 303 (the submission
+    arrived) is followed as a browser does: status and body are then the received page's, got
+    with a GET.
     """
     boundary = "amanatTestBoundary7f3a9c"
     head, file_chunks, tail = multipart_body(source.csrf, message, filename, chunks, boundary)
@@ -355,8 +369,11 @@ async def upload(
     response = asyncio.create_task(_read_response(reader, answered))
     sent = 0
     finished = False
+    started = time.monotonic()
     try:
         for piece in _body(head, file_chunks, tail):
+            await _pace(started + sent / rate if rate else None,
+                        before_tail if piece is tail else None)
             if answered.is_set() or response.done():
                 break  # an early answer (413, 507): stop sending, as a browser would
             if drop_after is not None and sent + len(piece) > drop_after:
@@ -393,6 +410,14 @@ async def upload(
             page = await got.read()
         return UploadResult(got.status, raw + page, sent, finished)
     return UploadResult(_status(raw), raw, sent, finished)
+
+
+async def _pace(due: float | None, then: Callable[[], Awaitable[None]] | None) -> None:
+    """Wait until `due` (time.monotonic()), if given, then for `then()`, if given."""
+    if due is not None and due > time.monotonic():
+        await asyncio.sleep(due - time.monotonic())
+    if then is not None:
+        await then()
 
 
 async def _read_response(reader: asyncio.StreamReader, answered: asyncio.Event) -> bytes:
