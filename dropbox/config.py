@@ -105,7 +105,7 @@ class LimitsConfig:
     max_message_bytes: int = 4 * MIB
     max_field_bytes: int = 8 * 1024
     max_fields: int = 100
-    max_concurrent_uploads: int = 8  # received at once (~120 KiB each at Tor speed, ~1.2 MiB fast)
+    max_concurrent_uploads: int = 8  # received at once (~120 KiB each at Tor speed, ~3 MiB fast)
     max_concurrent_uploads_per_session: int = 2
     # Resumable uploads (tus, dropbox/resumable.py): an unfinished one holds an open file and up
     # to 64 KiB of memory; one left alone this long is deleted, and so is a finished one that no

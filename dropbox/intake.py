@@ -51,10 +51,11 @@ from keys.stream import CHUNK_SIZE
 T = TypeVar("T")
 
 MANIFEST_FORMAT = INTAKE_FORMAT
-READ_CHUNK = CHUNK_SIZE
-"""Plaintext read from the body at a time: one age chunk (keys/stream.py), what the encryptor
-seals at once (a full read is sealed without a copy); a larger read would only wait in memory
-for the encryptor. aiohttp's multipart reader holds two reads, to find the boundary."""
+READ_CHUNK = 4 * CHUNK_SIZE
+"""Plaintext read from the body at most: four age chunks (keys/stream.py), so a full read is
+sealed as four chunks without a copy. A slow upload's reads return the few KB that came (this
+size costs it nothing); a fast one's 64 KiB reads, each with its deadline, cost about 10% more
+CPU per GiB (bench/bench_upload.py). aiohttp's multipart reader holds two reads."""
 MESSAGE_FIELD = "message"
 UPLOADS_FIELD = "uploads"
 """Hidden fields naming finished resumable uploads (dropbox/resumable.py) that join the form."""

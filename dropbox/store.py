@@ -15,10 +15,10 @@ the database and acknowledge it, so nothing acknowledged is ever lost (issue 3, 
 Disk work runs in the store's worker threads so the event loop never blocks on the disk. A writer
 hands its ciphertext to a thread as soon as it holds `FLUSH_BYTES` (one sealed age chunk), unless
 its previous write is still running or was handed over less than `GATHER_SECONDS` ago (a fast
-upload): then it gathers up to `BUFFER_BYTES`, so that a fast upload pays one thread hop per few
-chunks. A slow upload (Tor: tens of KB a second) so keeps no ciphertext in memory between its
-chunks, and a fast one at most `BUFFER_BYTES` plus the write in flight, whatever its size
-(issue 15, "Held under Tor-speed load").
+upload): then it gathers up to `BUFFER_BYTES`, one thread hop per 1 MiB. A slow upload (Tor:
+tens of KB a second) so keeps no ciphertext in memory between its chunks, and a fast one at most
+`BUFFER_BYTES` plus the write in flight, whatever its size (issue 15, "Held under Tor-speed
+load").
 
 File times show days, never moments (issue 10, "A seized disk shows days"): a committed file, and
 every folder the store changes, gets its access and modification times set to midnight UTC of the
@@ -65,10 +65,11 @@ FLUSH_BYTES = 64 * 1024
 """A writer hands its buffer to a worker thread once it holds this many bytes (unless it is
 gathering, below). One sealed age chunk (64 KiB + 16) reaches it: a slow upload's chunk goes to
 the disk as soon as it is sealed, and the upload keeps none of it in memory."""
-BUFFER_BYTES = 256 * 1024
-"""The most a writer gathers while its previous write runs or was handed over moments ago: four
-chunks per thread hop keep a fast upload's CPU per GiB near what 1 MiB buffers cost, and bound
-its memory by this plus the write in flight."""
+BUFFER_BYTES = 1024 * 1024
+"""The most a writer gathers while its previous write runs or was handed over moments ago: one
+thread hop per 1 MiB keeps a fast upload's CPU per GiB where it was (256 KiB cost about 15%
+more: bench/bench_upload.py), and bounds its memory by this plus the write in flight. Slow
+uploads, the many, never gather."""
 GATHER_SECONDS = 0.05
 """A write handed over less than this long ago marks a fast upload (over about 1 MiB/s: one chunk
 in 50 ms), which gathers; a slower one writes each chunk as it comes."""
