@@ -33,7 +33,7 @@ from aiohttp import BodyPartReader, MultipartReader
 from dropbox.config import LimitsConfig
 from dropbox.db import Kind
 from dropbox.sessions import CSRF_FIELD
-from dropbox.store import CiphertextStore, CiphertextWriter, StoredFile
+from dropbox.store import Store, StoredFile, Writer
 from keys.age import Encryptor, Recipient
 from keys.errors import InputError
 from keys.manifest import (
@@ -148,7 +148,7 @@ class _Budget:
 class _Open:
     """A part being written: its writer and what is known about it so far."""
 
-    writer: CiphertextWriter
+    writer: Writer
     field: str
     filename: str
     content_type: str
@@ -162,7 +162,7 @@ class Intake:
 
     def __init__(
         self,
-        store: CiphertextStore,
+        store: Store,
         recipients: Sequence[Recipient],
         limits: LimitsConfig,
         check_csrf: Callable[[str], bool],
@@ -357,7 +357,7 @@ class Intake:
 
 async def store_submission(
     received: ReceivedSubmission,
-    store: CiphertextStore,
+    store: Store,
     record: Callable[[ReceivedSubmission], Awaitable[None]],
 ) -> None:
     """Record durable ciphertexts in the database; if that fails, delete them (nothing was
