@@ -74,6 +74,7 @@ __all__ = [
     "InvalidRecordError",
     "Kind",
     "NotAcknowledgedError",
+    "ObjectGoneError",
     "Reply",
     "Source",
     "StoredChunk",
@@ -119,6 +120,10 @@ _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 class InvalidRecordError(StorageError, InputError):
     """A value handed to the database layer has the wrong shape (a day, a kind, an empty list)."""
+
+
+class ObjectGoneError(StorageError):
+    """A database-store object was deleted (swept) while its writer was still writing it."""
 
 
 class NotAcknowledgedError(StorageError):
@@ -637,10 +642,13 @@ async def put_chunk(
 
 
 async def commit_object(session: AsyncSession, name: str) -> None:
-    """Mark an object complete: from now on it can be read (and a row may name it)."""
-    await session.execute(
+    """Mark an object complete: from now on it can be read (and a row may name it). Raises
+    StorageError if the object is gone (swept): its upload must then fail, not be acknowledged."""
+    result = await session.execute(
         update(StoredObject).where(StoredObject.name == name).values(committed=True)
     )
+    if getattr(result, "rowcount", 1) != 1:
+        raise ObjectGoneError(f"stored object {name} vanished before its commit")
 
 
 async def object_committed(session: AsyncSession, name: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from postgres import PostgresCluster, query
 
 from dropbox import db
-from dropbox.store import FLUSH_BYTES, UnsafeNameError
+from dropbox.store import FLUSH_BYTES, StoreIOError, UnsafeNameError
 from dropbox.store_db import DatabaseStore
 
 
@@ -95,3 +95,16 @@ def test_hostile_names_are_refused(store: DatabaseStore) -> None:
             store.open(name)
         with pytest.raises(UnsafeNameError):
             store.delete(name)
+
+
+async def test_a_writer_whose_object_was_swept_fails_its_commit(
+    store: DatabaseStore, url: str
+) -> None:
+    """Never acknowledge what is gone: a commit after the object vanished raises."""
+    async with store.writer() as writer:
+        await writer.write(b"q" * 10)
+        await writer.flush()
+        store.delete(writer.name)
+        with pytest.raises(StoreIOError):
+            await writer.commit()
+    assert query(url, "SELECT count(*) FROM stored_objects") == [(0,)]
