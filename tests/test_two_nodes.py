@@ -161,6 +161,7 @@ async def submitter(nodes: tuple[ServerProcess, ServerProcess], first: int, stop
     return number
 
 
+@pytest.mark.slow
 async def test_kill_9_campaign_against_two_nodes_loses_nothing_acknowledged(
     org: DemoOrg, tmp_path: Path
 ) -> None:
