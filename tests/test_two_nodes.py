@@ -17,6 +17,7 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import aiohttp
 import pytest
 from postgres import PostgresCluster, query
 from server_process import MIB, ServerProcess, make_org, new_source, upload
+from tus_client import Tus
 
 from dropbox.demo import DemoOrg
 from keys.age import decrypt
@@ -126,6 +128,32 @@ def holding(cluster: PostgresCluster, url: str, marks: list[bytes]) -> list[str]
     files = [p for p in (cluster.data_dir / "base" / str(oid)).iterdir() if p.is_file()]
     assert len(files) > 100
     return [p.name for p in files if any(m in p.read_bytes() for m in marks)]
+
+
+async def test_a_resumable_upload_cut_twice_goes_into_the_database_store(
+    org: DemoOrg, tmp_path: Path
+) -> None:
+    """tus: each PATCH's ciphertext is written (as chunks) before its answer; a cut connection
+    resumes from the offset the database holds; the finished upload joins the submission."""
+    url = database_url(org)
+    data = os.urandom(2 * MIB + 999)
+    with two_nodes(org, tmp_path) as (a, b):
+        source = await new_source(a.url)
+        tus = Tus(a.url, source.cookie, source.csrf)
+        location, cut = await tus.upload(data, cuts=[300_000, 1_500_000], filename="r.bin")
+        assert cut == 2
+        assert query(url, "SELECT count(*) FROM stored_objects WHERE committed") == [(1,)]
+        form = aiohttp.FormData({"csrf_token": source.csrf, "message": "resumed",
+                                 "uploads": location.rsplit("/", 1)[1]},
+                                default_to_multipart=True)
+        async with aiohttp.ClientSession(headers={"Cookie": source.cookie}) as http, \
+                http.post(a.url + "/submit", data=form) as answer:
+            page = await answer.text()
+        assert 'id="submitted"' in page, re.findall(r'class="error[^"]*">([^<]*)', page)
+        _, bundle = await pull_from(org, b)
+        [item] = bundle.manifest.items
+        [file] = [c.name for c in item.ciphertexts if c.kind == "file"]
+        assert decrypt(bundle.read_member(file), [org.investigator.identity]) == data
 
 
 # --- the kill -9 campaign ---------------------------------------------------------------------
