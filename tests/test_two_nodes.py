@@ -18,6 +18,8 @@ import json
 import os
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,15 +78,20 @@ def all_objects(url: str) -> dict[str, bytes]:
     return joined
 
 
+def transfer_lookup(org: DemoOrg) -> Any:
+    """The review side's check: bundles signed by the transfer key the keyring pins."""
+    org_pub = parse_org_public_key((org.root / "org" / "org.pub").read_bytes())
+    keyring = load_keyring((org.root / "org" / "keyring.json").read_bytes(), org_pub)
+    return transfer_key_lookup(keyring.transfer_verify_key)
+
+
 async def pull_from(org: DemoOrg, node: ServerProcess) -> tuple[bytes, Any]:
     """A pull through `node`'s transfer API: the raw bundle and the verified one."""
     out = io.BytesIO()
     async with TransferClient(node.transfer_url, org.credential.signing_key) as client:
         await client.pull(out)
-    org_pub = parse_org_public_key((org.root / "org" / "org.pub").read_bytes())
-    keyring = load_keyring((org.root / "org" / "keyring.json").read_bytes(), org_pub)
     out.seek(0)
-    return out.getvalue(), read_bundle(out, transfer_key_lookup(keyring.transfer_verify_key))
+    return out.getvalue(), read_bundle(out, transfer_lookup(org))
 
 
 async def test_a_submission_to_one_node_is_pulled_from_the_other_then_purged(
@@ -109,6 +116,15 @@ async def test_a_submission_to_one_node_is_pulled_from_the_other_then_purged(
         assert ciphertext in raw
         marks = [ciphertext[i:i + 64] for i in range(0, len(ciphertext) - 64, len(ciphertext) // 8)]
         assert holding(postgres_cluster, url, marks), "the search would not find the chunks"
+
+        # `amanat export` on a node reads the same chunks (its store runs its own loop thread).
+        exported = tmp_path / "export.tar"
+        subprocess.run([sys.executable, "-m", "dropbox.cli", "export", "--config",
+                        str(org.config_path), "--out", str(exported)], check=True,
+                       capture_output=True)
+        with exported.open("rb") as stream:
+            offline = read_bundle(stream, transfer_lookup(org))
+            assert decrypt(offline.read_member(by_kind["file"]), identity) == content
 
         async with TransferClient(a.transfer_url, org.credential.signing_key) as client:
             answer = await client.ack([item.submission_id])
