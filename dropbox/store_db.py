@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -65,12 +66,19 @@ class DatabaseStore:
 
     # --- running on the store's loop ----------------------------------------------------------
 
-    def _submit(self, work: Callable[[AsyncSession], Awaitable[T]]) -> concurrent.futures.Future[T]:
-        """Run `work(session)` in one transaction on the store's loop."""
+    def _submit(
+        self, work: Callable[[AsyncSession], Awaitable[T]], lock: asyncio.Lock | None = None
+    ) -> concurrent.futures.Future[T]:
+        """Run `work(session)` in one transaction on the store's loop, holding `lock` (if any)
+        until the transaction has ended."""
 
         async def run() -> T:
-            async with self._maker.begin() as session:
+            async with contextlib.AsyncExitStack() as stack:
+                if lock is not None:
+                    await stack.enter_async_context(lock)
+                session = await stack.enter_async_context(self._maker.begin())
                 return await work(session)
+            raise AssertionError("unreachable")
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop)
 
@@ -174,6 +182,11 @@ class DatabaseWriter:
         self._seq = 0
         self._pending: concurrent.futures.Future[None] | None = None
         self._finished = False
+        # Held (on the store's loop) by each database operation of this writer for its whole
+        # transaction: the discard takes it too, so it never runs beside a write that is still
+        # under way, even one whose future was cancelled with its handler.
+        self._lock = asyncio.Lock()
+        self._discarded = False
 
     async def __aenter__(self) -> DatabaseWriter:
         return self
@@ -198,7 +211,8 @@ class DatabaseWriter:
         self._buffered += len(chunk)
         if self._buffered >= FLUSH_BYTES:
             await self._wait_pending()
-            self._pending = self._store._submit(self._put(self._take(), commit=False))
+            self._pending = self._store._submit(self._put(self._take(), commit=False),
+                                                self._lock)
 
     async def flush(self) -> None:
         """Write everything buffered as a chunk and wait for its commit."""
@@ -206,14 +220,14 @@ class DatabaseWriter:
         await self._wait_pending()
         data = self._take()
         if data:
-            self._pending = self._store._submit(self._put(data, commit=False))
+            self._pending = self._store._submit(self._put(data, commit=False), self._lock)
             await self._wait_pending()
 
     async def commit(self) -> StoredFile:
         """Write what is left and mark the object committed; durable when this returns."""
         self._check_open()
         await self._wait_pending()
-        self._pending = self._store._submit(self._put(self._take(), commit=True))
+        self._pending = self._store._submit(self._put(self._take(), commit=True), self._lock)
         await self._wait_pending()
         self._finished = True
         return StoredFile(name=self.name, size=self._size, sha256=self._hash.hexdigest())
@@ -224,12 +238,10 @@ class DatabaseWriter:
             return
         self._finished = True
         self._take()
-        pending, self._pending = self._pending, None
-        if pending is not None and pending.cancel():
-            pending = None
-        if self._seq == 0 and pending is None:
-            return  # nothing ever reached the database
-        cleanup = self._store._schedule(self._discard_after(pending))
+        self._pending = None
+        if self._seq == 0:
+            return  # nothing was ever sent to the database
+        cleanup = self._store._schedule(self._discard())
         await asyncio.shield(asyncio.wrap_future(cleanup))
 
     # --- internals ---------------------------------------------------------------------------
@@ -261,6 +273,8 @@ class DatabaseWriter:
         seq, self._seq = self._seq, self._seq + (1 if data or self._seq == 0 else 0)
 
         async def work(session: AsyncSession) -> None:
+            if self._discarded:
+                raise StoreIOError("this ciphertext writer was aborted")
             self._hash.update(data)
             await db.put_chunk(session, self.name, seq, data, db.today(), new=seq == 0)
             if commit:
@@ -269,11 +283,12 @@ class DatabaseWriter:
 
         return work
 
-    async def _discard_after(self, pending: concurrent.futures.Future[None] | None) -> None:
-        if pending is not None:
-            await asyncio.wait([asyncio.wrap_future(pending)])
-        async with self._store._maker.begin() as session:
-            await db.delete_object(session, self.name)
+    async def _discard(self) -> None:
+        """On the store's loop: after any write still under way, delete the object."""
+        async with self._lock:
+            self._discarded = True
+            async with self._store._maker.begin() as session:
+                await db.delete_object(session, self.name)
 
 
 def _check_name(name: str) -> None:

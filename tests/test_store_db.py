@@ -4,6 +4,7 @@ writer still writes to and takes what nobody touched for `idle_days`."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Iterator
@@ -108,3 +109,21 @@ async def test_a_writer_whose_object_was_swept_fails_its_commit(
         with pytest.raises(StoreIOError):
             await writer.commit()
     assert query(url, "SELECT count(*) FROM stored_objects") == [(0,)]
+
+
+async def test_an_abort_waits_for_the_write_under_way(store: DatabaseStore, url: str) -> None:
+    """A handler cancelled mid-commit (its client went away) aborts its writer: the delete waits
+    for the transaction still running on the store's loop, so no object or chunk outlives it."""
+    kept = []
+    for delay in (0, 0, 0.001, 0.005, 0.02, 0.05):
+        writer = store.writer()
+        await writer.write(os.urandom(FLUSH_BYTES))  # chunk 0 is on its way, not awaited
+        committing = asyncio.create_task(writer.commit())
+        await asyncio.sleep(delay)
+        committing.cancel()
+        try:
+            kept.append((await committing).name)  # finished before the cancel: it stays
+        except (asyncio.CancelledError, StoreIOError):
+            await writer.abort()
+    assert sorted(n for (n,) in query(url, "SELECT name FROM stored_objects")) == sorted(kept)
+    assert {n for n, _ in chunk_rows(url)} == set(kept)
