@@ -90,6 +90,9 @@ class StorageConfig:
     data_dir: Path
     database_url: str
     reserve_bytes: int = 1 * GIB
+    # Where ciphertext goes: "files" (a folder under data_dir, the default) or "database" (chunks
+    # in PostgreSQL, shared by every node of the service: docs/architecture.md).
+    ciphertext: str = "files"
 
     @property
     def store_dir(self) -> Path:
@@ -278,15 +281,22 @@ def _server(r: _Reader) -> ServerConfig:
 
 
 def _storage(r: _Reader) -> StorageConfig:
-    r.only({"data_dir", "database_url", "reserve_bytes"})
+    r.only({"data_dir", "database_url", "reserve_bytes", "ciphertext"})
     data_dir = r.path("data_dir", None)
     if data_dir is None:
         raise ConfigError("[storage] data_dir is required")
     default_url = f"sqlite+aiosqlite:///{data_dir / 'amanat.sqlite3'}"
+    database_url = r.string("database_url", default_url)
+    ciphertext = r.string("ciphertext", "files")
+    if ciphertext not in ("files", "database"):
+        raise ConfigError('[storage] ciphertext must be "files" or "database"')
+    if ciphertext == "database" and not database_url.startswith("postgresql"):
+        raise ConfigError('[storage] ciphertext = "database" needs a PostgreSQL database_url')
     return StorageConfig(
         data_dir=data_dir,
-        database_url=r.string("database_url", default_url),
+        database_url=database_url,
         reserve_bytes=r.integer("reserve_bytes", 1 * GIB, minimum=0),
+        ciphertext=ciphertext,
     )
 
 

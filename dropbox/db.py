@@ -10,7 +10,7 @@ are ISO dates (`YYYY-MM-DD`), UTC.
 
 Every domain function takes its `AsyncSession` explicitly and only flushes: the caller owns the
 transaction and commits it (`async with sessionmaker.begin() as session:`), so a handler commits
-the row after `CiphertextWriter.commit()` and before it sends the success page.
+the row after the store writer's `commit()` and before it sends the success page.
 
 SQLite (the default) runs with `journal_mode=WAL`, `synchronous=FULL` (a committed row is on disk
 before the commit returns), `foreign_keys=ON` and `secure_delete=ON` (deleted rows are zeroed).
@@ -60,7 +60,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from dropbox.store import CiphertextStore, StoredFile
+from dropbox.store import Store, StoredFile
 from keys.errors import InputError, StorageError
 
 if TYPE_CHECKING:
@@ -74,8 +74,11 @@ __all__ = [
     "InvalidRecordError",
     "Kind",
     "NotAcknowledgedError",
+    "ObjectGoneError",
     "Reply",
     "Source",
+    "StoredChunk",
+    "StoredObject",
     "Submission",
     "acknowledge",
     "acknowledged_by",
@@ -83,17 +86,23 @@ __all__ = [
     "add_acknowledgements",
     "add_reply",
     "add_submission",
+    "commit_object",
     "create_engine_and_sessionmaker",
     "create_source",
+    "delete_object",
     "delete_reply",
     "deleted_replies_by",
     "due_for_deletion",
     "forget_submissions",
     "get_or_create_source",
     "get_source_by_lookup",
+    "idle_objects",
     "init_db",
     "list_unacknowledged",
     "list_waiting_for",
+    "object_committed",
+    "put_chunk",
+    "read_chunk",
     "replies_for",
     "source_submissions",
     "sqlite_files",
@@ -111,6 +120,10 @@ _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 class InvalidRecordError(StorageError, InputError):
     """A value handed to the database layer has the wrong shape (a day, a kind, an empty list)."""
+
+
+class ObjectGoneError(StorageError):
+    """A database-store object was deleted (swept) while its writer was still writing it."""
 
 
 class NotAcknowledgedError(StorageError):
@@ -239,6 +252,30 @@ class DeletedReply(Base):
 
     investigator: Mapped[str] = mapped_column(String(128), primary_key=True)
     reply_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class StoredObject(Base):
+    """A ciphertext of the database store (`[storage] ciphertext = "database"`): its random name,
+    the last day a writer wrote to it (a day, never a moment) and whether it was committed. Only
+    committed objects are read; an uncommitted one is an upload in flight or a crash's leftover."""
+
+    __tablename__ = "stored_objects"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10))
+    committed: Mapped[bool] = mapped_column(default=False)
+
+
+class StoredChunk(Base):
+    """One chunk (at most `store.FLUSH_BYTES`) of a stored object, numbered from 0."""
+
+    __tablename__ = "stored_chunks"
+
+    name: Mapped[str] = mapped_column(
+        ForeignKey("stored_objects.name", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 # --- days -------------------------------------------------------------------------------------
@@ -609,10 +646,73 @@ async def deleted_replies_by(session: AsyncSession, investigator: str) -> list[s
     return list(result.scalars())
 
 
+# --- the database store (dropbox/store_db.py) --------------------------------------------------
+
+
+async def put_chunk(
+    session: AsyncSession, name: str, seq: int, data: bytes, day: str, *, new: bool
+) -> None:
+    """Append chunk `seq` of object `name` (creating the object with the first chunk); the
+    object's day becomes `day`, so the sweep sees a writer that is still writing."""
+    if new:
+        session.add(StoredObject(name=name, day=_day(day), committed=False))
+        await session.flush()
+    else:
+        await session.execute(
+            update(StoredObject).where(StoredObject.name == name, StoredObject.day != day)
+            .values(day=_day(day))
+        )
+    if data:
+        session.add(StoredChunk(name=name, seq=seq, data=data))
+    await session.flush()
+
+
+async def commit_object(session: AsyncSession, name: str) -> None:
+    """Mark an object complete: from now on it can be read (and a row may name it). Raises
+    StorageError if the object is gone (swept): its upload must then fail, not be acknowledged."""
+    result = await session.execute(
+        update(StoredObject).where(StoredObject.name == name).values(committed=True)
+    )
+    if getattr(result, "rowcount", 1) != 1:
+        raise ObjectGoneError(f"stored object {name} vanished before its commit")
+
+
+async def object_committed(session: AsyncSession, name: str) -> bool:
+    """Whether `name` is a committed object."""
+    found = await session.execute(
+        select(StoredObject.committed).where(StoredObject.name == name)
+    )
+    return bool(found.scalar_one_or_none())
+
+
+async def read_chunk(session: AsyncSession, name: str, seq: int) -> bytes | None:
+    """Chunk `seq` of object `name`, or None past its end."""
+    found = await session.execute(
+        select(StoredChunk.data).where(StoredChunk.name == name, StoredChunk.seq == seq)
+    )
+    return found.scalar_one_or_none()
+
+
+async def delete_object(session: AsyncSession, name: str) -> None:
+    """Delete an object and its chunks; one already gone is not an error."""
+    await session.execute(delete(StoredChunk).where(StoredChunk.name == name))
+    await session.execute(delete(StoredObject).where(StoredObject.name == name))
+
+
+async def idle_objects(session: AsyncSession, last_day: str, *, committed: bool) -> list[str]:
+    """Objects (committed or not) nobody wrote to after `last_day`."""
+    found = await session.execute(
+        select(StoredObject.name)
+        .where(StoredObject.day <= _day(last_day), StoredObject.committed == committed)
+        .order_by(StoredObject.name)
+    )
+    return list(found.scalars())
+
+
 # --- housekeeping -----------------------------------------------------------------------------
 
 
-async def sweep_orphans(session: AsyncSession, store: CiphertextStore) -> int:
+async def sweep_orphans(session: AsyncSession, store: Store) -> int:
     """Delete committed store files no row names: a crash between the file's commit and the row's
     leaves them. Call at startup only, before serving, when no upload is in flight."""
     known: set[str] = set()

@@ -35,7 +35,7 @@ from dropbox.localnum import format_number
 from dropbox.questionnaire import AnswersInvalidError, intake_check
 from dropbox.security import PageError, error_page
 from dropbox.sessions import CSRF_FIELD, Received, Session
-from dropbox.store import CiphertextStore, DiskReserveError
+from dropbox.store import DiskReserveError, Store
 from keys.age import X25519Identity, decrypt
 from keys.codename import (
     SourceKeys,
@@ -272,8 +272,10 @@ async def reply_delete(request: web.Request) -> web.Response:
         async with dbs.begin():
             name = await db.delete_reply(dbs, session.source_id, reply_id)
         if name is not None:
-            await asyncio.to_thread(pages.state(request).store.delete, name)
-            await db.truncate_journal(dbs, tables=[db.Reply.__tablename__])  # its copies too
+            store = pages.state(request).store
+            await asyncio.to_thread(store.delete, name)
+            # its copies too (and its chunks' when the ciphertext lives in the database)
+            await db.truncate_journal(dbs, tables=[db.Reply.__tablename__, *store.tables])
     return pages.redirect("/submit")
 
 
@@ -489,7 +491,7 @@ def _open_receipt(session: Session, sealed: bytes | None) -> Receipt | None:
         return None
 
 
-def _read_reply(store: CiphertextStore, name: str, identity: X25519Identity) -> str | None:
+def _read_reply(store: Store, name: str, identity: X25519Identity) -> str | None:
     """The reply's text; None if it cannot be opened (damaged, or not for this codename)."""
     try:
         with store.open(name) as reply:  # through the store: the file's access time stays put

@@ -33,7 +33,7 @@ from aiohttp import BodyPartReader, MultipartReader
 from dropbox.config import LimitsConfig
 from dropbox.db import Kind
 from dropbox.sessions import CSRF_FIELD
-from dropbox.store import CiphertextStore, CiphertextWriter, StoredFile
+from dropbox.store import Store, StoredFile, Writer
 from keys.age import Encryptor, Recipient
 from keys.errors import InputError
 from keys.manifest import (
@@ -153,7 +153,7 @@ class _Budget:
 class _Open:
     """A part being written: its writer and what is known about it so far."""
 
-    writer: CiphertextWriter
+    writer: Writer
     field: str
     filename: str
     content_type: str
@@ -167,7 +167,7 @@ class Intake:
 
     def __init__(
         self,
-        store: CiphertextStore,
+        store: Store,
         recipients: Sequence[Recipient],
         limits: LimitsConfig,
         check_csrf: Callable[[str], bool],
@@ -360,7 +360,7 @@ class Intake:
 
 async def store_submission(
     received: ReceivedSubmission,
-    store: CiphertextStore,
+    store: Store,
     record: Callable[[ReceivedSubmission], Awaitable[None]],
 ) -> None:
     """Record durable ciphertexts in the database; if that fails, delete them (nothing was
@@ -415,7 +415,7 @@ def manifest(
     return encode_intake_manifest(document, limits)
 
 
-async def _write_sealed(writer: CiphertextWriter, sealed: list[bytes]) -> None:
+async def _write_sealed(writer: Writer, sealed: list[bytes]) -> None:
     """Hand sealed chunks to the writer. A function of its own: a loop variable in the caller
     would keep the last 64 KiB chunk alive until the part's next read, which for a slow upload
     is seconds (issue 15, memory per open upload)."""

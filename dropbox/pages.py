@@ -40,7 +40,7 @@ from dropbox.sessions import (
     Session,
     SessionStore,
 )
-from dropbox.store import CiphertextStore
+from dropbox.store import Store
 from keys.codename import SourceKeys
 from keys.errors import StorageError
 from keys.keyring import Keyring
@@ -68,7 +68,7 @@ class AppState:
     config: Config
     keyring_file: KeyringFile
     instance_salt: bytes
-    store: CiphertextStore
+    store: Store
     sessions: SessionStore
     forms: FormTokens
     deriver: KeyDeriver

@@ -2,7 +2,7 @@
 
 An upload is created for one logged-in session (another session never finds it) with its
 plaintext length. Every byte that arrives is hashed, pushed into the upload's `Encryptor` and its
-sealed chunks into a `CiphertextWriter`, exactly as the form's intake does; at the end of each
+sealed chunks into a store `Writer`, exactly as the form's intake does; at the end of each
 request the writer's buffer goes to the disk, so an idle upload holds nothing in memory but its
 file key and the unsealed tail (at most one 64 KiB chunk the STREAM keeps back until it knows
 whether more follows).
@@ -36,7 +36,7 @@ from typing import Protocol
 
 from dropbox.config import LimitsConfig
 from dropbox.intake import IntakeError, LimitExceededError, ReceivedFile, expected_disk_bytes
-from dropbox.store import CiphertextStore, CiphertextWriter
+from dropbox.store import Store, Writer
 from keys.age import Encryptor, Recipient
 from keys.errors import BusyError
 from keys.manifest import MAX_FIELD_NAME_CHARS, MAX_FILENAME_CHARS, fit_content_type
@@ -83,7 +83,7 @@ class Upload:
     info: UploadInfo
     expires: float  # monotonic
     active: float  # monotonic: the last time bytes arrived (or creation)
-    writer: CiphertextWriter | None
+    writer: Writer | None
     encryptor: Encryptor | None = field(default=None, repr=False)
     offset: int = 0
     digest: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
@@ -119,7 +119,7 @@ class Upload:
 class ResumableUploads:
     """Every open resumable upload, least recently active first."""
 
-    def __init__(self, store: CiphertextStore, limits: LimitsConfig) -> None:
+    def __init__(self, store: Store, limits: LimitsConfig) -> None:
         self.store = store
         self.limits = limits
         self.expiry = float(limits.resumable_expiry_seconds)
@@ -204,7 +204,7 @@ class ResumableUploads:
         if writer is not None:
             await writer.abort()
 
-    def _drop(self, upload: Upload) -> CiphertextWriter | None:
+    def _drop(self, upload: Upload) -> Writer | None:
         """Forget the upload at once and delete its committed ciphertext, if any; returns the
         writer of an unfinished one, whose `abort()` deletes its temporary file."""
         upload.gone = True

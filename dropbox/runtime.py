@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dropbox import db
 from dropbox.config import Config
 from dropbox.server_keys import KeyringFile, read_instance_salt
-from dropbox.store import CiphertextStore
+from dropbox.store import CiphertextStore, Store
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Runtime:
     config: Config
     keyring: KeyringFile
     instance_salt: bytes
-    store: CiphertextStore
+    store: Store
     db: async_sessionmaker[AsyncSession] | None = None  # set while open
 
     @classmethod
@@ -38,7 +38,7 @@ class Runtime:
             config=config,
             keyring=KeyringFile(config),
             instance_salt=read_instance_salt(config),
-            store=CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes),
+            store=open_store(config),
         )
 
     @property
@@ -67,3 +67,19 @@ class Runtime:
             self.db = None
             self.store.close()
             await engine.dispose()
+
+
+_DAY_SECONDS = 86400
+
+
+def open_store(config: Config) -> Store:
+    """The ciphertext store `[storage] ciphertext` names: the folder under `data_dir` (default),
+    or the database's chunk tables, whose sweep leaves alone any object written to within the
+    resumable uploads' expiry (rounded up to whole days, plus one: days are all it keeps)."""
+    storage = config.storage
+    if storage.ciphertext == "files":
+        return CiphertextStore(storage.store_dir, storage.reserve_bytes)
+    from dropbox.store_db import DatabaseStore
+
+    expiry_days = -(-config.limits.resumable_expiry_seconds // _DAY_SECONDS)
+    return DatabaseStore(storage.database_url, idle_days=expiry_days + 1)

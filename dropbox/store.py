@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from keys.errors import InputError, StorageError
 
@@ -55,9 +55,11 @@ __all__ = [
     "CiphertextStore",
     "CiphertextWriter",
     "DiskReserveError",
+    "Store",
     "StoreIOError",
     "StoredFile",
     "UnsafeNameError",
+    "Writer",
     "coarsen_times",
 ]
 
@@ -109,8 +111,45 @@ class StoredFile:
     sha256: str
 
 
+class Writer(Protocol):
+    """One ciphertext on its way into a store: `write()`, `flush()`, then `commit()` (durable when
+    it returns) or `abort()`; leaving `async with` without a commit aborts."""
+
+    @property
+    def size(self) -> int: ...
+    async def __aenter__(self) -> Writer: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    async def write(self, chunk: bytes) -> None: ...
+    async def flush(self) -> None: ...
+    async def commit(self) -> StoredFile: ...
+    async def abort(self) -> None: ...
+
+
+class Store(Protocol):
+    """What the intake, the resumable uploads and the transfer need of a ciphertext store: the
+    local folder (`CiphertextStore`, the default) or the database (dropbox/store_db.py). Blocking
+    methods run in worker threads when called from async code on a hot path."""
+
+    tables: tuple[str, ...]
+    """Database tables holding ciphertext: a deletion rewrites them (db.truncate_journal)."""
+
+    def writer(self) -> Writer: ...
+    def open(self, name: str) -> BinaryIO: ...
+    def delete(self, name: str) -> None: ...
+    def ensure_room(self, expected: int) -> None: ...
+    def sweep(self) -> int: ...
+    def names(self) -> list[str]: ...
+    def coarsen_times(self) -> int: ...
+    def close(self) -> None: ...
+
+
 class CiphertextStore:
     """Ciphertext files under `root`, refusing writes that would eat into `reserve_bytes`."""
+
+    tables: tuple[str, ...] = ()
 
     def __init__(self, root: Path, reserve_bytes: int) -> None:
         if reserve_bytes < 0:

@@ -37,7 +37,7 @@ from nacl.signing import SigningKey, VerifyKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db
-from dropbox.store import CiphertextStore
+from dropbox.store import Store
 from keys.age import parse_header
 from keys.bundle import (
     BLOCK,
@@ -134,7 +134,7 @@ async def build_transfer(
 
 
 def write_transfer_bundle(
-    out: BinaryIO, planned: PlannedBundle, store: CiphertextStore, signing_key: SigningKey
+    out: BinaryIO, planned: PlannedBundle, store: Store, signing_key: SigningKey
 ) -> int:
     """Stream the signed bundle to `out` (blocking: run it in a thread from async code).
 
@@ -245,7 +245,7 @@ def parse_ack_ids(document: object) -> list[str]:
 
 async def acknowledge_submissions(
     maker: async_sessionmaker[AsyncSession],
-    store: CiphertextStore,
+    store: Store,
     ids: Sequence[str],
     investigator: str,
     keyring: Keyring,
@@ -283,7 +283,7 @@ async def settle_acknowledgements(
 
 
 async def purge_due(
-    maker: async_sessionmaker[AsyncSession], store: CiphertextStore, day: str
+    maker: async_sessionmaker[AsyncSession], store: Store, day: str
 ) -> int:
     """Delete acknowledged submissions whose retention ended by `day`, their rows and their
     ciphertexts, and the database journal's copy of those rows. Returns how many files were
@@ -312,7 +312,7 @@ class ReplyResult:
 
 async def store_replies(
     maker: async_sessionmaker[AsyncSession],
-    store: CiphertextStore,
+    store: Store,
     bundle: VerifiedBundle,
     instance: str,
     day: str,

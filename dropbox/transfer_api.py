@@ -44,7 +44,7 @@ from dropbox.intake import intake_limits
 from dropbox.runtime import Runtime
 from dropbox.security import set_security_headers
 from dropbox.server_keys import KeyringFile
-from dropbox.store import CiphertextStore, DiskReserveError
+from dropbox.store import DiskReserveError, Store
 from keys.bundle import BundleError, read_bundle, reply_key_lookup
 from keys.errors import ConfigError, InputError, KeyringError, StorageError, TransferError
 from keys.keyring import Investigator, Keyring
@@ -70,7 +70,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass
 class TransferState:
     config: Config
-    store: CiphertextStore
+    store: Store
     instance: str
     signing_key: SigningKey
     keyring_file: KeyringFile

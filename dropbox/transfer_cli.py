@@ -24,7 +24,7 @@ from keys.manifest import IntakeLimits
 from keys.progress import Progress
 
 if TYPE_CHECKING:
-    from dropbox.store import CiphertextStore
+    from dropbox.store import Store
     from dropbox.transfer import PlannedBundle
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -46,14 +46,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from dropbox.config import load_config
     from dropbox.intake import intake_limits
+    from dropbox.runtime import open_store
     from dropbox.server_keys import load_verified_keyring, read_instance_salt
-    from dropbox.store import CiphertextStore
     from dropbox.transfer import instance_id, load_transfer_key
 
     config = load_config(args.config)
     keyring = load_verified_keyring(config)
     key = load_transfer_key(config.transfer.signing_key, keyring)
-    store = CiphertextStore(config.storage.store_dir, config.storage.reserve_bytes)
+    store = open_store(config)
     instance = instance_id(read_instance_salt(config))
     try:
         planned = asyncio.run(
@@ -87,7 +87,7 @@ async def _plan_export(url: str, instance: str, limits: IntakeLimits) -> Planned
 def _export_to(
     out: BinaryIO,
     planned: PlannedBundle,
-    store: CiphertextStore,
+    store: Store,
     key: SigningKey,
     progress: Progress,
 ) -> None:

@@ -31,6 +31,7 @@ def test_minimal_config_gets_safe_defaults(tmp_path):
     assert str(config.server.listen) == "127.0.0.1:8080"
     assert config.storage.data_dir == tmp_path / "data"
     assert config.storage.database_url == f"sqlite+aiosqlite:///{tmp_path}/data/amanat.sqlite3"
+    assert config.storage.ciphertext == "files"
     assert config.keys.keyring == tmp_path / "org" / "keyring.json"
     assert config.keys.profile == PRODUCTION
     assert config.limits.max_file_bytes == 2 * GIB
@@ -102,6 +103,9 @@ BASE = {
     ("transfer", {"acknowledgements": True}),
     ("transfer", {"acknowledgements": 1.5}),
     ("i18n", {"default_locale": "de"}),
+    ("storage", {"ciphertext": "s3"}),
+    ("storage", {"ciphertext": "database"}),  # needs PostgreSQL: SQLite keeps the folder
+    ("storage", {"ciphertext": "database", "database_url": "sqlite+aiosqlite:///x.db"}),
     ("nonsense", {"x": 1}),
     ("server", {"cluster_nodes": 2}),  # nodes without a shared key log sources out
     ("server", {"cluster_nodes": 0, "session_key_file": "session.key"}),
@@ -113,6 +117,13 @@ def test_bad_settings_are_refused(tmp_path, section, values):
     assert parse_config(BASE, tmp_path)  # the base alone is fine
     with pytest.raises(ConfigError):
         parse_config(data, tmp_path)
+
+
+def test_the_database_store_with_postgresql(tmp_path):
+    data = {name: dict(table) for name, table in BASE.items()}
+    data["storage"].update(ciphertext="database",
+                           database_url="postgresql+asyncpg://amanat@/amanat?host=/run/pg")
+    assert parse_config(data, tmp_path).storage.ciphertext == "database"
 
 
 @pytest.mark.parametrize(("value", "expected"), [("all", None), (1, 1), (3, 3)])

@@ -104,7 +104,7 @@ async def test_init_db_creates_a_private_file_and_is_idempotent(db_path: Path) -
     await db.init_db(url)  # a restart: already at head, nothing happens
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert {"sources", "submissions", "ciphertexts", "replies", "acknowledgements"} <= tables
