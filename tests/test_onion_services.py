@@ -165,8 +165,13 @@ async def _status_and_clients(config_path: Path) -> str:
     line = out.strip().splitlines()[-1]
     assert line.count(":") == 3
     assert ":descriptor:x25519:" in line
-    code, out = await _amanat("onion", "status", "--config", str(config_path))
-    assert code == 0, out
+    # The transfer onion was just published: its descriptor may still be on its way (under
+    # load an HSDir took longer than status waits). An operator runs status again; so does this.
+    async def clean_status() -> str:
+        code, out = await _amanat("onion", "status", "--config", str(config_path))
+        assert code == 0, out
+        return out
+    out = await retry(clean_status, timeout=90, what="a clean status after add-client", pause=2)
     assert "bootstrap:       100%" in out
     assert out.count("descriptor:    published") == 2  # source and transfer
     assert "transfer onion:" in out
