@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, Self
 
 from keys.errors import InputError, StorageError
 
@@ -52,6 +52,7 @@ __all__ = [
     "BUFFER_BYTES",
     "FLUSH_BYTES",
     "GATHER_SECONDS",
+    "BufferedWriter",
     "CiphertextStore",
     "CiphertextWriter",
     "DiskReserveError",
@@ -314,29 +315,19 @@ class _Partial:
             _set_day(self.published.parent)
 
 
-class CiphertextWriter:
-    """One ciphertext on its way into the store: `write()` chunks, then `commit()` or `abort()`.
+class BufferedWriter:
+    """What both stores' writers share: the chunks held until the next hand-off, the running
+    SHA-256 and size of what was handed off, and the rule that leaving `async with` without a
+    commit (an exception, a cancelled handler) aborts. Subclasses write, commit and abort."""
 
-    Leaving `async with` without a commit, or with an exception (including the cancellation of a
-    handler whose client disconnected), deletes the temporary file. At most one disk operation of
-    a writer runs at a time, and `_pending` stays set until it has finished, so `abort()` never
-    closes the file under a thread that is still writing to it.
-    """
-
-    def __init__(self, store: CiphertextStore) -> None:
-        self._store = store
+    def __init__(self) -> None:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._hash = hashlib.sha256()
         self._size = 0
-        self._partial: _Partial | None = None
-        self._pending: concurrent.futures.Future[object] | None = None
         self._finished = False
-        self._finalizer: weakref.finalize[[], CiphertextWriter] | None = None
-        self._advised = 0  # bytes already handed to the kernel's writeback
-        self._handed = -GATHER_SECONDS  # time.monotonic() of the last write handed to a thread
 
-    async def __aenter__(self) -> CiphertextWriter:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -353,12 +344,41 @@ class CiphertextWriter:
         """Ciphertext bytes accepted so far."""
         return self._size + self._buffered
 
-    async def write(self, chunk: bytes) -> None:
-        """Append ciphertext; raises DiskReserveError (deleting the partial) when space runs out."""
+    async def abort(self) -> None:
+        raise NotImplementedError
+
+    def _hold(self, chunk: bytes) -> None:
+        """Keep a chunk as it is (written later with writev or joined: no copy now)."""
         self._check_open()
-        # Chunks are kept as they are and written with writev: no copy on the way to the kernel.
         self._buffer.append(bytes(chunk))
         self._buffered += len(chunk)
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise StoreIOError("this ciphertext writer was already committed or aborted")
+
+
+class CiphertextWriter(BufferedWriter):
+    """One ciphertext on its way into the store: `write()` chunks, then `commit()` or `abort()`.
+
+    Leaving `async with` without a commit, or with an exception (including the cancellation of a
+    handler whose client disconnected), deletes the temporary file. At most one disk operation of
+    a writer runs at a time, and `_pending` stays set until it has finished, so `abort()` never
+    closes the file under a thread that is still writing to it.
+    """
+
+    def __init__(self, store: CiphertextStore) -> None:
+        super().__init__()
+        self._store = store
+        self._partial: _Partial | None = None
+        self._pending: concurrent.futures.Future[object] | None = None
+        self._finalizer: weakref.finalize[[], CiphertextWriter] | None = None
+        self._advised = 0  # bytes already handed to the kernel's writeback
+        self._handed = -GATHER_SECONDS  # time.monotonic() of the last write handed to a thread
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ciphertext; raises DiskReserveError (deleting the partial) when space runs out."""
+        self._hold(chunk)
         if self._buffered >= BUFFER_BYTES or (
             self._buffered >= FLUSH_BYTES and not self._gathering()
         ):
@@ -405,10 +425,6 @@ class CiphertextWriter:
         await asyncio.shield(asyncio.wrap_future(cleanup))
 
     # --- internals ---------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._finished:
-            raise StoreIOError("this ciphertext writer was already committed or aborted")
 
     async def _wait_pending(self) -> object:
         """Wait for the operation in flight; on its failure, delete everything and re-raise."""

@@ -28,19 +28,23 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import io
 import re
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dropbox import db
-from dropbox.store import FLUSH_BYTES, StoredFile, StoreIOError, UnsafeNameError
+from dropbox.store import (
+    FLUSH_BYTES,
+    BufferedWriter,
+    StoredFile,
+    StoreIOError,
+    UnsafeNameError,
+)
 
 __all__ = ["DatabaseStore", "DatabaseWriter"]
 
@@ -167,48 +171,25 @@ class _ChunkReader(io.RawIOBase):
         return count
 
 
-class DatabaseWriter:
+class DatabaseWriter(BufferedWriter):
     """One ciphertext on its way into the database: each `FLUSH_BYTES` become one committed
     chunk; `commit()` marks the object committed; `abort()` deletes it. As with the folder store,
     at most one database operation of a writer runs at a time, and `abort()` waits for it."""
 
     def __init__(self, store: DatabaseStore) -> None:
+        super().__init__()
         self._store = store
         self.name = f"{secrets.token_hex(16)}.age"
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._hash = hashlib.sha256()
-        self._size = 0
         self._seq = 0
         self._pending: concurrent.futures.Future[None] | None = None
-        self._finished = False
         # Held (on the store's loop) by each database operation of this writer for its whole
         # transaction: the discard takes it too, so it never runs beside a write that is still
         # under way, even one whose future was cancelled with its handler.
         self._lock = asyncio.Lock()
         self._discarded = False
 
-    async def __aenter__(self) -> DatabaseWriter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._finished:
-            await self.abort()
-
-    @property
-    def size(self) -> int:
-        """Ciphertext bytes accepted so far."""
-        return self._size + self._buffered
-
     async def write(self, chunk: bytes) -> None:
-        self._check_open()
-        self._buffer.append(bytes(chunk))
-        self._buffered += len(chunk)
+        self._hold(chunk)
         if self._buffered >= FLUSH_BYTES:
             await self._wait_pending()
             self._pending = self._store._submit(self._put(self._take(), commit=False),
@@ -245,10 +226,6 @@ class DatabaseWriter:
         await asyncio.shield(asyncio.wrap_future(cleanup))
 
     # --- internals ---------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._finished:
-            raise StoreIOError("this ciphertext writer was already committed or aborted")
 
     async def _wait_pending(self) -> None:
         pending = self._pending
