@@ -44,11 +44,13 @@ from aiohttp import web
 from postgres import PostgresCluster, is_postgres, postgres_bin
 from postgres import query as postgres_query
 
+from dropbox import db
 from dropbox.app import create_app, start_site
 from dropbox.config import Config, load_config
 from dropbox.demo import DemoOrg, create_demo_org
 from dropbox.pages import STATE, AppState
-from keys.age import decrypt
+from keys.age import decrypt, encrypt
+from keys.codename import derive_source_keys
 
 pytest_plugins = ["conftest_tor"]  # the private Tor network fixtures (tests/tornet.py)
 
@@ -207,6 +209,23 @@ def running_server(
         return serve_org(org, **overrides)
 
     return start
+
+
+async def add_reply(server: RunningServer, codename: str, text: bytes, *, day: str | None = None,
+                    bundle_id: str | None = None) -> str:
+    """A reply stored as the transfer API stores one: encrypted to the source, with its day
+    (today unless given); its id."""
+    state = server.state
+    keys = derive_source_keys(codename, state.instance_salt, server.config.keys.profile)
+    async with state.store.writer() as writer:
+        await writer.write(encrypt(text, [keys.reply_identity.recipient()]))
+        stored = await writer.commit()
+    assert state.db is not None
+    async with state.db.begin() as dbs:
+        source = await db.get_source_by_lookup(dbs, keys.lookup_id)
+        assert source is not None
+        return await db.add_reply(dbs, source.id, stored, day or db.today(),
+                                  "Demo investigator", bundle_id)
 
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -15,17 +15,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from conftest import RunningServer, SourceClient, serve_org
+from conftest import RunningServer, SourceClient, add_reply, serve_org
 from postgres import PostgresCluster
 from yarl import URL
 
-from dropbox import db
 from dropbox.cluster import new_cluster_key
 from dropbox.demo import create_demo_org
 from dropbox.pages import SEALED_COOKIE
 from dropbox.sessions import COOKIE_NAME
-from keys.age import encrypt
-from keys.codename import derive_source_keys, generate_codename
+from keys.codename import generate_codename
 
 PER_MINUTE = 4
 MAX_ANONYMOUS = 40
@@ -56,19 +54,6 @@ def on(client: SourceClient, node: RunningServer) -> SourceClient:
     return client
 
 
-async def add_reply(node: RunningServer, codename: str, text: bytes) -> None:
-    state = node.state
-    keys = derive_source_keys(codename, state.instance_salt, node.config.keys.profile)
-    async with state.store.writer() as writer:
-        await writer.write(encrypt(text, [keys.reply_identity.recipient()]))
-        stored = await writer.commit()
-    assert state.db is not None
-    async with state.db.begin() as dbs:
-        source = await db.get_source_by_lookup(dbs, keys.lookup_id)
-        assert source is not None
-        await db.add_reply(dbs, source.id, stored, "2026-01-02", "Demo investigator")
-
-
 def cookies(client: SourceClient) -> dict[str, str]:
     return {c.key: c.value for c in client.http.cookie_jar}
 
@@ -90,7 +75,7 @@ async def test_a_source_moves_between_nodes_and_stays_logged_in(
         assert 'id="submitted"' in page
         assert len(a.query("SELECT id FROM submissions")) == 1
 
-        await add_reply(a, codename, b"We read it, thank you.")
+        await add_reply(a, codename, b"We read it, thank you.", day="2026-01-02")
         status, page = await on(source, b).get("/submit")
         assert "We read it, thank you." in page  # decrypted on B with the sealed identity
 

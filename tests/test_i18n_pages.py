@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import RunningServer, SourceClient
+from conftest import RunningServer, SourceClient, add_reply
 
 from dropbox import i18n
 from keys.codename import to_locale_digits
@@ -319,24 +319,6 @@ SHOWN = {"en": ("2026-11-29", "50", "3"), "fa_AF": ("۸ قوس ۱۴۰۵", "۵۰"
 NAMES = {"en": "Amanat test drop", "fa_AF": "صندوق امانت", "ps": "د امانت صندوق"}
 
 
-async def add_reply(server: RunningServer, codename: str, text: bytes, day: str) -> None:
-    """A reply stored as the transfer API stores one: encrypted to the source, with its day."""
-    from dropbox import db
-    from keys.age import encrypt
-    from keys.codename import derive_source_keys
-
-    state = server.state
-    keys = derive_source_keys(codename, state.instance_salt, server.config.keys.profile)
-    async with state.store.writer() as writer:
-        await writer.write(encrypt(text, [keys.reply_identity.recipient()]))
-        stored = await writer.commit()
-    assert state.db is not None
-    async with state.db.begin() as dbs:
-        source = await db.get_source_by_lookup(dbs, keys.lookup_id)
-        assert source is not None
-        await db.add_reply(dbs, source.id, stored, day, "Demo investigator")
-
-
 @pytest.mark.parametrize("code", LOCALES)
 async def test_numbers_and_days_in_the_locales_numerals_and_calendar(running_server: Any,
                                                                      code: str) -> None:
@@ -346,7 +328,7 @@ async def test_numbers_and_days_in_the_locales_numerals_and_calendar(running_ser
             SourceClient(server.url) as source:
         _, landing = await source.get(f"/?l={code}")
         codename = await source.start()
-        await add_reply(server, codename, b"We read it.", KNOWN_DAY)
+        await add_reply(server, codename, b"We read it.", day=KNOWN_DAY)
         _, submit = await source.get("/submit")
         status, received = await source.submit("hello", [(f"{n}.txt", b"x", "text/plain")
                                                          for n in range(3)])

@@ -17,14 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import SourceClient, last_group
+from conftest import SourceClient, add_reply, last_group
 from yarl import URL
 
 from dropbox import db, i18n
 from dropbox.config import LOCALES
 from dropbox.form_tokens import PendingCodenames
 from dropbox.i18n import format_bytes
-from keys.age import encrypt
 from keys.codename import derive_source_keys, to_locale_digits
 from keys.receipt import open_receipt
 
@@ -414,22 +413,11 @@ async def test_a_purge_takes_the_receipt_with_the_submission(running_server):
 # --- 4. sources delete their replies ------------------------------------------------------------
 
 
-async def add_reply(server: Any, codename: str, text: str, bundle_id: str | None = None) -> str:
-    keys = derive_source_keys(codename, server.state.instance_salt, server.config.keys.profile)
-    async with server.state.store.writer() as writer:
-        await writer.write(encrypt(text.encode(), [keys.reply_identity.recipient()]))
-        stored = await writer.commit()
-    async with server.state.db.begin() as dbs:
-        source = await db.get_source_by_lookup(dbs, keys.lookup_id)
-        return await db.add_reply(dbs, source.id, stored, db.today(), "Demo investigator",
-                                  bundle_id)
-
-
 async def test_a_source_deletes_a_reply_row_and_ciphertext(running_server):
     async with running_server() as server, SourceClient(server.url) as source:
         codename = await source.start()
-        keep = await add_reply(server, codename, "keep this one")
-        drop = await add_reply(server, codename, "delete this one", bundle_id="bundle-reply-1")
+        keep = await add_reply(server, codename, b"keep this one")
+        drop = await add_reply(server, codename, b"delete this one", bundle_id="bundle-reply-1")
         _, page = await source.get("/submit")
         assert f'id="delete-reply-{keep}"' in page
         assert f'id="delete-reply-{drop}"' in page
@@ -453,7 +441,7 @@ async def test_nobody_deletes_another_sources_reply(running_server):
             SourceClient(server.url) as bob:
         alice_codename = await alice.start()
         await bob.start()
-        reply = await add_reply(server, alice_codename, "for alice")
+        reply = await add_reply(server, alice_codename, b"for alice")
         await bob.get("/submit")
         async with bob.http.post(server.url + "/reply/delete", allow_redirects=False,
                                  data={"csrf_token": bob.csrf, "reply_id": reply}) as response:
