@@ -46,7 +46,7 @@ from server_process import (  # noqa: E402 - after the path set-up above
     ServerProcess,
     SourceSession,
     make_org,
-    new_source,
+    new_sources,
     polling,
     repeating,
     running,
@@ -84,14 +84,6 @@ class Figures:
     landing: list[float]
     landing_failures: int
     seconds: float
-
-
-async def sources(url: str, count: int) -> list[SourceSession]:
-    """`count` logged-in sources, a few at a time (the Argon2id queue is bounded)."""
-    made: list[SourceSession] = []
-    while len(made) < count:
-        made += await asyncio.gather(*(new_source(url) for _ in range(min(16, count - len(made)))))
-    return made
 
 
 async def slow_upload(source: SourceSession, size: int, rate: float, load: Load) -> int | None:
@@ -138,7 +130,7 @@ async def landing(url: str, load: Load, stop: asyncio.Event) -> None:
 
 async def measure(server: ServerProcess, args: argparse.Namespace) -> Figures:
     size = args.kib * KIB
-    people = await sources(server.url, args.uploads + 1)
+    people = await new_sources(server.url, args.uploads + 1)
     warm = await upload(people[-1], b"warm", "warm.bin", [b"w" * size], size)
     assert warm.status == 200, warm.body[-300:]
     await asyncio.sleep(1)

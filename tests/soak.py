@@ -31,6 +31,7 @@ from server_process import (
     log_in,
     make_org,
     new_source,
+    new_sources,
     polling,
     running,
     upload,
@@ -144,7 +145,7 @@ async def run_soak(plan: SoakPlan, root: Path) -> SoakResult:
     raise_open_file_limit(2 * plan.sources + 256)
     org, identity = soak_org(root, plan)
     with running(org, root / "tmp") as server:
-        people = await _sources(server.url, plan.sources + 1)
+        people = await new_sources(server.url, plan.sources + 1)
         warm = await upload(people[-1], b"warm", "warm.bin", [b"w" * KIB], KIB)
         if warm.status != 200:
             raise RuntimeError(f"the warm-up upload failed: {warm.status}")
@@ -158,14 +159,6 @@ async def run_soak(plan: SoakPlan, root: Path) -> SoakResult:
         stored = len(server.submission_ids()) - 1
         decrypted, bad = await asyncio.to_thread(_decrypt_all, server, identity, tally.sent)
     return SoakResult(plan, tally, baseline, hwm, took, stored, decrypted, bad)
-
-
-async def _sources(url: str, count: int) -> list[SourceSession]:
-    """`count` logged-in sources, a few at a time (the Argon2id queue is bounded)."""
-    made: list[SourceSession] = []
-    while len(made) < count:
-        made += await asyncio.gather(*(new_source(url) for _ in range(min(16, count - len(made)))))
-    return made
 
 
 async def _load(server: ServerProcess, plan: SoakPlan, people: list[SourceSession],

@@ -15,7 +15,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from server_process import MIB, SourceSession, make_org, new_source, repeating, running, upload
+from server_process import MIB, make_org, new_sources, repeating, running, upload
 
 pytestmark = pytest.mark.slow
 
@@ -27,20 +27,13 @@ PIECE = 4000
 BUDGET = 256 * KIB
 
 
-async def sources(url: str, count: int) -> list[SourceSession]:
-    made: list[SourceSession] = []
-    while len(made) < count:  # a few at a time: the Argon2id queue is bounded
-        made += await asyncio.gather(*(new_source(url) for _ in range(min(16, count - len(made)))))
-    return made
-
-
 async def test_150_slow_uploads_hold_less_than_256_kib_each(tmp_path: Path) -> None:
     org = make_org(tmp_path / "org", limits={"max_concurrent_uploads": UPLOADS + 1,
                                              "max_files": 2})
     content = bytes(range(256)) * (PIECE // 256) + b"x" * (PIECE % 256)
     expected = hashlib.sha256(b"".join(repeating(content, FILE_BYTES))).hexdigest()
     with running(org, tmp_path / "tmp") as server:
-        people = await sources(server.url, UPLOADS + 1)
+        people = await new_sources(server.url, UPLOADS + 1)
         warm = await upload(people[-1], b"warm-up", "warm.bin", [b"w" * FILE_BYTES], FILE_BYTES)
         assert warm.status == 200, warm.body[-500:]
         await asyncio.sleep(1)  # the last upload done, the heap is trimmed
