@@ -213,7 +213,7 @@ async def _daily_maintenance(app: web.Application) -> AsyncIterator[None]:
     async def maintain() -> None:
         try:
             if app_state.db is not None:
-                async with app_state.db() as dbs:
+                async with db.write_turn(app_state.db), app_state.db() as dbs:
                     await db.truncate_journal(dbs)
             files = db.sqlite_files(app_state.config.storage.database_url)
             await asyncio.to_thread(coarsen_times, [*files, *(f.parent for f in files[:1])])

@@ -28,11 +28,14 @@ that (its write-ahead log, replicas, backups) is the operator's to configure: do
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import os
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -112,6 +115,8 @@ __all__ = [
     "today",
     "truncate_journal",
     "waiting_counts",
+    "write_turn",
+    "writing",
 ]
 
 Kind = Literal["message", "file", "manifest"]
@@ -800,6 +805,47 @@ def create_engine_and_sessionmaker(
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine, async_sessionmaker(engine, expire_on_commit=False)
+
+
+# How long a write waits for its turn on SQLite before it gives up (TimeoutError). A submission
+# waits here with its ciphertext already durable: the deadline is generous, not short.
+WRITE_WAIT_SECONDS = 300.0
+_WRITE_LOCKS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def write_turn(
+    maker: async_sessionmaker[AsyncSession], *, timeout: float = WRITE_WAIT_SECONDS
+) -> AsyncIterator[None]:
+    """This process's turn to write to the database of `maker`.
+
+    SQLite has one writer at a time. Left to its busy handler, every other writer holds a pooled
+    connection and sleeps and polls for the lock while the holder's statements each wait their
+    turn on the event loop; under a thousand Tor uploads the pool ran dry and 0.3% of the
+    submissions failed (bench/bench_soak.py). So on SQLite this process's writers queue here,
+    first come first served, for at most `timeout` seconds (TimeoutError); readers never wait
+    (WAL). PostgreSQL locks rows, not the database: there the turn is always now."""
+    bind = maker.kw.get("bind")
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
+        yield
+        return
+    lock = _WRITE_LOCKS.setdefault(bind, asyncio.Lock())
+    async with asyncio.timeout(timeout):
+        await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def writing(
+    maker: async_sessionmaker[AsyncSession], *, timeout: float = WRITE_WAIT_SECONDS
+) -> AsyncIterator[AsyncSession]:
+    """A write transaction in this process's turn (`write_turn`), committed when the block
+    ends."""
+    async with write_turn(maker, timeout=timeout), maker.begin() as session:
+        yield session
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -15,7 +16,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dropbox import db, handlers_tus, pages
 from dropbox.i18n import N_, format_bytes
@@ -110,7 +111,7 @@ async def start_confirm(request: web.Request) -> web.Response:
         keys = await _derive(request, proof.bound, proof.issued)
     except BusyError:  # nothing is lost: the same codename and form, to send again
         return _start_form(request, proof.bound, str(token), status=503, error=_BUSY)
-    async with _db(request) as dbs, dbs.begin():
+    async with _writing(request) as dbs:
         # get_or_create: two clicks that both got through create one source, not an error
         source = await db.get_or_create_source(
             dbs, keys.lookup_id, str(keys.reply_identity.recipient()), _today())
@@ -217,11 +218,14 @@ async def _receive(request: web.Request, session: Session, source_id: str,
         created: list[str] = []
 
         async def record(submission: ReceivedSubmission) -> None:
-            async with _db(request) as dbs, dbs.begin():
+            async with _writing(request) as dbs:
                 created.append(await db.add_submission(dbs, source_id, submission.ciphertexts(),
                                                        submission.day, receipt))
 
-        await store_submission(received, app_state.store, record)
+        try:
+            await store_submission(received, app_state.store, record)
+        except TimeoutError:  # the writes queued before this one took minutes: overloaded
+            raise PageError(503) from None
         claim.submitted = True
     session.submits.record(once, Received(created[0], len(received.files),
                                           received.message is not None))
@@ -268,12 +272,12 @@ async def reply_delete(request: web.Request) -> web.Response:
     reply_id = form.get("reply_id")
     if not isinstance(reply_id, str) or not _REPLY_ID.fullmatch(reply_id):
         raise PageError(400)
-    async with _db(request) as dbs:
-        async with dbs.begin():
-            name = await db.delete_reply(dbs, session.source_id, reply_id)
-        if name is not None:
-            store = pages.state(request).store
-            await asyncio.to_thread(store.delete, name)
+    async with _writing(request) as dbs:
+        name = await db.delete_reply(dbs, session.source_id, reply_id)
+    if name is not None:
+        store = pages.state(request).store
+        await asyncio.to_thread(store.delete, name)
+        async with db.write_turn(_maker(request)), _db(request) as dbs:
             # its copies too (and its chunks' when the ciphertext lives in the database)
             await db.truncate_journal(dbs, tables=[db.Reply.__tablename__, *store.tables])
     return pages.redirect("/submit")
@@ -318,7 +322,7 @@ async def logout(request: web.Request) -> web.Response:
     if session is None or not isinstance(token, str) or not session.check_csrf(token):
         raise PageError(403)
     if pages.state(request).sealed is not None and session.source_id is not None:
-        async with _db(request) as dbs, dbs.begin():
+        async with _writing(request) as dbs:
             await db.renew_session_epoch(dbs, session.source_id)
     pages.end_session(request, session)
     await pages.state(request).resumable.forget_session(session.key)
@@ -500,11 +504,20 @@ def _read_reply(store: Store, name: str, identity: X25519Identity) -> str | None
         return None
 
 
-def _db(request: web.Request) -> AsyncSession:
+def _maker(request: web.Request) -> async_sessionmaker[AsyncSession]:
     maker = pages.state(request).db
     if maker is None:
         raise PageError(500)
-    return maker()
+    return maker
+
+
+def _db(request: web.Request) -> AsyncSession:
+    return _maker(request)()
+
+
+def _writing(request: web.Request) -> AbstractAsyncContextManager[AsyncSession]:
+    """A write transaction, in turn with this process's other writes (db.writing)."""
+    return db.writing(_maker(request))
 
 
 def _body_timeout(request: web.Request) -> float:

@@ -295,7 +295,7 @@ async def purge_due(
     for name in names:
         await asyncio.to_thread(store.delete, name)
     if due:
-        async with maker() as session:
+        async with db.write_turn(maker), maker() as session:
             await db.truncate_journal(session)  # a reader in the way: the daily sweep retries
     return len(names)
 

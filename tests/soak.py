@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 from server_process import (
+    AMANAT,
     MIB,
     ServerProcess,
     SourceSession,
@@ -79,6 +80,7 @@ class SoakResult:
     stored: int  # submissions in the database after the soak (the warm-up not counted)
     decrypted: int  # ciphertexts the `age` binary decrypted
     undecryptable: list[str]  # ciphertexts it did not, or whose plaintext nobody sent
+    server_errors: list[str]  # what the server logged at ERROR (a type and a route, no more)
 
     @property
     def peak_rss(self) -> int:
@@ -140,11 +142,12 @@ def raise_open_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-async def run_soak(plan: SoakPlan, root: Path) -> SoakResult:
-    """Run `plan` against a fresh server in `root`; nothing is asserted here."""
+async def run_soak(plan: SoakPlan, root: Path, entry: tuple[str, ...] = AMANAT) -> SoakResult:
+    """Run `plan` against a fresh server in `root` (started with `entry`: bench/ may run
+    another launcher); nothing is asserted here."""
     raise_open_file_limit(2 * plan.sources + 256)
     org, identity = soak_org(root, plan)
-    with running(org, root / "tmp") as server:
+    with running(org, root / "tmp", entry=entry) as server:
         people = await new_sources(server.url, plan.sources + 1)
         warm = await upload(people[-1], b"warm", "warm.bin", [b"w" * KIB], KIB)
         if warm.status != 200:
@@ -158,7 +161,9 @@ async def run_soak(plan: SoakPlan, root: Path) -> SoakResult:
         hwm = server.memory()["VmHWM"]
         stored = len(server.submission_ids()) - 1
         decrypted, bad = await asyncio.to_thread(_decrypt_all, server, identity, tally.sent)
-    return SoakResult(plan, tally, baseline, hwm, took, stored, decrypted, bad)
+        errors = [line for line in server.log.read_text("utf-8", "replace").splitlines()
+                  if "ERROR" in line]
+    return SoakResult(plan, tally, baseline, hwm, took, stored, decrypted, bad, errors)
 
 
 async def _load(server: ServerProcess, plan: SoakPlan, people: list[SourceSession],

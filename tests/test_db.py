@@ -14,14 +14,15 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from postgres import PostgresCluster
 from postgres import query as postgres_query
-from sqlalchemy import inspect, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -640,6 +641,49 @@ async def test_on_postgresql_a_purge_leaves_nothing_in_the_tables_files(
     assert len(files) > 100  # the database's tables, indexes and catalogs were searched
     assert residue(files, marks) == {}
     store.close()
+
+
+async def _writers(maker: async_sessionmaker[AsyncSession], count: int, in_turn: bool,
+                   hold: float, first: int = 0) -> list[BaseException | None]:
+    """`count` writers at once, each holding its transaction `hold` seconds (as a transaction
+    does whose statements wait on a busy event loop); what each raised, if anything."""
+    async def one(number: int) -> None:
+        transaction = db.writing(maker) if in_turn else maker.begin()
+        async with transaction as session:
+            await db.create_source(session, f"{first + number:064x}", RECIPIENT, DAY)
+            await asyncio.sleep(hold)
+
+    results = await asyncio.gather(*(one(n) for n in range(count)), return_exceptions=True)
+    return list(results)
+
+
+async def test_sqlite_writers_take_turns_instead_of_polling_for_the_lock(tmp_path: Path) -> None:
+    """20 writers at once on SQLite with a 0.5 s busy timeout, each holding its transaction
+    0.1 s: left to SQLite's busy handler the later ones give up ("database is locked");
+    in turn (db.writing) every one commits, first come first served."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'turns.sqlite'}"
+    await db.init_db(url)
+    engine, maker = db.create_engine_and_sessionmaker(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def short_busy_timeout(connection: Any, _record: Any) -> None:
+        connection.execute("PRAGMA busy_timeout=500")
+
+    try:
+        polled = await _writers(maker, 20, in_turn=False, hold=0.1)
+        assert any(isinstance(e, OperationalError) and "locked" in str(e) for e in polled)
+        in_turn = await _writers(maker, 20, in_turn=True, hold=0.1, first=100)
+        assert in_turn == [None] * 20
+        async with maker() as session:
+            count = await session.scalar(text("SELECT count(*) FROM sources"))
+        assert count == 20 + sum(r is None for r in polled)
+        # The wait has a deadline: a writer that cannot get its turn in time gives up.
+        async with db.write_turn(maker):
+            with pytest.raises(TimeoutError):
+                async with db.writing(maker, timeout=0.2):
+                    pass
+    finally:
+        await engine.dispose()
 
 
 STALE_COPY = Path(__file__).parent / "data" / "sqlite_stale_copy.json"

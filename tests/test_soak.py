@@ -25,7 +25,8 @@ async def test_100_sources_at_tor_speed_for_60_s_lose_nothing(
     result = await run_soak(SoakPlan(sources=100, seconds=60), tmp_path)
     report("short soak: " + result.describe(), pytestconfig)
     tally = result.tally
-    assert tally.failures == [], tally.failures[:10]
+    assert tally.failures == [], (tally.failures[:10], result.server_errors[:10])
+    assert result.server_errors == []
     acknowledged = sum(tally.sent.values())
     assert acknowledged >= 100 * 5, acknowledged  # each source sent a file every 10 s or so
     assert result.stored == acknowledged
