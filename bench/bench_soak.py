@@ -39,9 +39,9 @@ async def main(args: argparse.Namespace) -> int:
         result = await run_soak(plan, Path(tmp))
     print(result.describe(), flush=True)
     tally = result.tally
-    for line in (tally.failures + result.undecryptable + tally.page_failures
-                 + tally.login_failures)[:20]:
-        print("  !", line)
+    for line in (tally.failures[:5] + result.undecryptable[:5] + tally.page_failures[:5]
+                 + tally.login_failures[:5] + sorted(set(result.server_errors))[:10]):
+        print("  !", line[:300])
     lost = tally.failures or result.undecryptable or result.stored != sum(tally.sent.values())
     print("  verdict:", "FAILED" if lost else "zero failed submissions, every one decrypted by age")
     return 1 if lost else 0
