@@ -246,7 +246,7 @@ async def test_torrc_services_production_style(
                 code, out = await _amanat("onion", "status", "--config", str(server.config_path))
                 assert code == 0, out
                 return out
-            out = await retry(status_ok, timeout=60, what="amanat onion status", pause=2)
+            out = await retry(status_ok, timeout=90, what="amanat onion status", pause=2)
             assert f"kind:          torrc {transfer_dir}; client auth (2 clients)" in out
             assert out.count("PoW defenses:  on") == 2
     finally:
