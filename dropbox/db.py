@@ -66,7 +66,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from dropbox.store import Store, StoredFile
-from keys.errors import InputError, StorageError
+from keys.errors import BusyError, InputError, StorageError
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -807,7 +807,7 @@ def create_engine_and_sessionmaker(
     return engine, async_sessionmaker(engine, expire_on_commit=False)
 
 
-# How long a write waits for its turn on SQLite before it gives up (TimeoutError). A submission
+# How long a write waits for its turn on SQLite before it gives up (BusyError). A submission
 # waits here with its ciphertext already durable: the deadline is generous, not short.
 WRITE_WAIT_SECONDS = 300.0
 _WRITE_LOCKS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -823,15 +823,19 @@ async def write_turn(
     connection and sleeps and polls for the lock while the holder's statements each wait their
     turn on the event loop; under a thousand Tor uploads the pool ran dry and 0.3% of the
     submissions failed (bench/bench_soak.py). So on SQLite this process's writers queue here,
-    first come first served, for at most `timeout` seconds (TimeoutError); readers never wait
+    first come first served, for at most `timeout` seconds (then BusyError: nothing was written,
+    the page says try again); readers never wait
     (WAL). PostgreSQL locks rows, not the database: there the turn is always now."""
     bind = maker.kw.get("bind")
     if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
         yield
         return
     lock = _WRITE_LOCKS.setdefault(bind, asyncio.Lock())
-    async with asyncio.timeout(timeout):
-        await lock.acquire()
+    try:
+        async with asyncio.timeout(timeout):
+            await lock.acquire()
+    except TimeoutError:
+        raise BusyError(f"no turn to write to the database within {timeout:.0f} s") from None
     try:
         yield
     finally:

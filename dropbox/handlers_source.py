@@ -222,10 +222,7 @@ async def _receive(request: web.Request, session: Session, source_id: str,
                 created.append(await db.add_submission(dbs, source_id, submission.ciphertexts(),
                                                        submission.day, receipt))
 
-        try:
-            await store_submission(received, app_state.store, record)
-        except TimeoutError:  # the writes queued before this one took minutes: overloaded
-            raise PageError(503) from None
+        await store_submission(received, app_state.store, record)  # BusyError: 503 below
         claim.submitted = True
     session.submits.record(once, Received(created[0], len(received.files),
                                           received.message is not None))

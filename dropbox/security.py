@@ -18,7 +18,7 @@ from aiohttp import web
 from dropbox import i18n, pages
 from dropbox.i18n import N_, choose_locale, match_locale
 from dropbox.sessions import COOKIE_NAME
-from keys.errors import AmanatError
+from keys.errors import AmanatError, BusyError
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except PageError as error:
         return error_page(request, error)
+    except BusyError:  # at capacity (e.g. no turn to write in time): nothing was done
+        return error_page(request, PageError(503))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import (
 
 from dropbox import db
 from dropbox.store import CiphertextStore, StoredFile
+from keys.errors import BusyError
 
 BACKENDS = ("sqlite", "postgresql")  # conftest.py: tests using `database_url` run on both
 DAY = "2026-11-26"
@@ -679,7 +680,7 @@ async def test_sqlite_writers_take_turns_instead_of_polling_for_the_lock(tmp_pat
         assert count == 20 + sum(r is None for r in polled)
         # The wait has a deadline: a writer that cannot get its turn in time gives up.
         async with db.write_turn(maker):
-            with pytest.raises(TimeoutError):
+            with pytest.raises(BusyError):
                 async with db.writing(maker, timeout=0.2):
                     pass
     finally:
