@@ -254,7 +254,7 @@ async def acknowledge_submissions(
 ) -> AckResult:
     """Record that `investigator` holds `ids`, start the retention of every submission that now
     meets the policy, then delete whatever retention allows."""
-    async with maker.begin() as session:
+    async with db.writing(maker) as session:
         newly, already = await db.add_acknowledgements(session, ids, investigator, day)
         started = await settle_acknowledgements(session, keyring, policy, day)
     known = set(newly) | set(already)
@@ -288,7 +288,7 @@ async def purge_due(
     """Delete acknowledged submissions whose retention ended by `day`, their rows and their
     ciphertexts, and the database journal's copy of those rows. Returns how many files were
     deleted."""
-    async with maker.begin() as session:
+    async with db.writing(maker) as session:
         due = [s.id for s in await db.due_for_deletion(session, day)]
         names = await db.forget_submissions(session, due) if due else []
     # After the commit: a file whose row is gone is an orphan either way.
@@ -343,7 +343,7 @@ async def store_replies(
             for chunk in bundle.iter_member(reply.name):
                 await writer.write(chunk)
             stored.append((reply, await writer.commit()))
-    async with maker.begin() as session:
+    async with db.writing(maker) as session:
         for reply, stored_file in stored:
             await db.add_reply(session, reply.source_id, stored_file, day, reply.investigator,
                                reply.reply_id)

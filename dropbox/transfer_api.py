@@ -46,7 +46,14 @@ from dropbox.security import set_security_headers
 from dropbox.server_keys import KeyringFile
 from dropbox.store import DiskReserveError, Store
 from keys.bundle import BundleError, read_bundle, reply_key_lookup
-from keys.errors import ConfigError, InputError, KeyringError, StorageError, TransferError
+from keys.errors import (
+    BusyError,
+    ConfigError,
+    InputError,
+    KeyringError,
+    StorageError,
+    TransferError,
+)
 from keys.keyring import Investigator, Keyring
 from keys.transfer_auth import (
     RequestAuthError,
@@ -157,6 +164,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(503, "keyring_unusable", "the server's keyring does not verify")
     except DiskReserveError:
         return json_error(507, "disk_full", "the server has no room for this")
+    except BusyError:  # no turn to write in time (db.write_turn): nothing was done
+        return json_error(503, "busy", "the server is busy; try again in a minute")
     except (BundleError, transfer.ReplyRefusedError) as exc:
         return json_error(400, "reply_refused", str(exc))
     except (TransferError, InputError) as exc:
@@ -375,11 +384,11 @@ async def _periodic_purge(app: web.Application) -> AsyncIterator[None]:
     async def settle() -> None:
         try:
             state.keyring = await asyncio.to_thread(state.keyring_file.verified)
-            async with state.maker.begin() as session:
+            async with db.writing(state.maker) as session:
                 await transfer.settle_acknowledgements(
                     session, state.keyring, state.policy, db.today()
                 )
-        except (StorageError, KeyringError, ConfigError) as exc:
+        except (StorageError, KeyringError, ConfigError, BusyError) as exc:
             logger.error("acknowledgement policy check failed: %s", type(exc).__name__)
 
     async def purge() -> None:
@@ -388,7 +397,7 @@ async def _periodic_purge(app: web.Application) -> AsyncIterator[None]:
             deleted = await transfer.purge_due(state.maker, state.store, db.today())
             if deleted:
                 logger.info("deleted %d acknowledged ciphertexts after retention", deleted)
-        except StorageError as exc:
+        except (StorageError, BusyError) as exc:  # the next round tries again
             logger.error("retention purge failed: %s", type(exc).__name__)
 
     async with periodic.every(PURGE_INTERVAL_SECONDS, purge, at_start=True):
