@@ -262,17 +262,24 @@ def _list(item: Check) -> Check:
     return check
 
 
+def _entries(value: dict[str, object], check_of: Callable[[str], Check],
+             step: Callable[[str], str]) -> FrozenDict:
+    """`value` with each entry checked and frozen in place; a mismatch adds its key's `step` to
+    the path."""
+    for key, element in value.items():
+        try:
+            dict.__setitem__(value, key, check_of(key)(element))
+        except _Mismatch as exc:
+            exc.path.append(step(key))
+            raise
+    return value if type(value) is FrozenDict else FrozenDict(value)
+
+
 def _map(item: Check) -> Check:
     def check(value: object) -> object:
         if not isinstance(value, dict):
             raise _Mismatch("is not an object")
-        for key, element in value.items():
-            try:
-                dict.__setitem__(value, key, item(element))
-            except _Mismatch as exc:
-                exc.path.append(f"[{key!r}]")
-                raise
-        return value if type(value) is FrozenDict else FrozenDict(value)
+        return _entries(value, lambda _key: item, lambda key: f"[{key!r}]")
     return check
 
 
@@ -286,14 +293,7 @@ def _record(required: Mapping[str, Check], optional: Mapping[str, Check] | None 
         missing = required.keys() - value.keys()
         if missing:
             raise _Mismatch(f"has no {min(missing)!r}")
-        for key, element in value.items():
-            inner = known.get(key, _json)
-            try:
-                dict.__setitem__(value, key, inner(element))
-            except _Mismatch as exc:
-                exc.path.append(f".{key}")
-                raise
-        return value if type(value) is FrozenDict else FrozenDict(value)
+        return _entries(value, lambda key: known.get(key, _json), lambda key: f".{key}")
     return check
 
 
