@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_upload import cpu_seconds, start_sink  # noqa: E402 - after the path set-up above
+from bench_upload import start_sink, timed_upload  # noqa: E402 - after the path set-up above
 from server_process import (  # noqa: E402
     MIB,
     SourceSession,
@@ -96,16 +96,6 @@ def disk_cpu(block: bytes, size: int, folder: Path) -> float:
     return time.process_time() - started
 
 
-async def upload_cpu(source: SourceSession, pid: int, block: bytes, size: int) -> float:
-    """The server process's CPU seconds to receive one upload of `size` bytes."""
-    before = cpu_seconds(pid)
-    result = await upload(source, b"bench message", "bench.bin", repeating(block, size), size)
-    if result.status != 200:
-        raise SystemExit(f"upload failed: {result.status} {result.body[-300:]!r}")
-    await asyncio.sleep(0.2)  # the server's last thread work and its answer
-    return cpu_seconds(pid) - before
-
-
 async def main(args: argparse.Namespace) -> None:
     size = args.mib * MIB
     block = os.urandom(BUFFER_BYTES)
@@ -131,10 +121,11 @@ async def main(args: argparse.Namespace) -> None:
                     floor, sealed = floor_cpu(block, size)
                     keep("floor", floor, round_no)
                     keep("disk", disk_cpu(block, sealed, root), round_no)
-                    keep("http", await upload_cpu(sink_source, sink.pid, block, size), round_no)
-                    keep("http+floor", await upload_cpu(crypto_source, crypto_sink.pid, block,
-                                                        size), round_no)
-                    keep("amanat", await upload_cpu(source, server.pid, block, size), round_no)
+                    for name, target, pid in (("http", sink_source, sink.pid),
+                                              ("http+floor", crypto_source, crypto_sink.pid),
+                                              ("amanat", source, server.pid)):
+                        _, cpu = await timed_upload(target, size, block, pid)
+                        keep(name, cpu, round_no)
         finally:
             for proc in (sink, crypto_sink):
                 proc.terminate()
