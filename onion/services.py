@@ -163,7 +163,7 @@ async def publish(
     async with controller.hs_desc_events() as events:
         pow_on = await _add_onion(controller, spec, key_blob)
         if await_publication:
-            hsdirs = (await _await_upload(events, address, timeout),)
+            hsdirs = (await await_upload(events, address, timeout),)
     clients = tuple(sorted(spec.client_keys or {}))
     return PublishedService(spec.name, address, pow_on, spec.client_keys is not None, clients,
                             hsdirs=hsdirs)
@@ -190,7 +190,7 @@ def hsdir_fingerprint(directory: str) -> str:
     return directory.lstrip("$").split("~", 1)[0].split("=", 1)[0].upper()
 
 
-async def _await_upload(
+async def await_upload(
     events: asyncio.Queue[HsDescEvent], address: str, timeout: float
 ) -> str:
     """Wait for the first HSDir to take the descriptor; its fingerprint."""

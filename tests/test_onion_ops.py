@@ -24,8 +24,9 @@ from tornet import TorNetwork, report, retry
 from dropbox.app import start_site
 from dropbox.demo import create_demo_org
 from dropbox.transfer_api import create_transfer_app
-from onion.controller import HsDescEvent, LaunchedTor, TorController, launch_tor
+from onion.controller import LaunchedTor, TorController, launch_tor
 from onion.publish import publish_onions, read_state
+from onion.services import await_upload
 
 pytestmark = pytest.mark.tor
 
@@ -117,7 +118,7 @@ async def test_a_client_added_while_serving_survives_a_tor_restart(
                         # old one, whose introduction points are gone: a pull then waits out
                         # tor's 120 s SocksTimeout (seen once in CI). A workstation pulling that
                         # early gets there by trying again; the test waits for the upload.
-                        await _uploaded(events, transfer_address, timeout=90)
+                        await await_upload(events, transfer_address, timeout=90)
 
                     async def pulled() -> None:
                         code, out = await pull(url)
@@ -147,21 +148,6 @@ async def test_a_client_added_while_serving_survives_a_tor_restart(
         key_file.unlink(missing_ok=True)
         await owner.close()
         launched.stop()
-
-
-async def _uploaded(events: asyncio.Queue[HsDescEvent], address: str, timeout: float) -> None:
-    """Until the restarted tor reports that an HSDir took the descriptor of `address` (the
-    subscription starts before tor has bootstrapped, so the upload cannot come earlier)."""
-    deadline = time.monotonic() + timeout
-    seen: list[HsDescEvent] = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        with contextlib.suppress(TimeoutError):
-            event = await asyncio.wait_for(events.get(), remaining)
-            seen.append(event)
-            if event.address == address and event.action == "UPLOADED":
-                return
-    raise AssertionError(f"no upload of {address}.onion in {timeout:.0f} s after the restart: "
-                         f"{[(e.action, e.address) for e in seen]}")
 
 
 async def _status_three_times(config: str, transfer_address: str) -> list[float]:

@@ -21,7 +21,7 @@ from dropbox.pages import STATE
 from onion.client_auth import ClientKeyPair, auth_line, auth_private_line
 from onion.controller import LaunchedTor, TorController, launch_tor
 from onion.publish import publish_onions, read_state
-from onion.services import ServiceSpec, onion_address, publish, unpublish
+from onion.services import ServiceSpec, await_upload, onion_address, publish, unpublish
 
 pytestmark = pytest.mark.tor
 
@@ -226,10 +226,7 @@ async def test_torrc_services_production_style(
                 code, out = await _amanat("onion", "add-client", "bob", "--config",
                                           str(server.config_path))
                 assert code == 0, out
-                address = transfer_address.removesuffix(".onion")
-                while (event := await asyncio.wait_for(events.get(), 90)).address != address \
-                        or event.action != "UPLOADED":
-                    pass
+                await await_upload(events, transfer_address.removesuffix(".onion"), 90)
             line = out.strip().splitlines()[-1]
             assert line.startswith(transfer_address.removesuffix(".onion") + ":descriptor:")
             assert (transfer_dir / "authorized_clients" / "bob.auth").exists()
